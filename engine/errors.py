@@ -1,0 +1,24 @@
+"""Error types whose messages are shown to users as they are."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class InputError(Exception):
+    """Bad input from the user: a file that cannot be used, or bad arguments.
+
+    The command line maps this to exit code 2. The message names the file
+    and says what is wrong in plain words.
+    """
+
+    def __init__(self, message: str, path: str | Path | None = None, line: int | None = None):
+        self.path = str(path) if path is not None else None
+        self.line = line
+        where = ""
+        if path is not None:
+            where = f"{path}"
+            if line is not None:
+                where += f", line {line}"
+            where += ": "
+        super().__init__(where + message)

@@ -1,0 +1,243 @@
+"""Timed lyrics: LRC (with ``[offset:]``, several tags a line, enhanced word tags),
+SRT, WebVTT and CSV (``MM:SS,text`` or ``start_time,end_time,lyrics_line``).
+
+Every parse error names the file and the line number.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.errors import InputError
+
+
+@dataclass(frozen=True)
+class LyricLine:
+    """One timed lyric line.
+
+    Attributes
+    ----------
+    time : float
+        Start in seconds (file time of the song).
+    text : str
+        The words, with any word-timing tags removed.
+    line : int
+        1-based line number in the lyrics file.
+    end : float or None
+        End in seconds when the format gives one.
+    """
+
+    time: float
+    text: str
+    line: int
+    end: float | None = None
+
+    def to_json(self) -> dict:
+        out: dict = {"time": round(self.time, 3), "text": self.text, "line": self.line}
+        if self.end is not None:
+            out["end"] = round(self.end, 3)
+        return out
+
+
+_LRC_TAG = re.compile(r"\[(\d{1,3}):(\d{1,2})(?:[.:](\d{1,3}))?\]")
+_LRC_META = re.compile(r"^\[([A-Za-z#]+):(.*)\]\s*$")
+_WORD_TAG = re.compile(r"<\d{1,3}:\d{1,2}(?:[.:]\d{1,3})?>")
+_CUE_TIME = re.compile(r"(?:(\d+):)?(\d{1,2}):(\d{1,2})[.,](\d{1,3})")
+_CUE_LINE = re.compile(r"^\s*(\S+)\s+-->\s+(\S+)")
+_MARKUP = re.compile(r"<[^>]*>|\{\\[^}]*\}")
+_CSV_TIME = re.compile(r"^\s*(?:(\d+):)?(\d{1,3}):(\d{1,2}(?:[.,]\d+)?)\s*$")
+
+
+def _frac(digits: str | None) -> float:
+    return int(digits) / (10 ** len(digits)) if digits else 0.0
+
+
+def read_text(path: str | Path) -> str:
+    """Read a text file as UTF-8 (BOM allowed), falling back to Latin-1 for old LRC files."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError("lyrics file not found", path)
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise InputError("the lyrics file is empty", path)
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def parse_lrc(text: str, path: str | Path = "<lrc>") -> list[LyricLine]:
+    """Parse LRC lyrics.
+
+    An ``[offset:+N]`` tag (milliseconds) makes every line show N ms earlier,
+    as LRC players do. A time tag with no words ends the previous line.
+    """
+    offset = 0.0
+    entries: list[tuple[float, str, int]] = []
+    for n, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        meta = _LRC_META.match(line)
+        if meta and not _LRC_TAG.match(line):
+            if meta.group(1).lower() == "offset":
+                try:
+                    offset = float(meta.group(2).strip()) / 1000.0
+                except ValueError:
+                    raise InputError(f"bad offset tag {line!r} (milliseconds expected)", path, n) from None
+            continue
+        times = []
+        pos = 0
+        while m := _LRC_TAG.match(line, pos):
+            mm, ss = int(m.group(1)), int(m.group(2))
+            if ss >= 60:
+                raise InputError(f"bad time tag {m.group(0)!r}: seconds must be below 60", path, n)
+            times.append(mm * 60 + ss + _frac(m.group(3)))
+            pos = m.end()
+        if not times:
+            if line.startswith("["):
+                raise InputError(f"bad time tag in {line[:40]!r} (expected [mm:ss.xx])", path, n)
+            raise InputError(f"line has no time tag: {line[:40]!r}", path, n)
+        words = " ".join(_WORD_TAG.sub("", line[pos:]).split())
+        for t in times:
+            entries.append((t - offset, words, n))
+    entries.sort(key=lambda e: (e[0], e[2]))
+    out: list[LyricLine] = []
+    for i, (t, words, n) in enumerate(entries):
+        if not words:
+            continue
+        nxt = entries[i + 1][0] if i + 1 < len(entries) and not entries[i + 1][1] else None
+        out.append(LyricLine(time=max(0.0, t), text=words, line=n, end=nxt))
+    return out
+
+
+def _cue_time(s: str, path: str | Path, n: int) -> float:
+    m = _CUE_TIME.fullmatch(s.strip())
+    if not m:
+        raise InputError(f"bad cue time {s!r} (expected HH:MM:SS,mmm)", path, n)
+    h = int(m.group(1) or 0)
+    mm, ss = int(m.group(2)), int(m.group(3))
+    if mm >= 60 or ss >= 60:
+        raise InputError(f"bad cue time {s!r}: minutes and seconds must be below 60", path, n)
+    return h * 3600 + mm * 60 + ss + _frac(m.group(4))
+
+
+def parse_cues(text: str, path: str | Path = "<srt>") -> list[LyricLine]:
+    """Parse SRT or WebVTT cues (numbering, identifiers, settings, NOTE and STYLE blocks allowed)."""
+    lines = text.splitlines()
+    out: list[LyricLine] = []
+    i = 0
+    if lines and lines[0].lstrip("\ufeff").startswith("WEBVTT"):
+        i = 1
+    while i < len(lines):
+        line = lines[i].strip()
+        if not line:
+            i += 1
+            continue
+        if line.startswith(("NOTE", "STYLE", "REGION")):
+            while i < len(lines) and lines[i].strip():
+                i += 1
+            continue
+        cue = _CUE_LINE.match(line)
+        if not cue:
+            # A cue number or identifier: the timing must follow.
+            if i + 1 < len(lines) and _CUE_LINE.match(lines[i + 1].strip()):
+                i += 1
+                continue
+            raise InputError(
+                f"expected a cue timing line like '00:00:01,000 --> 00:00:02,000', got {line[:40]!r}", path, i + 1
+            )
+        n = i + 1
+        start, end = _cue_time(cue.group(1), path, n), _cue_time(cue.group(2), path, n)
+        if end < start:
+            raise InputError(f"cue ends ({cue.group(2)}) before it starts ({cue.group(1)})", path, n)
+        i += 1
+        words = []
+        while i < len(lines) and lines[i].strip():
+            words.append(_MARKUP.sub("", lines[i]).strip())
+            i += 1
+        text_ = " ".join(" ".join(words).split())
+        if text_:
+            out.append(LyricLine(time=start, text=text_, line=n, end=end))
+    out.sort(key=lambda x: (x.time, x.line))
+    return out
+
+
+def _csv_seconds(s: str, path: str | Path, n: int) -> float:
+    s = s.strip()
+    m = _CSV_TIME.match(s)
+    if m:
+        return int(m.group(1) or 0) * 3600 + int(m.group(2)) * 60 + float(m.group(3).replace(",", "."))
+    try:
+        v = float(s)
+    except ValueError:
+        raise InputError(f"bad time {s!r} (expected MM:SS or seconds)", path, n) from None
+    if v < 0:
+        raise InputError(f"negative time {s!r}", path, n)
+    return v
+
+
+def parse_csv(text: str, path: str | Path = "<csv>") -> list[LyricLine]:
+    """Parse CSV lyrics: ``MM:SS,text`` rows, or ``start_time,end_time,lyrics_line`` with a header."""
+    rows = list(csv.reader(io.StringIO(text)))
+    out: list[LyricLine] = []
+    header = [c.strip().lower() for c in rows[0]] if rows else []
+    with_end = "start_time" in header and "end_time" in header
+    first = 1 if header and ("start_time" in header or header[0] in ("time", "start")) else 0
+    for n, row in enumerate(rows[first:], start=first + 1):
+        if not row or not "".join(row).strip():
+            continue
+        if with_end:
+            if len(row) < 3:
+                raise InputError("expected start_time,end_time,lyrics_line", path, n)
+            start, end = _csv_seconds(row[0], path, n), _csv_seconds(row[1], path, n)
+            words = ",".join(row[2:])
+        else:
+            if len(row) < 2:
+                raise InputError("expected a time and the words, like 01:23,some words", path, n)
+            start, end = _csv_seconds(row[0], path, n), None
+            words = ",".join(row[1:])
+        words = " ".join(words.split())
+        if words:
+            out.append(LyricLine(time=start, text=words, line=n, end=end))
+    out.sort(key=lambda x: (x.time, x.line))
+    return out
+
+
+def load_lyrics(path: str | Path) -> list[LyricLine]:
+    """Read timed lyrics from a file, choosing the parser from its extension (or content).
+
+    Parameters
+    ----------
+    path : str or Path
+        ``.lrc``, ``.srt``, ``.vtt`` or ``.csv`` file.
+
+    Returns
+    -------
+    list of LyricLine
+        Sorted by time.
+
+    Raises
+    ------
+    InputError
+        Naming the file and line of the first problem, or saying no timed line was found.
+    """
+    path = Path(path)
+    text = read_text(path)
+    ext = path.suffix.lower()
+    head = text.lstrip()[:200]
+    if ext == ".lrc" or (ext not in (".srt", ".vtt", ".csv") and _LRC_TAG.search(head)):
+        out = parse_lrc(text, path)
+    elif ext in (".srt", ".vtt") or "-->" in head:
+        out = parse_cues(text, path)
+    elif ext == ".csv":
+        out = parse_csv(text, path)
+    else:
+        raise InputError("unknown lyrics format: use .lrc, .srt, .vtt or .csv", path)
+    if not out:
+        raise InputError("no timed lyric lines found", path)
+    return out

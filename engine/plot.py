@@ -1,0 +1,94 @@
+"""A picture of an analysis an editor can read: waveform, onsets, beats, cuts, rates, lyrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from engine.audio import load_song
+
+
+def plot_plan(plan: dict, out_path: str | Path) -> Path:
+    """Draw a plan over its song and save it as an image.
+
+    Parameters
+    ----------
+    plan : dict
+        A plan from :func:`engine.plan.analyze` or :func:`engine.plan.plan_from_boundaries`.
+    out_path : str or Path
+        PNG (or any format matplotlib writes) to create.
+
+    Returns
+    -------
+    Path
+        The written file.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib import cm
+
+    from engine.features import compute_features
+
+    span = plan["song"]["span"]
+    song = load_song(plan["song"]["path"], start=span[0], end=span[1], min_duration=0.0)
+    feats = compute_features(song.y, song.sr)
+    t_frames = song.offset + feats.frames_to_time(np.arange(feats.n_frames))
+    segs = plan["segments"]
+    fig, axes = plt.subplots(3, 1, figsize=(14, 7.5), sharex=True, gridspec_kw={"height_ratios": [2, 1.4, 1.4]})
+    ax_w, ax_o, ax_r = axes
+    step = max(1, len(song.y) // 20000)
+    t_wave = song.offset + np.arange(0, len(song.y), step) / song.sr
+    ax_w.plot(t_wave, song.y[::step], lw=0.4, color="0.35")
+    colors = cm.viridis
+    for s in segs:
+        ax_w.axvspan(s["start"], s["end"], color=colors(s["intensity"]), alpha=0.25, lw=0)
+    for s in segs[1:]:
+        for ax in axes:
+            ax.axvline(s["start"], color="crimson", lw=1.0, alpha=0.8)
+    for ly in plan.get("lyrics", []):
+        if ly.get("past_end"):
+            continue
+        ax_w.axvline(ly["time"], color="tab:blue", lw=0.8, ls="--")
+        ax_w.text(
+            ly["time"],
+            0.97,
+            " " + ly["text"][:28],
+            rotation=90,
+            va="top",
+            ha="left",
+            fontsize=7,
+            color="tab:blue",
+            transform=ax_w.get_xaxis_transform(),
+        )
+    title = Path(plan["song"]["path"]).name
+    tempo = plan["analysis"].get("tempo_bpm")
+    ax_w.set_title(
+        f"{title}: {len(segs)} segments ({plan['analysis'].get('granularity', 'from boundaries')})"
+        + (f", {tempo:.1f} bpm" if tempo else "")
+        + "  | red: cuts, blue: lyrics, shade: intensity"
+    )
+    ax_w.set_ylabel("waveform")
+    ax_o.plot(t_frames, feats.onset, lw=0.6, color="tab:orange")
+    for b in plan.get("beats", []):
+        ax_o.axvline(b, color="0.6", lw=0.4, alpha=0.6)
+    ax_o.set_ylabel("onset strength\n(grey: beats)")
+    x = [v for s in segs for v in (s["start"], s["end"])]
+    ax_r.plot(x, [s["fps"] for s in segs for _ in (0, 1)], color="tab:green", label="images / s")
+    ax_r.set_ylabel("generation rate\n(images / s)")
+    ax_i = ax_r.twinx()
+    ax_i.plot(x, [s["intensity"] for s in segs for _ in (0, 1)], color="tab:purple", lw=0.8, ls=":")
+    ax_i.set_ylabel("intensity (0-1)", color="tab:purple")
+    for s in segs:
+        if s["guidance"]["kind"] == "lyric":
+            ax_r.axvspan(s["start"], s["end"], ymin=0, ymax=0.06, color="tab:blue", lw=0)
+    ax_r.set_xlabel("song time (s)   | blue bar: lyric-guided segment")
+    ax_r.set_xlim(span[0], span[1])
+    fig.tight_layout()
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path, dpi=110)
+    plt.close(fig)
+    return out_path

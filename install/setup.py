@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""Create (or update) m2v's managed engine environment.
+
+    python3 install/setup.py --env PATH [--device auto|cpu|cuda] [--dev] [--python PY]
+
+Idempotent: a stamp file in the environment records what was installed; a
+second run with the same requirements only verifies the imports. Standard
+library only, so Blender's bundled Python or any Python 3.10+ can run it.
+Progress lines go to stdout as ``[step/total] text`` (the add-on shows them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+STAMP = "m2v-env.json"
+ENGINE_REQS = HERE / "requirements-engine.txt"
+NODEPS_REQS = HERE / "requirements-nodeps.txt"
+DEV_REQS = HERE / "requirements-dev.txt"
+#: Smaller CPU-only torch wheels, only when the user asks for --device cpu.
+CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+
+CHECK = r"""
+import json, sys
+import numpy, scipy, librosa, soundfile, open_clip, torch, torchvision
+import taming.modules.diffusionmodules.model, taming.modules.vqvae.quantize
+cuda = torch.cuda.is_available()
+mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+print(json.dumps({"python": sys.version.split()[0], "torch": torch.__version__,
+                  "torch_cuda": torch.version.cuda, "cuda_available": cuda, "mps_available": mps,
+                  "numpy": numpy.__version__, "librosa": librosa.__version__, "open_clip": open_clip.__version__}))
+"""
+
+
+def env_python(env: Path) -> Path:
+    """The interpreter inside a virtual environment."""
+    if os.name == "nt":
+        return env / "Scripts" / "python.exe"
+    return env / "bin" / "python"
+
+
+def _say(step: int, total: int, text: str) -> None:
+    print(f"[{step}/{total}] {text}", flush=True)
+
+
+def _run(cmd: list[str]) -> None:
+    print("  $ " + " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def requirements_digest(files: list[Path], device: str) -> str:
+    h = hashlib.sha256(device.encode())
+    for f in files:
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--env", required=True, help="folder of the environment to create or update")
+    ap.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="cpu: CPU-only torch (smaller download); auto/cuda: PyPI's default build",
+    )
+    ap.add_argument("--dev", action="store_true", help="also install test and lint tools and Blender's bpy module")
+    ap.add_argument("--python", default=sys.executable, help="base interpreter for the environment (default: this one)")
+    args = ap.parse_args(argv)
+
+    env = Path(args.env).expanduser().resolve()
+    py = env_python(env)
+    files = [ENGINE_REQS, NODEPS_REQS] + ([DEV_REQS] if args.dev else [])
+    digest = requirements_digest(files, args.device)
+    stamp_path = env / STAMP
+    total = 4
+    _say(1, total, f"environment at {env}")
+    if not py.exists():
+        if Path(args.python).resolve() == Path(sys.executable).resolve():
+            venv.EnvBuilder(with_pip=True, clear=False).create(env)
+        else:
+            _run([args.python, "-m", "venv", str(env)])
+    old = json.loads(stamp_path.read_text()) if stamp_path.exists() else {}
+    if old.get("digest") == digest:
+        _say(2, total, "packages already installed (requirements unchanged)")
+    else:
+        _say(2, total, "installing packages (torch is large: this can take several minutes)")
+        pip = [str(py), "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "off"]
+        extra = ["--extra-index-url", CPU_INDEX] if args.device == "cpu" else []
+        _run(pip + extra + ["-r", str(ENGINE_REQS)])
+        _run(pip + ["--no-deps", "-r", str(NODEPS_REQS)])
+        if args.dev:
+            _run(pip + ["-r", str(DEV_REQS)])
+    _say(3, total, "checking the engine's imports")
+    proc = subprocess.run([str(py), "-c", CHECK], capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(proc.stderr, file=sys.stderr)
+        print(f"error: the environment at {env} cannot import the engine's packages (see above)", file=sys.stderr)
+        return 1
+    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    info.update({"digest": digest, "device": args.device, "dev": args.dev, "engine_src": str(ROOT)})
+    tmp = stamp_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(info, indent=1))
+    os.replace(tmp, stamp_path)
+    found = "CUDA" if info["cuda_available"] else "Apple MPS" if info["mps_available"] else "CPU only"
+    _say(4, total, f"ready: torch {info['torch']} ({found}), python {info['python']}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except subprocess.CalledProcessError as e:
+        print(f"error: setup step failed (exit {e.returncode}): {' '.join(map(str, e.cmd))}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,67 @@
+import json
+
+import numpy as np
+
+from tests.conftest import run_engine
+
+
+def test_help_lists_commands():
+    proc = run_engine("--help")
+    assert proc.returncode == 0
+    for cmd in ("analyze", "plan", "run"):
+        assert cmd in proc.stdout
+    assert run_engine().returncode == 2
+
+
+def test_analyze_writes_plan_and_plot(sectioned_wav, tmp_path):
+    lrc = tmp_path / "words.srt"
+    lrc.write_text("1\n00:00:05,000 --> 00:00:07,000\nhello there\n", encoding="utf-8")
+    out, png = tmp_path / "plan.json", tmp_path / "plot.png"
+    proc = run_engine(
+        "analyze",
+        str(sectioned_wav),
+        "--lyrics",
+        str(lrc),
+        "-o",
+        str(out),
+        "--plot",
+        str(png),
+        "--granularity",
+        "beats",
+        "--min-fps",
+        "1",
+        "--max-fps",
+        "4",
+    )
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(out.read_text())
+    assert plan["analysis"]["granularity"] == "beats"
+    assert np.median([s["end"] - s["start"] for s in plan["segments"]]) < 0.7
+    assert any(s["guidance"]["text"] == "hello there" for s in plan["segments"])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from PIL import Image
+
+    img = np.asarray(Image.open(png).convert("L"), dtype=float)
+    assert img.shape[1] > 1000 and img.std() > 10  # a real drawing, not a blank canvas
+
+
+def test_plan_command_and_bad_lyrics_exit_2(sectioned_wav, tmp_path):
+    out = tmp_path / "p.json"
+    proc = run_engine("plan", str(sectioned_wav), "--boundaries", "0,4.5,12.25", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert [(s["start"], s["end"]) for s in json.loads(out.read_text())["segments"]] == [(0.0, 4.5), (4.5, 12.25)]
+    bad = tmp_path / "bad.lrc"
+    bad.write_text("[00:01.00]fine\n[00:xx.00]broken\n", encoding="utf-8")
+    proc = run_engine("plan", str(sectioned_wav), "--boundaries", "0,4", "--lyrics", str(bad))
+    assert proc.returncode == 2 and f"{bad}, line 2" in proc.stderr
+    proc = run_engine("plan", str(sectioned_wav), "--boundaries", "0,abc")
+    assert proc.returncode == 2 and "boundaries must be numbers" in proc.stderr
+
+
+def test_main_job_runs_on_the_synthesised_demo(tmp_path):
+    proc = run_engine("run", "--out", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads((tmp_path / "out" / "plan.json").read_text())
+    assert (tmp_path / "out" / "plan.png").stat().st_size > 10_000
+    assert sum(s["guidance"]["kind"] == "lyric" for s in plan["segments"]) >= 3
+    assert 95 < plan["analysis"]["tempo_bpm"] < 105  # the demo is synthesised at 100 bpm
