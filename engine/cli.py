@@ -85,7 +85,151 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--lyrics", metavar="FILE", help="timed lyrics for your song")
     r.add_argument("--out", default="m2v-out", help="output folder (%(default)s)")
     r.add_argument("--granularity", choices=("scenes", "beats"), default="scenes")
+    m = sub.add_parser("render", help="turn a plan into frames (VQGAN + CLIP), resumable and cached", description=(
+        "Optimise one VQGAN latent through the song: each image is one step guided by its segment's lyric "
+        "(CLIP text) or audio (Wav2CLIP). Progress goes to stdout as JSON lines. Ctrl-C finishes the current "
+        "image and exits with code 3; running again resumes."))
+    m.add_argument("plan", help="plan.json from analyze or plan")
+    m.add_argument("--out", required=True, help="output folder (frames, manifest.json, state)")
+    m.add_argument("--layout", action="store_true", help="preview: a titled card per image, no models needed")
+    m.add_argument("--size", nargs=2, type=int, default=(256, 256), metavar=("W", "H"))
+    m.add_argument("--cutouts", type=int, default=32)
+    m.add_argument("--steps-per-image", type=int, default=1)
+    m.add_argument("--lr", type=float, default=0.1)
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--device", choices=("auto", "cuda", "mps", "cpu"), default="auto")
+    m.add_argument("--style", help="a text style prompt for the whole song, e.g. 'oil painting'")
+    m.add_argument("--style-weight", type=float, default=0.5)
+    m.add_argument("--no-prompt-average", dest="prompt_average", action="store_false",
+                   help="turn off eq. 2 (averaging each segment's target with the previous one)")
+    m.add_argument("--l1-weight", type=float, default=0.0, help="eq. 1: L1 pull of each latent to the previous (0: off)")
+    _add_model_args(m)
+
+    e = sub.add_parser("export", help="write an MP4 of a finished render with the song")
+    e.add_argument("render_dir", help="the render's output folder")
+    e.add_argument("-o", "--output", required=True, metavar="VIDEO.mp4")
+    e.add_argument("--fps", type=float, default=24.0)
+
+    mo = sub.add_parser("models", help="download or check the official model files")
+    msub = mo.add_subparsers(dest="models_command", metavar="ACTION")
+    mf = msub.add_parser("fetch", help="download missing files (resumes, verifies SHA-256)")
+    mf.add_argument("--models", help="models folder (default: $M2V_MODELS or the per-user data folder)")
+    mf.add_argument("--mirror", help="base URL of a mirror holding the files under their names")
+    mf.add_argument("--only", nargs="*", help="only these file names")
+    mc = msub.add_parser("check", help="list the official files and whether they verify")
+    mc.add_argument("--models")
+    mc.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--models", help="models folder with the official files (default: $M2V_MODELS or per-user data)")
+    p.add_argument("--vqgan-config", help="your own taming VQGAN config (.yaml)")
+    p.add_argument("--vqgan-ckpt", help="your own taming VQGAN checkpoint (.ckpt)")
+    p.add_argument("--clip-model", default=None, help="open_clip model name or config .json (default ViT-B-32-quickgelu)")
+    p.add_argument("--clip-weights", help="weights for --clip-model (.safetensors preferred)")
+    p.add_argument("--audio-encoder", help="your own Wav2CLIP.pt")
+
+
+def _model_loader(args: argparse.Namespace):
+    """Resolve every model file first (fast, clear errors), then return a loader for render()."""
+    from engine.errors import InputError
+    from engine.render import ModelPaths
+    from engine.weights import default_models_dir, require
+
+    models_dir = Path(args.models).expanduser() if args.models else default_models_dir()
+
+    def given(value, what):
+        if value is None:
+            return None
+        p = Path(value).expanduser()
+        if not p.is_file():
+            raise InputError(f"{what} not found", p)
+        return p
+
+    if (args.vqgan_config is None) != (args.vqgan_ckpt is None):
+        raise InputError("--vqgan-config and --vqgan-ckpt go together")
+    if args.clip_model and not args.clip_weights:
+        raise InputError("--clip-model needs --clip-weights (the file to load)")
+    paths = ModelPaths(
+        vqgan_config=given(args.vqgan_config, "VQGAN config") or require(models_dir, "vqgan_imagenet_f16_16384/model.yaml"),
+        vqgan_ckpt=given(args.vqgan_ckpt, "VQGAN checkpoint") or require(models_dir, "vqgan_imagenet_f16_16384/last.ckpt"),
+        clip_model=args.clip_model or "ViT-B-32-quickgelu",
+        clip_weights=given(args.clip_weights, "CLIP weights") or require(models_dir, "open_clip_vit_b32_openai.safetensors"),
+        audio_encoder=given(args.audio_encoder, "audio encoder") or require(models_dir, "Wav2CLIP.pt"),
+    )
+
+    def load():
+        from engine.clip_guide import load_clip
+        from engine.vqgan import load_vqgan, use_fused_activation
+        from engine.wav2clip import load_wav2clip
+
+        use_fused_activation(True)
+        return (
+            load_vqgan(paths.vqgan_config, paths.vqgan_ckpt),
+            load_clip(paths.clip_model, paths.clip_weights),
+            load_wav2clip(paths.audio_encoder),
+            paths,
+        )
+
+    return load
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from engine.errors import InputError
+    from engine.progress import Progress
+    from engine.render import RenderSettings, StopFlag, render
+
+    settings = RenderSettings(
+        width=args.size[0], height=args.size[1], cutouts=args.cutouts, steps_per_image=args.steps_per_image,
+        lr=args.lr, seed=args.seed, style=args.style, style_weight=args.style_weight,
+        prompt_average=args.prompt_average, l1_weight=args.l1_weight, layout=args.layout,
+    )
+    settings.validate()
+    loader = None if args.layout else _model_loader(args)
+    stop = StopFlag()
+    stop.install()
+    progress = Progress()
+    try:
+        return render(args.plan, args.out, settings, loader, progress, stop, device=args.device)
+    except InputError as e:
+        progress.emit("error", message=str(e))
+        raise
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from engine.export import export_mp4
+
+    m = export_mp4(args.render_dir, args.output, fps=args.fps)
+    print(f"wrote {args.output}: {m['frames']} frames at {m['fps']:.3f} fps, video {m['video_seconds']:.2f} s, "
+          f"audio {m['audio_seconds']:.2f} s")
+    return EXIT_OK
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from engine import weights
+
+    models_dir = Path(args.models).expanduser() if args.models else weights.default_models_dir()
+    if args.models_command == "check":
+        rows = weights.check(models_dir)
+        if args.json:
+            print(json.dumps({"models": str(models_dir), "files": rows}, indent=1))
+        else:
+            print(f"models folder: {models_dir}")
+            for r in rows:
+                print(f"  {r['status']:9s} {r['name']}")
+        return EXIT_OK if all(r["status"] in ("ok", "unpinned") for r in rows) else EXIT_INPUT
+    if args.models_command == "fetch":
+        def bar(name, done, total):
+            pct = f"{100 * done / total:5.1f}%" if total else f"{done / 1e6:8.1f} MB"
+            print(f"\r{name}: {pct}", end="", file=sys.stderr, flush=True)
+
+        got = weights.fetch(models_dir, names=args.only, mirror=args.mirror, progress=bar)
+        print(file=sys.stderr)
+        print(f"fetched {len(got)} file(s) into {models_dir}" + (": " + ", ".join(got) if got else " (all present)"))
+        return EXIT_OK
+    print("usage: python -m engine models {fetch,check}", file=sys.stderr)
+    return EXIT_INPUT
 
 
 def _emit(plan: dict, output: str | None) -> None:
@@ -177,7 +321,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"analyze": cmd_analyze, "plan": cmd_plan, "run": cmd_run}
+COMMANDS = {
+    "analyze": cmd_analyze,
+    "plan": cmd_plan,
+    "run": cmd_run,
+    "render": cmd_render,
+    "export": cmd_export,
+    "models": cmd_models,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

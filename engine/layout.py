@@ -1,0 +1,45 @@
+"""Layout preview cards: one titled card per segment image, in seconds, without any model."""
+
+from __future__ import annotations
+
+import textwrap
+
+import numpy as np
+
+
+def _colour(intensity: float) -> tuple[int, int, int]:
+    """Quiet segments deep blue, loud ones warm orange."""
+    lo, hi = np.array([28, 38, 92]), np.array([236, 128, 40])
+    c = lo + (hi - lo) * float(np.clip(intensity, 0, 1))
+    return tuple(int(v) for v in c)
+
+
+def _clock(t: float) -> str:
+    return f"{int(t // 60)}:{t % 60:05.2f}"
+
+
+def layout_card(seg: dict, image_index: int, n_segments: int, width: int, height: int) -> np.ndarray:
+    """Draw the card for one image of one segment; ``(height, width, 3)`` uint8."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    img = Image.new("RGB", (width, height), _colour(seg["intensity"]))
+    d = ImageDraw.Draw(img)
+    big = ImageFont.load_default(size=max(10, height // 9))
+    small = ImageFont.load_default(size=max(8, height // 16))
+    g = seg["guidance"]
+    lines = [
+        (f"Segment {seg['index'] + 1}/{n_segments}", big),
+        (f"{_clock(seg['start'])} - {_clock(seg['end'])}", small),
+        (f"image {image_index + 1}/{seg['images']}  ({seg['fps']:.1f}/s)", small),
+    ]
+    body = f"\u201c{g['text']}\u201d" if g["kind"] == "lyric" else "audio"
+    for part in textwrap.wrap(body, width=max(8, width // max(6, height // 22)))[:4]:
+        lines.append((part, small))
+    y = height // 12
+    for text, font in lines:
+        d.text((width // 14, y), text, fill=(255, 255, 255), font=font)
+        y += int(font.size * 1.35)
+    # A bar that fills through the segment, so playback shows where the cut is.
+    frac = (image_index + 1) / seg["images"]
+    d.rectangle([0, height - height // 20, int(width * frac), height], fill=(255, 255, 255))
+    return np.asarray(img)

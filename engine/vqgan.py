@@ -1,0 +1,211 @@
+"""VQGAN decoders built from taming-transformers' modules, without its Lightning classes.
+
+Supported configs (taming's ``model.yaml``):
+
+- ``taming.models.vqgan.VQModel`` (imagenet f16 1024/16384, wikiart): codebook ``quantize.embedding.weight``;
+- ``taming.models.vqgan.GumbelVQ`` (gumbel f8 8192): codebook ``quantize.embed.weight``, used as a plain
+  nearest-neighbour codebook as the VQGAN-CLIP scripts do;
+- transformer configs (``cond_transformer.Net2NetTransformer``: sflckr, coco, faceshq) whose autoencoder
+  sits under ``first_stage_model.*``.
+
+Only the generation path is built (codebook, ``post_quant_conv``, ``decoder``); the encoder and the
+training loss (LPIPS, discriminator) are never constructed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from engine.checkpoints import check_keys, load_torch_file
+from engine.errors import InputError
+
+DDCONFIG_KEYS = ("ch", "out_ch", "ch_mult", "num_res_blocks", "attn_resolutions", "in_channels", "resolution", "z_channels")
+
+
+@dataclass(frozen=True)
+class VQGANConfig:
+    """What m2v needs from a taming config."""
+
+    kind: str  # "vq" or "gumbel"
+    ddconfig: dict
+    n_embed: int
+    embed_dim: int
+    prefix: str  # "" or "first_stage_model."
+
+    @property
+    def factor(self) -> int:
+        """Pixels per latent cell along each side."""
+        return 2 ** (len(self.ddconfig["ch_mult"]) - 1)
+
+
+def parse_config(data: dict, path: str | Path = "<config>") -> VQGANConfig:
+    """Read a taming config dictionary (``model: {target, params}``)."""
+    model = data.get("model") if isinstance(data, dict) else None
+    if not isinstance(model, dict) or "target" not in model:
+        raise InputError("not a taming-transformers model config (no model.target)", path)
+    target, params = str(model["target"]), model.get("params") or {}
+    prefix = ""
+    if target.endswith("Net2NetTransformer"):
+        first = params.get("first_stage_config") or {}
+        target, params, prefix = str(first.get("target", "")), first.get("params") or {}, "first_stage_model."
+    if target.endswith(".GumbelVQ"):
+        kind = "gumbel"
+    elif target.endswith(".VQModel"):
+        kind = "vq"
+    else:
+        raise InputError(
+            f"unsupported VQGAN type {target!r}: m2v supports taming's VQModel, GumbelVQ and "
+            "transformer configs built on them",
+            path,
+        )
+    dd = params.get("ddconfig")
+    if not isinstance(dd, dict) or any(k not in dd for k in DDCONFIG_KEYS):
+        raise InputError("the config's ddconfig is missing or incomplete", path)
+    if dd.get("double_z"):
+        raise InputError("double_z autoencoders (KL models) are not VQGANs", path)
+    try:
+        n_embed, embed_dim = int(params["n_embed"]), int(params["embed_dim"])
+    except (KeyError, TypeError, ValueError):
+        raise InputError("the config lacks n_embed or embed_dim", path) from None
+    keep = {k: dd[k] for k in DDCONFIG_KEYS}
+    keep.update(double_z=False, dropout=0.0, ch_mult=list(dd["ch_mult"]), attn_resolutions=list(dd["attn_resolutions"]))
+    return VQGANConfig(kind=kind, ddconfig=keep, n_embed=n_embed, embed_dim=embed_dim, prefix=prefix)
+
+
+def load_config(path: str | Path) -> VQGANConfig:
+    """Parse a ``model.yaml``; an HTML page (a failed download) gets its own message."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("VQGAN config not found", path)
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if text.lstrip()[:15].lower().startswith(("<!doctype", "<html")):
+        raise InputError("is an HTML page, not a model config: the download probably failed", path)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise InputError(f"not valid YAML ({str(e).splitlines()[0]})", path) from None
+    return parse_config(data, path)
+
+
+class _ClampWithGrad(torch.autograd.Function):
+    """Clamp whose gradient still pushes values that are out of range back in (VQGAN-CLIP)."""
+
+    @staticmethod
+    def forward(ctx, x, lo, hi):
+        ctx.lo, ctx.hi = lo, hi
+        ctx.save_for_backward(x)
+        return x.clamp(lo, hi)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * (grad * (x - x.clamp(ctx.lo, ctx.hi)) >= 0), None, None
+
+
+class _ReplaceGrad(torch.autograd.Function):
+    """Forward ``x_forward``, backward into ``x_backward`` (the straight-through estimator)."""
+
+    @staticmethod
+    def forward(ctx, x_forward, x_backward):
+        ctx.shape = x_backward.shape
+        return x_forward
+
+    @staticmethod
+    def backward(ctx, grad):
+        return None, grad.sum_to_size(ctx.shape)
+
+
+def clamp_with_grad(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    return _ClampWithGrad.apply(x, lo, hi)
+
+
+def vector_quantize(x: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """Nearest codebook vector for each row of ``x`` (``(..., e)``), straight-through gradient."""
+    d = x.pow(2).sum(-1, keepdim=True) + codebook.pow(2).sum(1) - 2 * x @ codebook.T
+    q = codebook[d.argmin(-1)]
+    return _ReplaceGrad.apply(q, x)
+
+
+class VQGAN(nn.Module):
+    """The generation half of a taming VQGAN: latent ``z`` -> image in ``[0, 1]``."""
+
+    def __init__(self, cfg: VQGANConfig):
+        super().__init__()
+        from taming.modules.diffusionmodules.model import Decoder
+
+        self.cfg = cfg
+        # taming prints the latent shape on construction: keep stdout clean for JSON progress.
+        with contextlib.redirect_stdout(io.StringIO()):
+            self.decoder = Decoder(**cfg.ddconfig)
+        self.post_quant_conv = nn.Conv2d(cfg.embed_dim, cfg.ddconfig["z_channels"], 1)
+        self.register_buffer("codebook", torch.zeros(cfg.n_embed, cfg.embed_dim))
+
+    @property
+    def factor(self) -> int:
+        return self.cfg.factor
+
+    def latent_shape(self, width: int, height: int) -> tuple[int, int, int, int]:
+        f = self.factor
+        return (1, self.cfg.embed_dim, height // f, width // f)
+
+    def random_latent(self, width: int, height: int, generator: torch.Generator) -> torch.Tensor:
+        """A latent made of random codebook entries (VQGAN-CLIP's start)."""
+        _, e, h, w = self.latent_shape(width, height)
+        idx = torch.randint(self.cfg.n_embed, (h * w,), generator=generator)
+        return self.codebook[idx].reshape(1, h, w, e).permute(0, 3, 1, 2).contiguous()
+
+    def z_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.codebook.min(0).values[None, :, None, None], self.codebook.max(0).values[None, :, None, None]
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        z_q = vector_quantize(z.movedim(1, 3), self.codebook).movedim(3, 1)
+        x = self.decoder(self.post_quant_conv(z_q))
+        return clamp_with_grad(x.add(1).div(2), 0, 1)
+
+
+def load_vqgan(config_path: str | Path, ckpt_path: str | Path) -> VQGAN:
+    """Build a VQGAN from a taming config and load its checkpoint safely.
+
+    Parameters
+    ----------
+    config_path : str or Path
+        taming ``model.yaml``.
+    ckpt_path : str or Path
+        Lightning ``last.ckpt`` (or any file holding the same ``state_dict``).
+
+    Raises
+    ------
+    InputError
+        For unsupported configs, refused globals, missing or mismatched keys.
+    """
+    cfg = load_config(config_path)
+    obj = load_torch_file(ckpt_path)
+    sd = obj.get("state_dict", obj)
+    if not isinstance(sd, dict):
+        raise InputError("the checkpoint has no state_dict", ckpt_path)
+    p = cfg.prefix
+    book_key = p + ("quantize.embed.weight" if cfg.kind == "gumbel" else "quantize.embedding.weight")
+    if book_key not in sd:
+        raise InputError(f"missing codebook {book_key} (is this checkpoint for this config?)", ckpt_path)
+    model = VQGAN(cfg)
+    part = {k[len(p) :]: v for k, v in sd.items() if k.startswith(p + "decoder.") or k.startswith(p + "post_quant_conv.")}
+    part["codebook"] = sd[book_key]
+    check_keys(model, part, ckpt_path, "VQGAN decoder")
+    return model.eval().requires_grad_(False)
+
+
+def use_fused_activation(enabled: bool = True) -> None:
+    """Swap taming's ``x * sigmoid(x)`` for the fused SiLU kernel (same function, far less memory traffic)."""
+    import taming.modules.diffusionmodules.model as tm
+
+    if not hasattr(tm, "_m2v_original_nonlinearity"):
+        tm._m2v_original_nonlinearity = tm.nonlinearity
+    tm.nonlinearity = torch.nn.functional.silu if enabled else tm._m2v_original_nonlinearity
