@@ -121,9 +121,15 @@ def check_keys(model, state: dict, path: str | Path, what: str) -> None:
     ]
     problems = []
     if missing:
-        problems.append("missing " + ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+        problems.append(
+            "missing " + ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        )
     if unexpected:
-        problems.append("unexpected " + ", ".join(unexpected[:5]) + (f" and {len(unexpected) - 5} more" if len(unexpected) > 5 else ""))
+        problems.append(
+            "unexpected "
+            + ", ".join(unexpected[:5])
+            + (f" and {len(unexpected) - 5} more" if len(unexpected) > 5 else "")
+        )
     if mismatched:
         problems.append("wrong shape " + ", ".join(mismatched[:3]))
     if problems:

@@ -85,10 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--lyrics", metavar="FILE", help="timed lyrics for your song")
     r.add_argument("--out", default="m2v-out", help="output folder (%(default)s)")
     r.add_argument("--granularity", choices=("scenes", "beats"), default="scenes")
-    m = sub.add_parser("render", help="turn a plan into frames (VQGAN + CLIP), resumable and cached", description=(
-        "Optimise one VQGAN latent through the song: each image is one step guided by its segment's lyric "
-        "(CLIP text) or audio (Wav2CLIP). Progress goes to stdout as JSON lines. Ctrl-C finishes the current "
-        "image and exits with code 3; running again resumes."))
+    m = sub.add_parser(
+        "render",
+        help="turn a plan into frames (VQGAN + CLIP), resumable and cached",
+        description=(
+            "Optimise one VQGAN latent through the song: each image is one step guided by its segment's lyric "
+            "(CLIP text) or audio (Wav2CLIP). Progress goes to stdout as JSON lines. Ctrl-C finishes the current "
+            "image and exits with code 3; running again resumes."
+        ),
+    )
     m.add_argument("plan", help="plan.json from analyze or plan")
     m.add_argument("--out", required=True, help="output folder (frames, manifest.json, state)")
     m.add_argument("--layout", action="store_true", help="preview: a titled card per image, no models needed")
@@ -100,9 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--device", choices=("auto", "cuda", "mps", "cpu"), default="auto")
     m.add_argument("--style", help="a text style prompt for the whole song, e.g. 'oil painting'")
     m.add_argument("--style-weight", type=float, default=0.5)
-    m.add_argument("--no-prompt-average", dest="prompt_average", action="store_false",
-                   help="turn off eq. 2 (averaging each segment's target with the previous one)")
-    m.add_argument("--l1-weight", type=float, default=0.0, help="eq. 1: L1 pull of each latent to the previous (0: off)")
+    m.add_argument(
+        "--no-prompt-average",
+        dest="prompt_average",
+        action="store_false",
+        help="turn off eq. 2 (averaging each segment's target with the previous one)",
+    )
+    m.add_argument(
+        "--l1-weight", type=float, default=0.0, help="eq. 1: L1 pull of each latent to the previous (0: off)"
+    )
     _add_model_args(m)
 
     e = sub.add_parser("export", help="write an MP4 of a finished render with the song")
@@ -126,7 +137,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", help="models folder with the official files (default: $M2V_MODELS or per-user data)")
     p.add_argument("--vqgan-config", help="your own taming VQGAN config (.yaml)")
     p.add_argument("--vqgan-ckpt", help="your own taming VQGAN checkpoint (.ckpt)")
-    p.add_argument("--clip-model", default=None, help="open_clip model name or config .json (default ViT-B-32-quickgelu)")
+    p.add_argument(
+        "--clip-model", default=None, help="open_clip model name or config .json (default ViT-B-32-quickgelu)"
+    )
     p.add_argument("--clip-weights", help="weights for --clip-model (.safetensors preferred)")
     p.add_argument("--audio-encoder", help="your own Wav2CLIP.pt")
 
@@ -152,10 +165,13 @@ def _model_loader(args: argparse.Namespace):
     if args.clip_model and not args.clip_weights:
         raise InputError("--clip-model needs --clip-weights (the file to load)")
     paths = ModelPaths(
-        vqgan_config=given(args.vqgan_config, "VQGAN config") or require(models_dir, "vqgan_imagenet_f16_16384/model.yaml"),
-        vqgan_ckpt=given(args.vqgan_ckpt, "VQGAN checkpoint") or require(models_dir, "vqgan_imagenet_f16_16384/last.ckpt"),
+        vqgan_config=given(args.vqgan_config, "VQGAN config")
+        or require(models_dir, "vqgan_imagenet_f16_16384/model.yaml"),
+        vqgan_ckpt=given(args.vqgan_ckpt, "VQGAN checkpoint")
+        or require(models_dir, "vqgan_imagenet_f16_16384/last.ckpt"),
         clip_model=args.clip_model or "ViT-B-32-quickgelu",
-        clip_weights=given(args.clip_weights, "CLIP weights") or require(models_dir, "open_clip_vit_b32_openai.safetensors"),
+        clip_weights=given(args.clip_weights, "CLIP weights")
+        or require(models_dir, "open_clip_vit_b32_openai.safetensors"),
         audio_encoder=given(args.audio_encoder, "audio encoder") or require(models_dir, "Wav2CLIP.pt"),
     )
 
@@ -181,9 +197,17 @@ def cmd_render(args: argparse.Namespace) -> int:
     from engine.render import RenderSettings, StopFlag, render
 
     settings = RenderSettings(
-        width=args.size[0], height=args.size[1], cutouts=args.cutouts, steps_per_image=args.steps_per_image,
-        lr=args.lr, seed=args.seed, style=args.style, style_weight=args.style_weight,
-        prompt_average=args.prompt_average, l1_weight=args.l1_weight, layout=args.layout,
+        width=args.size[0],
+        height=args.size[1],
+        cutouts=args.cutouts,
+        steps_per_image=args.steps_per_image,
+        lr=args.lr,
+        seed=args.seed,
+        style=args.style,
+        style_weight=args.style_weight,
+        prompt_average=args.prompt_average,
+        l1_weight=args.l1_weight,
+        layout=args.layout,
     )
     settings.validate()
     loader = None if args.layout else _model_loader(args)
@@ -201,8 +225,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     from engine.export import export_mp4
 
     m = export_mp4(args.render_dir, args.output, fps=args.fps)
-    print(f"wrote {args.output}: {m['frames']} frames at {m['fps']:.3f} fps, video {m['video_seconds']:.2f} s, "
-          f"audio {m['audio_seconds']:.2f} s")
+    print(
+        f"wrote {args.output}: {m['frames']} frames at {m['fps']:.3f} fps, video {m['video_seconds']:.2f} s, "
+        f"audio {m['audio_seconds']:.2f} s"
+    )
     return EXIT_OK
 
 
@@ -220,6 +246,7 @@ def cmd_models(args: argparse.Namespace) -> int:
                 print(f"  {r['status']:9s} {r['name']}")
         return EXIT_OK if all(r["status"] in ("ok", "unpinned") for r in rows) else EXIT_INPUT
     if args.models_command == "fetch":
+
         def bar(name, done, total):
             pct = f"{100 * done / total:5.1f}%" if total else f"{done / 1e6:8.1f} MB"
             print(f"\r{name}: {pct}", end="", file=sys.stderr, flush=True)

@@ -21,7 +21,11 @@ from engine.errors import InputError
 OFFICIAL_MODEL = "ViT-B-32-quickgelu"
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
-_QUICKGELU_TRAPS = {"ViT-B-32": "ViT-B-32-quickgelu", "ViT-B-16": "ViT-B-16-quickgelu", "ViT-L-14": "ViT-L-14-quickgelu"}
+_QUICKGELU_TRAPS = {
+    "ViT-B-32": "ViT-B-32-quickgelu",
+    "ViT-B-16": "ViT-B-16-quickgelu",
+    "ViT-L-14": "ViT-L-14-quickgelu",
+}
 
 
 def resolve_model_name(name: str, weights: str | Path | None) -> str:

@@ -60,8 +60,13 @@ def export_mp4(render_dir: str | Path, video: str | Path, fps: float = 24.0, cod
     if not Path(song_path).exists():
         raise InputError("the song file is missing", song_path)
     info = sf.info(song_path)
-    audio, sr = sf.read(song_path, start=int(span[0] * info.samplerate), stop=int(span[1] * info.samplerate),
-                        dtype="float32", always_2d=True)
+    audio, sr = sf.read(
+        song_path,
+        start=int(span[0] * info.samplerate),
+        stop=int(span[1] * info.samplerate),
+        dtype="float32",
+        always_2d=True,
+    )
     audio = audio[:, :2]
     video.parent.mkdir(parents=True, exist_ok=True)
     tmp = video.with_name(f".{video.name}.part.mp4")
@@ -97,8 +102,11 @@ def export_mp4(render_dir: str | Path, video: str | Path, fps: float = 24.0, cod
     want = span[1] - span[0]
     if abs(measured["video_seconds"] - want) > 1.0 / fps + 1e-3 or abs(measured["audio_seconds"] - want) > 0.1:
         tmp.unlink(missing_ok=True)
-        raise InputError(f"export length check failed: video {measured['video_seconds']:.3f} s, audio "
-                         f"{measured['audio_seconds']:.3f} s, song span {want:.3f} s", video)
+        raise InputError(
+            f"export length check failed: video {measured['video_seconds']:.3f} s, audio "
+            f"{measured['audio_seconds']:.3f} s, song span {want:.3f} s",
+            video,
+        )
     os.replace(tmp, video)
     return measured
 
@@ -110,9 +118,10 @@ def probe(path: str | Path) -> dict:
     with av.open(str(path)) as c:
         v = c.streams.video[0]
         frames = sum(1 for _ in c.decode(video=0))
-        vsec = frames / float(v.average_rate)
+        rate = v.average_rate or v.guessed_rate or v.base_rate
+        vsec = frames / float(rate)
     with av.open(str(path)) as c:
         a = c.streams.audio[0]
         samples = sum(f.samples for f in c.decode(audio=0))
         asec = samples / a.rate
-    return {"frames": frames, "video_seconds": vsec, "audio_seconds": asec, "fps": float(v.average_rate)}
+    return {"frames": frames, "video_seconds": vsec, "audio_seconds": asec, "fps": float(rate)}

@@ -40,13 +40,31 @@ def segment_intensity(feats: Features, starts: np.ndarray, ends: np.ndarray) -> 
     return (csum[b] - csum[a]) / (b - a)
 
 
-def normalize(x: np.ndarray) -> np.ndarray:
-    """Scale to 0-1 over the song (all 0.5 when every value is the same)."""
+def level_range(feats: Features, window: float = 2.0) -> tuple[float, float]:
+    """Quietest and loudest level (dB) of the song, over ``window``-second stretches.
+
+    The range comes from the song, not from the segments, so moving one
+    boundary changes the rates of the two segments beside it and no others
+    (a render then reuses everything before the move).
+    """
+    from scipy.ndimage import uniform_filter1d
+
+    level = feats.mel_db.mean(axis=0)
+    size = max(1, int(round(window * feats.frame_rate)))
+    smooth = uniform_filter1d(level, size=min(size, len(level)), mode="nearest")
+    # Leading and trailing silence is no part of the music's dynamics.
+    sounding = smooth[level > level.min() + 6.0]
+    if len(sounding) < size:
+        sounding = smooth
+    return float(np.percentile(sounding, 2)), float(np.percentile(sounding, 98))
+
+
+def normalize(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Scale levels to 0-1 between the song's ``lo`` and ``hi`` (clipped; 0.5 for a flat song)."""
     x = np.asarray(x, dtype=float)
-    span = x.max() - x.min() if len(x) else 0.0
-    if span <= 1e-9:
+    if hi - lo <= 1e-6:
         return np.full(len(x), 0.5)
-    return (x - x.min()) / span
+    return np.clip((x - lo) / (hi - lo), 0.0, 1.0)
 
 
 def generation_rate(norm_intensity: np.ndarray, min_fps: float, max_fps: float) -> np.ndarray:
@@ -114,7 +132,7 @@ def build_plan(
     _check_fps(min_fps, max_fps)
     starts, ends = bounds_rel[:-1], bounds_rel[1:]
     level = segment_intensity(feats, starts, ends)
-    norm = normalize(level)
+    norm = normalize(level, *level_range(feats))
     fps = generation_rate(norm, min_fps, max_fps)
     images = image_count(fps, ends - starts)
     f_starts = [round(song.offset + float(s), 4) for s in starts]

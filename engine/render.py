@@ -261,7 +261,9 @@ class Renderer:
         opt.zero_grad(set_to_none=True)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
             out = self.vqgan(z)
-            cuts = make_cutouts(out.float(), self.s.cutouts, self.clip.input_size, generator, self.s.cut_pow, self.s.noise)
+            cuts = make_cutouts(
+                out.float(), self.s.cutouts, self.clip.input_size, generator, self.s.cut_pow, self.s.noise
+            )
             emb = self.clip.embed_images(cuts)
         loss = sum(w * spherical_distance(emb, t[None]).mean() for t, w in targets)
         if z_prev is not None and self.s.l1_weight > 0:
@@ -365,9 +367,26 @@ def render(
             and _frames_ok(out_dir, entry)
         )
         if reusable:
-            seg_entries.append({"index": k, "key": key, **_seg_public(seg), "status": "done", "folder": entry["folder"], "frames": entry["frames"]})
+            seg_entries.append(
+                {
+                    "index": k,
+                    "key": key,
+                    **_seg_public(seg),
+                    "status": "done",
+                    "folder": entry["folder"],
+                    "frames": entry["frames"],
+                }
+            )
             done_images += len(entry["frames"])
-            progress.emit("segment_end", segment=k, reused=True, folder=entry["folder"], images=len(entry["frames"]), done=done_images, total=total)
+            progress.emit(
+                "segment_end",
+                segment=k,
+                reused=True,
+                folder=entry["folder"],
+                images=len(entry["frames"]),
+                done=done_images,
+                total=total,
+            )
             z = opt = None  # the next rendered segment loads this one's end state
             continue
         folder = _segment_dir(k, key)
@@ -384,7 +403,9 @@ def render(
                 prev_end = state_dir / f"{keys[k - 1]}.end.pt"
                 if z is None or opt is None:
                     if not prev_end.exists():
-                        raise InputError(f"internal cache state for segment {k - 1} is missing; render into a fresh folder")
+                        raise InputError(
+                            f"internal cache state for segment {k - 1} is missing; render into a fresh folder"
+                        )
                     z, opt = renderer.load_state(prev_end)
             else:
                 z, opt = renderer.initial_state()
@@ -392,8 +413,17 @@ def render(
             frames = list(entry["frames"])
             start_i = len(frames)
         cache[key] = {"status": "partial", "folder": folder, "frames": frames, "segment": k}
-        progress.emit("segment_start", segment=k, start=seg["start"], end=seg["end"], images=seg["images"],
-                      guidance=seg["guidance"]["kind"], text=seg["guidance"].get("text"), folder=folder, resumed_at=start_i)
+        progress.emit(
+            "segment_start",
+            segment=k,
+            start=seg["start"],
+            end=seg["end"],
+            images=seg["images"],
+            guidance=seg["guidance"]["kind"],
+            text=seg["guidance"].get("text"),
+            folder=folder,
+            resumed_at=start_i,
+        )
         targets = []
         if not settings.layout:
             targets = [(guidance.target(k, settings.prompt_average), 1.0)]
@@ -417,19 +447,36 @@ def render(
             data = png_bytes(rgb)
             rel = f"{folder}/frame_{i:05d}.png"
             _atomic_bytes(out_dir / rel, data)
-            frames.append({"index": i, "time": round(seg["start"] + i * dur, 4), "file": rel,
-                           "sha256": hashlib.sha256(data).hexdigest(), **({"loss": round(loss, 6)} if loss is not None else {})})
+            frames.append(
+                {
+                    "index": i,
+                    "time": round(seg["start"] + i * dur, 4),
+                    "file": rel,
+                    "sha256": hashlib.sha256(data).hexdigest(),
+                    **({"loss": round(loss, 6)} if loss is not None else {}),
+                }
+            )
             if not settings.layout:
                 Renderer.save_state(partial_state, z, opt)
             cache[key]["frames"] = frames
-            manifest["segments"] = seg_entries + [{"index": k, "key": key, **_seg_public(seg), "status": "partial", "folder": folder, "frames": frames}]
+            manifest["segments"] = seg_entries + [
+                {"index": k, "key": key, **_seg_public(seg), "status": "partial", "folder": folder, "frames": frames}
+            ]
             save_manifest(out_dir, manifest)
             done_images += 1
             n_rendered += 1
             t_render += time.monotonic() - t0
             eta = (total - done_images) * t_render / n_rendered
-            progress.emit("image", segment=k, index=i, done=done_images, total=total, file=rel, eta_s=round(eta, 1),
-                          **({"loss": round(loss, 5)} if loss is not None else {}))
+            progress.emit(
+                "image",
+                segment=k,
+                index=i,
+                done=done_images,
+                total=total,
+                file=rel,
+                eta_s=round(eta, 1),
+                **({"loss": round(loss, 5)} if loss is not None else {}),
+            )
             if stop.stop:
                 cancelled = True
                 break
@@ -438,7 +485,9 @@ def render(
         if not settings.layout:
             os.replace(partial_state, end_state)
         cache[key]["status"] = "done"
-        seg_entries.append({"index": k, "key": key, **_seg_public(seg), "status": "done", "folder": folder, "frames": frames})
+        seg_entries.append(
+            {"index": k, "key": key, **_seg_public(seg), "status": "done", "folder": folder, "frames": frames}
+        )
         manifest["segments"] = list(seg_entries)
         save_manifest(out_dir, manifest)
         progress.emit("segment_end", segment=k, reused=False, folder=folder, images=n, done=done_images, total=total)

@@ -25,7 +25,16 @@ from torch import nn
 from engine.checkpoints import check_keys, load_torch_file
 from engine.errors import InputError
 
-DDCONFIG_KEYS = ("ch", "out_ch", "ch_mult", "num_res_blocks", "attn_resolutions", "in_channels", "resolution", "z_channels")
+DDCONFIG_KEYS = (
+    "ch",
+    "out_ch",
+    "ch_mult",
+    "num_res_blocks",
+    "attn_resolutions",
+    "in_channels",
+    "resolution",
+    "z_channels",
+)
 
 
 @dataclass(frozen=True)
@@ -196,7 +205,9 @@ def load_vqgan(config_path: str | Path, ckpt_path: str | Path) -> VQGAN:
     if book_key not in sd:
         raise InputError(f"missing codebook {book_key} (is this checkpoint for this config?)", ckpt_path)
     model = VQGAN(cfg)
-    part = {k[len(p) :]: v for k, v in sd.items() if k.startswith(p + "decoder.") or k.startswith(p + "post_quant_conv.")}
+    part = {
+        k[len(p) :]: v for k, v in sd.items() if k.startswith(p + "decoder.") or k.startswith(p + "post_quant_conv.")
+    }
     part["codebook"] = sd[book_key]
     check_keys(model, part, ckpt_path, "VQGAN decoder")
     return model.eval().requires_grad_(False)

@@ -103,7 +103,9 @@ class AudioEncoder(nn.Module):
 class AudioTransform(nn.Module):
     def __init__(self, dim_in: int = 512, dim_out: int = 512):
         super().__init__()
-        self.sequential = nn.Sequential(nn.Linear(dim_in, dim_in), nn.ReLU(), nn.Dropout(0.1), nn.Linear(dim_in, dim_out))
+        self.sequential = nn.Sequential(
+            nn.Linear(dim_in, dim_in), nn.ReLU(), nn.Dropout(0.1), nn.Linear(dim_in, dim_out)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.sequential(x)

@@ -195,14 +195,18 @@ def download(
                     if first and not have and not allow_html and ("text/html" in ctype or _looks_like_html(block)):
                         f.close()
                         part.unlink(missing_ok=True)
-                        raise DownloadError("the server sent a web page instead of the file (moved, or a login page)", url)
+                        raise DownloadError(
+                            "the server sent a web page instead of the file (moved, or a login page)", url
+                        )
                     first = False
                     f.write(block)
                     done += len(block)
                     if progress:
                         progress(done, total)
             if total is not None and part.stat().st_size < total:
-                raise DownloadError(f"the download stopped early ({part.stat().st_size} of {total} bytes); run again to resume", url)
+                raise DownloadError(
+                    f"the download stopped early ({part.stat().st_size} of {total} bytes); run again to resume", url
+                )
     digest = sha256_file(part)
     if sha256 and digest != sha256:
         part.unlink(missing_ok=True)

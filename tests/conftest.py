@@ -61,3 +61,11 @@ def run_engine(*args: str, cwd: Path | None = None, timeout: float = 300) -> sub
         env=env,
         timeout=timeout,
     )
+
+
+@pytest.fixture(scope="session")
+def small_models(tmp_path_factory):
+    """Small random-weight models in the official file shapes (see tests/small_models.py)."""
+    from tests.small_models import write_all
+
+    return write_all(tmp_path_factory.mktemp("models"))

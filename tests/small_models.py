@@ -52,7 +52,10 @@ STUB_LIGHTNING = {
     "pytorch_lightning/__init__.py": "",
     "pytorch_lightning/callbacks/__init__.py": "",
     "pytorch_lightning/callbacks/model_checkpoint.py": "class ModelCheckpoint:\n    pass\n",
-    "evil/__init__.py": "class Payload:\n    def __reduce__(self):\n        return (print, ('this must never run',))\n",
+    "evil/__init__.py": (
+        "class Payload:\n    pass\n\n\n"
+        "class Runner:\n    def __reduce__(self):\n        return (print, ('this must never run',))\n"
+    ),
 }
 
 WRITER = textwrap.dedent(
@@ -97,6 +100,9 @@ WRITER = textwrap.dedent(
     if mode == "evil":
         from evil import Payload
         ckpt["hyper_parameters"] = {"x": Payload()}
+    if mode == "runner":
+        from evil import Runner
+        ckpt["hyper_parameters"] = {"x": Runner()}
     torch.save(ckpt, out)
     """
 )
@@ -127,8 +133,17 @@ def write_vqgan(folder: Path, mode: str = "ok") -> tuple[Path, Path]:
     env = dict(os.environ, PYTHONPATH=str(stub))
     # The writer runs with the stand-in Lightning, the reader (the product) without it.
     subprocess.run(
-        [sys.executable, "-c", WRITER, str(folder / "model.yaml") if mode != "transformer" else _flat_cfg(folder), str(ckpt), mode],
-        check=True, env=env, capture_output=True,
+        [
+            sys.executable,
+            "-c",
+            WRITER,
+            str(folder / "model.yaml") if mode != "transformer" else _flat_cfg(folder),
+            str(ckpt),
+            mode,
+        ],
+        check=True,
+        env=env,
+        capture_output=True,
     )
     return cfg, ckpt
 
@@ -175,11 +190,16 @@ def write_wav2clip(folder: Path, seed: int = 0) -> Path:
 def model_args(folder: Path) -> list[str]:
     """Command-line flags that point ``engine render`` at the small models in ``folder``."""
     return [
-        "--vqgan-config", str(folder / "vqgan" / "model.yaml"),
-        "--vqgan-ckpt", str(folder / "vqgan" / "last.ckpt"),
-        "--clip-model", str(folder / "clip" / "m2v-tiny-clip.json"),
-        "--clip-weights", str(folder / "clip" / "tiny_clip.safetensors"),
-        "--audio-encoder", str(folder / "Wav2CLIP.pt"),
+        "--vqgan-config",
+        str(folder / "vqgan" / "model.yaml"),
+        "--vqgan-ckpt",
+        str(folder / "vqgan" / "last.ckpt"),
+        "--clip-model",
+        str(folder / "clip" / "m2v-tiny-clip.json"),
+        "--clip-weights",
+        str(folder / "clip" / "tiny_clip.safetensors"),
+        "--audio-encoder",
+        str(folder / "Wav2CLIP.pt"),
     ]
 
 

@@ -27,7 +27,7 @@ def test_plan_shape_and_coverage(sectioned_wav, sectioned_song, tmp_path):
         assert {"start", "end", "intensity", "fps", "images", "guidance"} <= set(s)
         assert 0.0 <= s["intensity"] <= 1.0 and 2.0 <= s["fps"] <= 8.0
         assert s["images"] == max(1, round(s["fps"] * (s["end"] - s["start"])))
-    assert min(s["intensity"] for s in segs) == 0.0 and max(s["intensity"] for s in segs) == 1.0
+    assert max(s["intensity"] for s in segs) - min(s["intensity"] for s in segs) > 0.6
     assert len(plan["song"]["sha256"]) == 64
     # Lines past the song's end are reported, not silently dropped.
     assert plan["lyrics"][-1]["past_end"] is True
@@ -44,7 +44,7 @@ def test_louder_sections_get_higher_rates(tmp_path):
     plan = plan_from_boundaries(path, list(song.boundaries[:-1]) + [song.duration])
     fps = [s["fps"] for s in plan["segments"]]
     assert list(np.argsort(fps)) == list(np.argsort(gains))
-    assert fps[1] == 8.0 and fps[2] == 2.0
+    assert fps[1] >= 7.0 and fps[2] <= 3.0
 
 
 def test_guidance_rule_lyric_inside_span_else_audio(sectioned_wav, tmp_path):
@@ -63,6 +63,16 @@ def test_guidance_rule_lyric_inside_span_else_audio(sectioned_wav, tmp_path):
 def test_assign_guidance_last_segment_includes_its_end():
     lyr = [LyricLine(time=10.0, text="end", line=1)]
     assert assign_guidance([0.0, 5.0], [5.0, 10.0], lyr)[1]["text"] == "end"
+
+
+def test_moving_one_boundary_changes_only_its_neighbours(sectioned_wav):
+    bounds = [0.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0]
+    a = plan_from_boundaries(sectioned_wav, bounds)["segments"]
+    moved = bounds.copy()
+    moved[3] = 16.5
+    b = plan_from_boundaries(sectioned_wav, moved)["segments"]
+    same = [k for k in range(len(a)) if a[k] == b[k]]
+    assert same == [0, 1, 4, 5]
 
 
 def test_plan_from_boundaries_keeps_exact_spans_and_agrees_with_analysis(sectioned_wav):

@@ -1,0 +1,273 @@
+"""The renderer with small random-weight models: guidance, time consistency, seeds, resume, cache, export."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from engine.cli import _model_loader, build_parser
+from engine.plan import plan_from_boundaries, write_json_atomic
+from engine.render import EXIT_CANCELLED, Guidance, RenderSettings, render
+from engine.synth import Section, synth_song
+from tests.conftest import REPO, run_engine, write_song
+from tests.small_models import model_args
+
+BOUNDS = [0.0, 2.0, 4.0, 6.0, 8.0]
+
+
+class Quiet:
+    """A progress sink that keeps the events for assertions."""
+
+    def __init__(self):
+        self.events = []
+
+    def emit(self, event, **fields):
+        self.events.append({"event": event, **fields})
+
+
+@pytest.fixture(scope="module")
+def song(tmp_path_factory):
+    d = tmp_path_factory.mktemp("render_song")
+    s = synth_song([Section(4, 120, "rock", "soft", 0.4), Section(4, 120, "metal", "bright", 0.9)], seed=1)
+    wav = write_song(d / "song.wav", s.y, s.sr)
+    lrc = d / "song.lrc"
+    lrc.write_text("[00:04.20]a red balloon over the sea\n", encoding="utf-8")
+    return wav, lrc
+
+
+def _plan(tmp_path, song, bounds=BOUNDS, name="plan.json"):
+    wav, lrc = song
+    plan = plan_from_boundaries(wav, bounds, lyrics_path=lrc, min_fps=1.0, max_fps=3.0)
+    path = tmp_path / name
+    write_json_atomic(plan, path)
+    return path, plan
+
+
+def _settings(**kw):
+    base = dict(width=32, height=32, cutouts=8, seed=1)
+    base.update(kw)
+    return RenderSettings(**base)
+
+
+def _loader(small_models, plan_path, out):
+    args = build_parser().parse_args(["render", str(plan_path), "--out", str(out)] + model_args(small_models))
+    return _model_loader(args)
+
+
+def _hashes(out):
+    m = json.loads((out / "manifest.json").read_text())
+    return [f["sha256"] for s in m["segments"] for f in s["frames"]]
+
+
+def test_plan_guidance_in_the_small_song(tmp_path, song):
+    _, plan = _plan(tmp_path, song)
+    kinds = [s["guidance"]["kind"] for s in plan["segments"]]
+    assert kinds == ["audio", "audio", "lyric", "audio"]
+    assert [s["images"] for s in plan["segments"]][0] >= 2
+
+
+def test_targets_follow_guidance_and_eq2(tmp_path, song, small_models):
+    plan_path, plan = _plan(tmp_path, song)
+    vqgan, clip, audio, _ = _loader(small_models, plan_path, tmp_path / "o")()
+    from engine.render import _load_song_16k
+    from engine.wav2clip import embed_audio
+
+    g = Guidance(plan, clip, audio, _load_song_16k(plan["song"]["path"]), torch.device("cpu"))
+    text = clip.embed_text(["a red balloon over the sea"])[0]
+    assert torch.allclose(g.raw(2), text, atol=1e-6)
+    s = plan["segments"][1]
+    wav = torch.from_numpy(_load_song_16k(plan["song"]["path"])[int(s["start"] * 16000) : int(s["end"] * 16000)])[None]
+    assert torch.allclose(g.raw(1), torch.nn.functional.normalize(embed_audio(audio, wav)[0], dim=-1), atol=1e-6)
+    # eq. 2: the target is the normalised mean of the previous and current segment's vectors.
+    both = torch.nn.functional.normalize(g.raw(1) + g.raw(2), dim=-1)
+    assert torch.allclose(g.target(2, average=True), both) and torch.allclose(g.target(2, average=False), g.raw(2))
+    assert torch.allclose(g.target(0, average=True), g.raw(0))
+
+
+def test_similarity_to_target_rises_within_a_segment(tmp_path, song, small_models):
+    plan_path, plan = _plan(tmp_path, song)
+    out = tmp_path / "out"
+    loader = _loader(small_models, plan_path, out)
+    assert render(plan_path, out, _settings(steps_per_image=3, lr=0.2, noise=0.0), loader, Quiet()) == 0
+    _, clip, audio, _ = loader()
+    from PIL import Image
+
+    from engine.render import _load_song_16k
+
+    g = Guidance(plan, clip, audio, _load_song_16k(plan["song"]["path"]), torch.device("cpu"))
+    m = json.loads((out / "manifest.json").read_text())
+    for k in (0, 2):
+        frames = m["segments"][k]["frames"]
+        imgs = torch.stack(
+            [
+                torch.from_numpy(np.array(Image.open(out / f["file"]))).permute(2, 0, 1).float() / 255
+                for f in (frames[0], frames[-1])
+            ]
+        )
+        with torch.no_grad():
+            sim = torch.nn.functional.cosine_similarity(clip.embed_images(imgs), g.target(k, True)[None])
+        assert sim[1] > sim[0], (k, sim)
+        # The loss the renderer recorded falls too.
+        assert frames[-1]["loss"] < frames[0]["loss"]
+
+
+def test_seed_reproduces_and_switches_change_frames(tmp_path, song, small_models):
+    plan_path, _ = _plan(tmp_path, song)
+    runs = {}
+    for name, kw in {
+        "a": {},
+        "b": {},
+        "seed": {"seed": 2},
+        "no_eq2": {"prompt_average": False},
+        "eq1": {"l1_weight": 5.0},
+    }.items():
+        out = tmp_path / name
+        assert render(plan_path, out, _settings(**kw), _loader(small_models, plan_path, out), Quiet()) == 0
+        runs[name] = _hashes(out)
+    assert runs["a"] == runs["b"]
+    assert runs["seed"] != runs["a"]
+    n0 = 8  # images of segments 0 and 1
+    # eq. 2 only matters from segment 1 on, where there is a previous segment to average with.
+    assert runs["no_eq2"][:6] == runs["a"][:6] and runs["no_eq2"][n0:] != runs["a"][n0:]
+    assert runs["eq1"][0] == runs["a"][0] and runs["eq1"] != runs["a"]
+    m = json.loads((tmp_path / "eq1" / "manifest.json").read_text())
+    assert m["settings"]["l1_weight"] == 5.0 and m["settings"]["prompt_average"] is True
+
+
+def _engine_render(plan_path, out, small_models, extra=()):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    cmd = [
+        sys.executable,
+        "-m",
+        "engine",
+        "render",
+        str(plan_path),
+        "--out",
+        str(out),
+        "--size",
+        "32",
+        "32",
+        "--cutouts",
+        "8",
+        "--seed",
+        "1",
+        *model_args(small_models),
+        *extra,
+    ]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _stop_after(proc, n_images, sig):
+    seen = 0
+    for line in proc.stdout:
+        if json.loads(line)["event"] == "image":
+            seen += 1
+            if seen == n_images:
+                proc.send_signal(sig)
+                break
+    rest = proc.stdout.read()
+    proc.wait(timeout=120)
+    return seen, rest
+
+
+def test_cancel_and_crash_then_resume_equal_an_uninterrupted_render(tmp_path, song, small_models):
+    plan_path, plan = _plan(tmp_path, song)
+    whole = tmp_path / "whole"
+    assert render(plan_path, whole, _settings(), _loader(small_models, plan_path, whole), Quiet()) == 0
+    total = sum(s["images"] for s in plan["segments"])
+
+    out = tmp_path / "resumed"
+    proc = _engine_render(plan_path, out, small_models)
+    _, rest = _stop_after(proc, 5, signal.SIGINT)
+    assert proc.returncode == EXIT_CANCELLED
+    assert '"event": "cancelled"' in rest
+    m = json.loads((out / "manifest.json").read_text())
+    kept = sum(len(s["frames"]) for s in m["segments"])
+    assert m["status"] == "cancelled" and 5 <= kept < total
+
+    proc = _engine_render(plan_path, out, small_models)
+    _stop_after(proc, 3, signal.SIGKILL)  # a crash: no chance to clean up
+    proc = _engine_render(plan_path, out, small_models)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert _hashes(out) == _hashes(whole)
+
+
+def test_moving_one_boundary_rerenders_from_that_segment_only(tmp_path, song, small_models):
+    out = tmp_path / "out"
+    a_path, a = _plan(tmp_path, song)
+    assert render(a_path, out, _settings(), _loader(small_models, a_path, out), Quiet()) == 0
+    before = json.loads((out / "manifest.json").read_text())["segments"]
+    b_path, b = _plan(tmp_path, song, bounds=[0.0, 2.0, 4.0, 5.5, 8.0], name="moved.json")
+    assert [s == t for s, t in zip(a["segments"], b["segments"])] == [True, True, False, False]
+    q = Quiet()
+    assert render(b_path, out, _settings(), _loader(small_models, b_path, out), q) == 0
+    ends = {e["segment"]: e["reused"] for e in q.events if e["event"] == "segment_end"}
+    assert ends == {0: True, 1: True, 2: False, 3: False}
+    after = json.loads((out / "manifest.json").read_text())["segments"]
+    assert after[:2] == before[:2]
+    # The stale segments' own files are pruned; the reused ones stay.
+    assert not (out / before[2]["folder"]).exists() and (out / before[0]["folder"]).exists()
+    # Nothing after the change is stale: a fresh render of the moved plan gives the same frames.
+    fresh = tmp_path / "fresh"
+    assert render(b_path, fresh, _settings(), _loader(small_models, b_path, fresh), Quiet()) == 0
+    assert _hashes(fresh) == _hashes(out)
+
+
+def test_export_length_matches_the_audio(tmp_path, song, small_models):
+    from engine.export import export_mp4, probe
+
+    plan_path, plan = _plan(tmp_path, song)
+    out = tmp_path / "out"
+    assert render(plan_path, out, _settings(layout=True, width=64, height=48), None, Quiet()) == 0
+    video = tmp_path / "v.mp4"
+    proc = run_engine("export", str(out), "-o", str(video), "--fps", "24")
+    assert proc.returncode == 0, proc.stderr
+    m = probe(video)
+    assert m["frames"] == round(8.0 * 24)
+    assert abs(m["audio_seconds"] - 8.0) < 0.1 and abs(m["video_seconds"] - 8.0) < 1 / 24 + 1e-6
+    with pytest.raises(Exception, match="not finished"):
+        man = json.loads((out / "manifest.json").read_text())
+        man["status"] = "cancelled"
+        (out / "manifest.json").write_text(json.dumps(man))
+        export_mp4(out, tmp_path / "w.mp4")
+
+
+def test_layout_preview_through_the_cli(tmp_path, song):
+    plan_path, plan = _plan(tmp_path, song)
+    out = tmp_path / "lay"
+    proc = run_engine("render", str(plan_path), "--out", str(out), "--layout", "--size", "96", "64")
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "done"
+    total = sum(s["images"] for s in plan["segments"])
+    assert [e["done"] for e in events if e["event"] == "image"] == list(range(1, total + 1))
+    assert all("eta_s" in e for e in events if e["event"] == "image")
+    from PIL import Image
+
+    m = json.loads((out / "manifest.json").read_text())
+    first = np.asarray(Image.open(out / m["segments"][0]["frames"][0]["file"]))
+    lyric = np.asarray(Image.open(out / m["segments"][2]["frames"][0]["file"]))
+    assert first.shape == (64, 96, 3) and not np.array_equal(first, lyric)
+
+
+def test_missing_weights_and_bad_plans_exit_2(tmp_path, song):
+    plan_path, plan = _plan(tmp_path, song)
+    empty = tmp_path / "no-models"
+    proc = run_engine("render", str(plan_path), "--out", str(tmp_path / "o"), "--models", str(empty))
+    assert proc.returncode == 2
+    assert "model file vqgan_imagenet_f16_16384/model.yaml is missing" in proc.stderr
+    assert "models fetch" in proc.stderr and "--layout" in proc.stderr
+    plan["version"] = 7
+    bad = tmp_path / "bad.json"
+    write_json_atomic(plan, bad)
+    proc = run_engine("render", str(bad), "--out", str(tmp_path / "o2"), "--layout")
+    assert proc.returncode == 2 and "unknown plan version 7" in proc.stderr
