@@ -78,13 +78,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser(
         "run",
-        help="the main job: analyse (and draw) a song, the demo song by default",
-        description="Analyse a song into a plan and a picture. Without a song, synthesises the demo song.",
+        help="the main job: song (the demo by default) to plan, frames and MP4",
+        description=(
+            "Analyse a song (without one, synthesise the demo song), draw the plan, render it and export "
+            "video.mp4. Missing model files are downloaded on first use; offline, use --layout or put the "
+            "official files in the models folder."
+        ),
     )
     r.add_argument("song", nargs="?", help="audio file (default: synthesise the demo song)")
     r.add_argument("--lyrics", metavar="FILE", help="timed lyrics for your song")
     r.add_argument("--out", default="m2v-out", help="output folder (%(default)s)")
     r.add_argument("--granularity", choices=("scenes", "beats"), default="scenes")
+    r.add_argument("--layout", action="store_true", help="render layout cards instead of images (no models needed)")
+    r.add_argument("--size", nargs=2, type=int, default=(256, 256), metavar=("W", "H"))
+    r.add_argument("--device", choices=("auto", "cuda", "mps", "cpu"), default="auto")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--style", help="a text style prompt for the whole song")
+    r.add_argument("--fps", type=float, default=24.0, help="frame rate of the exported video (%(default)s)")
+    r.add_argument("--no-fetch", action="store_true", help="never download model files")
+    _add_model_args(r)
     m = sub.add_parser(
         "render",
         help="turn a plan into frames (VQGAN + CLIP), resumable and cached",
@@ -246,12 +258,7 @@ def cmd_models(args: argparse.Namespace) -> int:
                 print(f"  {r['status']:9s} {r['name']}")
         return EXIT_OK if all(r["status"] in ("ok", "unpinned") for r in rows) else EXIT_INPUT
     if args.models_command == "fetch":
-
-        def bar(name, done, total):
-            pct = f"{100 * done / total:5.1f}%" if total else f"{done / 1e6:8.1f} MB"
-            print(f"\r{name}: {pct}", end="", file=sys.stderr, flush=True)
-
-        got = weights.fetch(models_dir, names=args.only, mirror=args.mirror, progress=bar)
+        got = weights.fetch(models_dir, names=args.only, mirror=args.mirror, progress=_fetch_bar)
         print(file=sys.stderr)
         print(f"fetched {len(got)} file(s) into {models_dir}" + (": " + ", ".join(got) if got else " (all present)"))
         return EXIT_OK
@@ -345,7 +352,56 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"({n_lyric} lyric-guided), {sum(s['images'] for s in segs)} images to generate"
     )
     print(f"plan: {out / 'plan.json'}\nplot: {png}")
+    return _run_render(args, out)
+
+
+def _run_render(args: argparse.Namespace, out: Path) -> int:
+    """Render the plan in ``out`` and export the video, fetching official models if needed."""
+    from engine import weights
+    from engine.errors import InputError
+    from engine.export import export_mp4
+    from engine.progress import Progress
+    from engine.render import RenderSettings, StopFlag, render
+
+    settings = RenderSettings(
+        width=args.size[0], height=args.size[1], seed=args.seed, style=args.style, layout=args.layout
+    )
+    loader = None
+    if not args.layout:
+        try:
+            loader = _model_loader(args)
+        except InputError as missing:
+            models_dir = Path(args.models).expanduser() if args.models else weights.default_models_dir()
+            if args.no_fetch:
+                raise
+            print(f"downloading the official model files into {models_dir} (first use) ...", file=sys.stderr)
+            try:
+                weights.fetch(models_dir, progress=_fetch_bar)
+            except InputError as e:
+                raise InputError(
+                    f"{missing}\nThe download failed too: {e}\n"
+                    f"Preview the cut without models: python -m engine run --layout"
+                ) from None
+            print(file=sys.stderr)
+            loader = _model_loader(args)
+    stop = StopFlag()
+    stop.install()
+    frames = out / ("layout" if args.layout else "frames")
+    code = render(
+        out / "plan.json", frames, settings, loader, Progress(bar=sys.stderr.isatty()), stop, device=args.device
+    )
+    if code != EXIT_OK:
+        print(f"stopped: run the same command again to resume ({frames})", file=sys.stderr)
+        return code
+    video = out / ("layout.mp4" if args.layout else "video.mp4")
+    m = export_mp4(frames, video, fps=args.fps)
+    print(f"video: {video} ({m['video_seconds']:.1f} s at {m['fps']:.0f} fps, song muxed)")
     return EXIT_OK
+
+
+def _fetch_bar(name: str, done: int, total: int | None) -> None:
+    pct = f"{100 * done / total:5.1f}%" if total else f"{done / 1e6:8.1f} MB"
+    print(f"\r{name}: {pct}", end="", file=sys.stderr, flush=True)
 
 
 COMMANDS = {

@@ -212,15 +212,11 @@ class Renderer:
     """Loaded models plus the optimisation step."""
 
     def __init__(self, vqgan, clip, audio_model, settings: RenderSettings, device) -> None:
-        import torch
 
         self.vqgan, self.clip, self.audio_model = vqgan.to(device), clip.to(device), audio_model
         self.s, self.device = settings, device
         self.z_min, self.z_max = (t.to(device) for t in vqgan.z_bounds())
         self.autocast = device.type == "cuda"
-        if device.type == "cpu":
-            # oneDNN convolutions run faster on channels-last tensors on CPU.
-            self.vqgan.decoder.to(memory_format=torch.channels_last)
 
     def initial_state(self):
         import torch

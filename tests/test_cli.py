@@ -58,10 +58,35 @@ def test_plan_command_and_bad_lyrics_exit_2(sectioned_wav, tmp_path):
     assert proc.returncode == 2 and "boundaries must be numbers" in proc.stderr
 
 
-def test_main_job_runs_on_the_synthesised_demo(tmp_path):
-    proc = run_engine("run", "--out", str(tmp_path / "out"))
+def test_main_job_layout_runs_offline_on_the_synthesised_demo(tmp_path):
+    proc = run_engine("run", "--out", str(tmp_path / "out"), "--layout", "--size", "64", "48")
     assert proc.returncode == 0, proc.stderr
     plan = json.loads((tmp_path / "out" / "plan.json").read_text())
     assert (tmp_path / "out" / "plan.png").stat().st_size > 10_000
     assert sum(s["guidance"]["kind"] == "lyric" for s in plan["segments"]) >= 3
     assert 95 < plan["analysis"]["tempo_bpm"] < 105  # the demo is synthesised at 100 bpm
+    from engine.export import probe
+
+    m = probe(tmp_path / "out" / "layout.mp4")
+    assert abs(m["video_seconds"] - plan["song"]["duration"]) < 0.05
+
+
+def test_main_job_without_weights_says_what_to_do(tmp_path):
+    proc = run_engine("run", "--out", str(tmp_path / "out"), "--models", str(tmp_path / "none"), "--no-fetch")
+    assert proc.returncode == 2
+    assert "is missing" in proc.stderr and "models fetch" in proc.stderr and "--layout" in proc.stderr
+    assert (tmp_path / "out" / "plan.json").exists()  # the analysis is kept
+
+
+def test_main_job_end_to_end_with_models(tmp_path, small_models):
+    from tests.small_models import model_args
+
+    proc = run_engine(
+        "run", "--out", str(tmp_path / "out"), "--size", "32", "32", *model_args(small_models), timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    from engine.export import probe
+
+    plan = json.loads((tmp_path / "out" / "plan.json").read_text())
+    m = probe(tmp_path / "out" / "video.mp4")
+    assert m["frames"] == round(plan["song"]["duration"] * 24)
