@@ -100,6 +100,8 @@ class StopFlag:
 
         signal.signal(signal.SIGINT, handler)
         signal.signal(signal.SIGTERM, handler)
+        if hasattr(signal, "SIGBREAK"):  # Windows: what the add-on sends to cancel
+            signal.signal(signal.SIGBREAK, handler)
 
 
 def pick_device(name: str):
@@ -377,6 +379,7 @@ def render(
             progress.emit(
                 "segment_end",
                 segment=k,
+                key=key,
                 reused=True,
                 folder=entry["folder"],
                 images=len(entry["frames"]),
@@ -486,7 +489,9 @@ def render(
         )
         manifest["segments"] = list(seg_entries)
         save_manifest(out_dir, manifest)
-        progress.emit("segment_end", segment=k, reused=False, folder=folder, images=n, done=done_images, total=total)
+        progress.emit(
+            "segment_end", segment=k, key=key, reused=False, folder=folder, images=n, done=done_images, total=total
+        )
     if cancelled:
         manifest["status"] = "cancelled"
         save_manifest(out_dir, manifest)

@@ -26,6 +26,9 @@ STAMP = "m2v-env.json"
 ENGINE_REQS = HERE / "requirements-engine.txt"
 NODEPS_REQS = HERE / "requirements-nodeps.txt"
 DEV_REQS = HERE / "requirements-dev.txt"
+LTS_REQS = HERE / "requirements-blender-lts.txt"
+#: With --dev, Blender 4.2 LTS (bpy) goes into this sub-folder of the environment.
+LTS_ENV = "blender-4.2"
 #: Smaller CPU-only torch wheels, only when the user asks for --device cpu.
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
@@ -100,6 +103,29 @@ def main(argv: list[str] | None = None) -> int:
         _run(pip + ["--no-deps", "-r", str(NODEPS_REQS)])
         if args.dev:
             _run(pip + ["-r", str(DEV_REQS)])
+    if args.dev and sys.version_info[:2] == (3, 11):
+        lts = env / LTS_ENV
+        lts_py = env_python(lts)
+        lts_stamp = lts / STAMP
+        lts_digest = requirements_digest([LTS_REQS], "lts")
+        if not lts_py.exists():
+            venv.EnvBuilder(with_pip=True).create(lts)
+        if not lts_stamp.exists() or json.loads(lts_stamp.read_text()).get("digest") != lts_digest:
+            print("  adding Blender 4.2 LTS (bpy) for the add-on tests", flush=True)
+            _run(
+                [
+                    str(lts_py),
+                    "-m",
+                    "pip",
+                    "install",
+                    "--disable-pip-version-check",
+                    "--progress-bar",
+                    "off",
+                    "-r",
+                    str(LTS_REQS),
+                ]
+            )
+            lts_stamp.write_text(json.dumps({"digest": lts_digest}))
     _say(3, total, "checking the engine's imports")
     proc = subprocess.run([str(py), "-c", CHECK], capture_output=True, text=True)
     if proc.returncode != 0:

@@ -1,0 +1,209 @@
+"""Running the engine as a subprocess and reading its progress: plain Python, no bpy.
+
+Blender's process never imports torch: the engine runs in the managed
+environment's interpreter (``python -m engine ...``, an argument list, never
+a shell string). A reader thread only moves stdout lines into a queue;
+:meth:`EngineJob.pump` — called from a timer with a window, or in a loop in
+background mode, always on Blender's main thread — turns them into events.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import queue
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+_RUNNING: set[EngineJob] = set()
+
+
+def engine_root() -> Path:
+    """Folder holding the ``engine`` package: inside the installed extension, or the source tree."""
+    here = Path(__file__).resolve().parent
+    for cand in (here, here.parent):
+        if (cand / "engine" / "__main__.py").exists():
+            return cand
+    raise FileNotFoundError("the m2v engine sources are missing from the add-on; reinstall the extension")
+
+
+def env_python(env_dir: str | Path) -> Path:
+    env_dir = Path(env_dir)
+    return env_dir / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+class EngineJob:
+    """One engine command (or several run one after another) and its events.
+
+    Parameters
+    ----------
+    python : str or Path
+        The managed environment's interpreter.
+    commands : list of list of str
+        Engine arguments per command (after ``-m engine``); the next starts when one exits 0.
+    log_path : Path
+        The engine's stderr goes here (kept in the output folder).
+    """
+
+    def __init__(
+        self,
+        python: str | Path,
+        commands: list[list[str]],
+        log_path: Path,
+        env: dict | None = None,
+        module: bool = True,
+    ):
+        self.module = module  # False: commands are a script and its arguments, not engine arguments
+        self.python = str(python)
+        self.commands = list(commands)
+        self.log_path = Path(log_path)
+        self.env = env
+        self.proc: subprocess.Popen | None = None
+        self.queue: queue.Queue = queue.Queue()
+        self.returncode: int | None = None
+        self.finished = False
+        self.cancelled = False
+        self.events: list[dict] = []
+        self.error: str | None = None
+        self._log = None
+        self._step = 0
+
+    def start(self) -> EngineJob:
+        if not Path(self.python).exists():
+            raise FileNotFoundError(
+                f"the engine's Python was not found at {self.python}: press Install engine in the add-on preferences"
+            )
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "a", encoding="utf-8")  # noqa: SIM115 - closed when the job ends
+        self._launch()
+        _RUNNING.add(self)
+        return self
+
+    def _launch(self) -> None:
+        root = engine_root()
+        env = dict(os.environ if self.env is None else self.env)
+        env["PYTHONPATH"] = str(root) + os.pathsep + env.get("PYTHONPATH", "")
+        env["PYTHONUNBUFFERED"] = "1"
+        args = [self.python, *(["-m", "engine"] if self.module else []), *self.commands[self._step]]
+        self._log.write(f"\n$ {' '.join(args)}\n")
+        self._log.flush()
+        flags = subprocess.CREATE_NEW_PROCESS_GROUP if os.name == "nt" else 0
+        self.proc = subprocess.Popen(
+            args,
+            cwd=str(root),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            encoding="utf-8",
+            creationflags=flags,
+        )
+        threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
+
+    def _read(self, proc: subprocess.Popen) -> None:
+        for line in proc.stdout:
+            self.queue.put(line)
+        self.queue.put(None)
+
+    def pump(self) -> list[dict]:
+        """Events printed since the last call; advances to the next command or finishes."""
+        new = []
+        while True:
+            try:
+                line = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            if line is None:
+                self.proc.wait()
+                code = self.proc.returncode
+                if code == 0 and self._step + 1 < len(self.commands) and not self.cancelled:
+                    self._step += 1
+                    self._launch()
+                    continue
+                self._finish(code)
+                new.append({"event": "exit", "code": code})
+                break
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                ev = json.loads(line)
+            except json.JSONDecodeError:
+                ev = {"event": "output", "text": line}
+            if ev.get("event") == "error":
+                self.error = ev.get("message")
+            new.append(ev)
+        self.events.extend(new)
+        return new
+
+    def _finish(self, code: int) -> None:
+        self.returncode = code
+        self.finished = True
+        if self._log:
+            self._log.close()
+        _RUNNING.discard(self)
+        if code not in (0, 3) and not self.error:
+            self.error = last_error(self.log_path)
+
+    def wait(self, timeout: float | None = None, on_events=None, interval: float = 0.05) -> int:
+        """Pump until the job ends (background mode: timers never fire there)."""
+        t0 = time.monotonic()
+        while not self.finished:
+            evs = self.pump()
+            if on_events and evs:
+                on_events(evs)
+            if timeout is not None and time.monotonic() - t0 > timeout:
+                self.kill()
+            if not evs:
+                time.sleep(interval)
+        return self.returncode
+
+    def cancel(self) -> None:
+        """Ask the engine to stop after the current image (it keeps every finished frame)."""
+        self.cancelled = True
+        if self.proc and self.proc.poll() is None:
+            if os.name == "nt":
+                self.proc.send_signal(signal.CTRL_BREAK_EVENT)
+            else:
+                self.proc.send_signal(signal.SIGTERM)
+
+    def kill(self, grace: float = 5.0) -> None:
+        """Stop now: polite first, then forcefully (file closed, Blender quitting)."""
+        self.cancel()
+        if self.proc:
+            try:
+                self.proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def last_error(log_path: Path) -> str:
+    """The engine's own error line from its log, for a report in plain words."""
+    try:
+        lines = [ln.strip() for ln in Path(log_path).read_text(encoding="utf-8").splitlines() if ln.strip()]
+    except OSError:
+        return "the engine stopped unexpectedly"
+    for ln in reversed(lines):
+        if ln.startswith("error:"):
+            return ln[len("error:") :].strip()
+    return lines[-1] if lines else "the engine stopped unexpectedly"
+
+
+def stop_all() -> None:
+    """Kill every running engine (file closed, add-on disabled, Blender quitting): no orphans."""
+    for job in list(_RUNNING):
+        job.kill(grace=3.0)
+
+
+def default_python() -> str:
+    """``$M2V_ENGINE_PYTHON`` (scripts, farms), else empty: the preferences decide."""
+    return os.environ.get("M2V_ENGINE_PYTHON", "")
+
+
+atexit.register(stop_all)

@@ -1,0 +1,351 @@
+"""What m2v does on the timeline: run engine jobs and turn their results into markers and strips.
+
+Every function here runs on Blender's main thread (an operator, a timer, or
+the background-mode loop); the engine itself runs in a subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import bpy
+
+from . import preferences, timeline, vse
+from .engine_client import EngineJob
+
+#: The running job per scene name.
+JOBS: dict[str, EngineJob] = {}
+_HANDLERS: dict[str, object] = {}
+
+
+class M2VError(Exception):
+    """A problem to show the user as a report, in plain words."""
+
+
+def output_dir(scene) -> Path:
+    st = scene.m2v
+    out = Path(bpy.path.abspath(st.output_dir or "//m2v/"))
+    if not out.is_absolute():
+        raise M2VError("save the .blend file first, or choose an absolute Output folder")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def strip_timing(scene, strip) -> timeline.StripTiming:
+    fps = scene.render.fps / scene.render.fps_base
+    return timeline.StripTiming(
+        frame_start=float(strip.frame_start),
+        frame_final_start=float(strip.frame_final_start),
+        frame_final_end=float(strip.frame_final_end),
+        fps=fps,
+        sound_offset=float(getattr(strip, "sound_offset", 0.0) or 0.0),
+    )
+
+
+def song_path(strip) -> Path:
+    path = Path(bpy.path.abspath(strip.sound.filepath))
+    if not path.exists():
+        raise M2VError(f"the song file of strip {strip.name!r} is missing: {path}")
+    return path
+
+
+def _start(scene, kind: str, commands: list[list[str]], handler) -> EngineJob:
+    if scene.name in JOBS and not JOBS[scene.name].finished:
+        raise M2VError("m2v is already working on this scene: wait, or press Cancel")
+    python = preferences.engine_python()
+    if not python.exists():
+        raise M2VError(
+            f"the m2v engine is not installed ({python} is missing): open Preferences > Add-ons > m2v and press Install Engine"
+        )
+    job = EngineJob(python, commands, output_dir(scene) / "engine.log").start()
+    JOBS[scene.name] = job
+    _HANDLERS[scene.name] = handler
+    st = scene.m2v
+    st.running, st.job_kind, st.progress, st.status = True, kind, 0.0, f"{kind}: starting the engine..."
+    return job
+
+
+def pump(scene) -> bool:
+    """Read what the engine printed and update the scene; True while the job runs."""
+    job = JOBS.get(scene.name)
+    if job is None:
+        return False
+    events = job.pump()
+    handler = _HANDLERS.get(scene.name)
+    for ev in events:
+        handler(scene, job, ev)
+    if job.finished:
+        st = scene.m2v
+        st.running = False
+        del JOBS[scene.name]
+        _HANDLERS.pop(scene.name, None)
+        return False
+    return True
+
+
+def run_to_end(scene, timeout: float | None = None) -> EngineJob:
+    """Background mode (no timers): loop on the pump step until the job ends."""
+    import time
+
+    job = JOBS[scene.name]
+    t0 = time.monotonic()
+    while pump(scene):
+        if timeout is not None and time.monotonic() - t0 > timeout:
+            job.kill()
+        time.sleep(0.05)
+    return job
+
+
+def _tag_redraw() -> None:
+    wm = getattr(bpy.context, "window_manager", None)
+    for window in getattr(wm, "windows", []) or []:
+        for area in window.screen.areas:
+            if area.type in ("SEQUENCE_EDITOR", "PREFERENCES"):
+                area.tag_redraw()
+
+
+def _timer_for(scene_name: str):
+    def tick():
+        scene = bpy.data.scenes.get(scene_name)
+        if scene is None:
+            job = JOBS.pop(scene_name, None)
+            if job:
+                job.kill()
+            return None
+        alive = pump(scene)
+        _tag_redraw()
+        return 0.2 if alive else None
+
+    return tick
+
+
+def follow(scene) -> None:
+    """With a window, a timer pumps the job; in background mode the caller loops instead."""
+    if not bpy.app.background:
+        bpy.app.timers.register(_timer_for(scene.name), first_interval=0.1)
+
+
+# ---------------------------------------------------------------- analyze
+
+
+def start_analyze(scene) -> EngineJob:
+    st = scene.m2v
+    strip = vse.song_strip(scene, st.song_strip)
+    timing = strip_timing(scene, strip)
+    t0, t1 = timing.visible_span()
+    out = output_dir(scene)
+    args = [
+        "analyze",
+        str(song_path(strip)),
+        "--start",
+        f"{t0:.4f}",
+        "--end",
+        f"{t1:.4f}",
+        "--granularity",
+        st.granularity,
+        "--min-length",
+        str(st.min_length),
+        "--target-length",
+        str(st.target_length),
+        "--min-fps",
+        str(st.min_fps),
+        "--max-fps",
+        str(st.max_fps),
+        "-o",
+        str(out / "analysis.json"),
+    ]
+    if st.lyrics_file:
+        lyr = Path(bpy.path.abspath(st.lyrics_file))
+        if not lyr.exists():
+            raise M2VError(f"the lyrics file is missing: {lyr}")
+        args += ["--lyrics", str(lyr)]
+    ctx = {"strip": strip.name, "timing": timing}
+
+    def handle(scene, job, ev):
+        if ev["event"] == "exit":
+            if ev["code"] == 0:
+                apply_markers(scene, json.loads((out / "analysis.json").read_text(encoding="utf-8")), ctx["timing"])
+                scene.m2v.status = f"analysed: {len(scene_segment_frames(scene)) + 1} segments"
+                if not bpy.app.background:
+                    bpy.ops.ed.undo_push(message="m2v Analyze")
+            else:
+                scene.m2v.status = f"analysis failed: {job.error}"
+
+    return _start(scene, "analyze", [args], handle)
+
+
+def remove_m2v_markers(scene) -> None:
+    for m in [m for m in scene.timeline_markers if timeline.is_m2v_marker(m.name)]:
+        scene.timeline_markers.remove(m)
+
+
+def apply_markers(scene, plan: dict, timing: timeline.StripTiming) -> None:
+    """Replace m2v's markers (only those) with the plan's segment starts and lyric times."""
+    remove_m2v_markers(scene)
+    for k, seg in enumerate(plan["segments"][1:], start=1):
+        scene.timeline_markers.new(timeline.segment_marker_name(k), frame=timing.frame_at(seg["start"]))
+    texts = []
+    for ly in plan["lyrics"]:
+        if ly.get("past_end"):
+            continue
+        span = plan["song"]["span"]
+        if not span[0] <= ly["time"] <= span[1]:
+            continue
+        scene.timeline_markers.new(
+            timeline.lyric_marker_name(len(texts), ly["text"]), frame=timing.frame_at(ly["time"])
+        )
+        texts.append(ly["text"])
+    scene.m2v.lyrics_json = json.dumps(texts, ensure_ascii=False)
+
+
+def scene_segment_frames(scene) -> list[int]:
+    return sorted(m.frame for m in scene.timeline_markers if timeline.is_segment_marker(m.name))
+
+
+def scene_lyrics(scene, timing: timeline.StripTiming) -> list[tuple[float, str]]:
+    texts = json.loads(scene.m2v.lyrics_json or "[]")
+    out = []
+    for m in scene.timeline_markers:
+        i = timeline.lyric_index(m.name)
+        if i is not None:
+            text = texts[i] if 0 <= i < len(texts) else m.name.split(" ", 2)[-1]
+            out.append((round(timing.time_at(m.frame), 4), text))
+    return out
+
+
+# ---------------------------------------------------------------- render
+
+
+def start_render(scene, layout: bool = False, extra_model_args: list[str] | None = None) -> EngineJob:
+    """Plan from the markers as they are now, then render; strips appear segment by segment."""
+    st = scene.m2v
+    strip = vse.song_strip(scene, st.song_strip)
+    timing = strip_timing(scene, strip)
+    span = timing.visible_span()
+    out = output_dir(scene)
+    bounds = timeline.boundaries_from_frames(scene_segment_frames(scene), timing, span)
+    lyr = out / "markers_lyrics.csv"
+    entries = scene_lyrics(scene, timing)
+    plan_args = [
+        "plan",
+        str(song_path(strip)),
+        "--boundaries",
+        ",".join(f"{b:.4f}" for b in bounds),
+        "--min-fps",
+        str(st.min_fps),
+        "--max-fps",
+        str(st.max_fps),
+        "-o",
+        str(out / "plan.json"),
+    ]
+    if entries:
+        lyr.write_text(timeline.lyrics_csv(entries), encoding="utf-8")
+        plan_args += ["--lyrics", str(lyr)]
+    frames_dir = out / ("layout" if layout else "frames")
+    render_args = [
+        "render",
+        str(out / "plan.json"),
+        "--out",
+        str(frames_dir),
+        "--size",
+        str(st.width),
+        str(st.height),
+        "--seed",
+        str(st.seed),
+        "--device",
+        preferences.device(),
+    ]
+    if layout:
+        render_args.append("--layout")
+    else:
+        render_args += ["--models", str(preferences.models_dir())] + list(extra_model_args or [])
+        if st.style:
+            render_args += ["--style", st.style]
+    state = {"total": 0, "keys": set(), "plan": None, "timing": timing, "dir": frames_dir, "layout": layout}
+
+    def handle(scene, job, ev):
+        kind = ev["event"]
+        stt = scene.m2v
+        if kind == "start":
+            stt.status = f"rendering {ev['total']} images..."
+            state["plan"] = json.loads((out / "plan.json").read_text(encoding="utf-8"))
+        elif kind == "image":
+            stt.progress = ev["done"] / max(1, ev["total"])
+            eta = ev.get("eta_s")
+            stt.status = f"{ev['done']}/{ev['total']} images" + (f", about {eta:.0f} s left" if eta else "")
+        elif kind == "segment_end":
+            state["keys"].add(ev["key"])
+            place_segment(scene, state, ev)
+        elif kind == "exit":
+            if ev["code"] == 0:
+                drop_stale_strips(scene, state["keys"])
+                stt.status = "render finished"
+                stt.progress = 1.0
+            elif ev["code"] == 3:
+                stt.status = "render cancelled: finished frames are kept; Render again resumes"
+            else:
+                stt.status = f"render failed: {job.error}"
+            if not bpy.app.background:
+                bpy.ops.ed.undo_push(message="m2v Render")
+
+    return _start(scene, "render", [plan_args, render_args], handle)
+
+
+def place_segment(scene, state: dict, ev: dict) -> None:
+    """An image strip for a finished segment, from its marker's frame to the next one's."""
+    seg = state["plan"]["segments"][ev["segment"]]
+    key = ev["key"]
+    timing = state["timing"]
+    start, end = timing.frame_at(seg["start"]), timing.frame_at(seg["end"])
+    if end <= start:
+        return
+    mine = vse.m2v_strips(scene)
+    if any(s.get(vse.STRIP_TAG) == key and s.frame_final_start == start and s.frame_final_end == end for s in mine):
+        return  # reused segment, strip already in place
+    stale = [s for s in mine if s.frame_final_start < end and s.frame_final_end > start]
+    vse.remove_strips(scene, stale)
+    manifest = json.loads((state["dir"] / "manifest.json").read_text(encoding="utf-8"))
+    frames = next(s["frames"] for s in manifest["segments"] if s["key"] == key)
+    folder = state["dir"] / ev["folder"]
+    st = scene.m2v
+    channel = vse.free_channel(scene, st.channel, start, end)
+    n = len(frames)
+    slot = (seg["end"] - seg["start"]) / n
+    files = []
+    for f in range(start, end):
+        i = min(n - 1, max(0, int((timing.time_at(f) - seg["start"]) / slot + 1e-6)))
+        files.append(Path(frames[i]["file"]).name)
+    strip = vse.top_strips(scene).new_image(
+        name=f"m2v S{ev['segment'] + 1:02d}",
+        filepath=str(folder / files[0]),
+        channel=channel,
+        frame_start=start,
+        fit_method="FIT",
+    )
+    for name in files[1:]:
+        strip.elements.append(name)
+    strip.frame_final_duration = end - start
+    strip[vse.STRIP_TAG] = key
+    strip.blend_type = st.blend_type
+    strip.blend_alpha = st.opacity
+
+
+def drop_stale_strips(scene, live_keys: set[str]) -> None:
+    vse.remove_strips(scene, [s for s in vse.m2v_strips(scene) if s.get(vse.STRIP_TAG) not in live_keys])
+
+
+def cancel(scene) -> bool:
+    job = JOBS.get(scene.name)
+    if job is None:
+        return False
+    job.cancel()
+    scene.m2v.status = "cancelling after the current image..."
+    return True
+
+
+def stop_all_jobs(*_args) -> None:
+    for job in list(JOBS.values()):
+        job.kill(grace=3.0)
+    JOBS.clear()
+    _HANDLERS.clear()

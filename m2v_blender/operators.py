@@ -1,0 +1,262 @@
+"""Operators: Analyze, Render (and Preview Layout), Cancel, Import Lyrics, Install Engine, Fetch Models, Check."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import bpy
+from bpy.props import BoolProperty, StringProperty
+
+from . import jobs, preferences
+from .engine_client import EngineJob, engine_root
+
+
+def _report_failure(op, scene) -> None:
+    op.report({"ERROR"}, scene.m2v.status)
+
+
+def _run(op, context, starter, *args) -> set[str]:
+    scene = context.scene
+    try:
+        starter(scene, *args)
+    except (jobs.M2VError, LookupError, FileNotFoundError) as e:
+        op.report({"ERROR"}, str(e))
+        return {"CANCELLED"}
+    if bpy.app.background:
+        job = jobs.run_to_end(scene)
+        if job.returncode not in (0, 3):
+            _report_failure(op, scene)
+            return {"CANCELLED"}
+        op.report({"INFO"}, scene.m2v.status)
+        return {"FINISHED"}
+    jobs.follow(scene)
+    op.report({"INFO"}, f"m2v: {scene.m2v.status}")
+    return {"FINISHED"}
+
+
+class M2V_OT_analyze(bpy.types.Operator):
+    """Find scene changes and lyric times in the song and write them as timeline markers"""
+
+    bl_idname = "m2v.analyze"
+    bl_label = "Analyze"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        return _run(self, context, jobs.start_analyze)
+
+
+class M2V_OT_render(bpy.types.Operator):
+    """Render the music video from the markers as they are now; strips appear segment by segment"""
+
+    bl_idname = "m2v.render"
+    bl_label = "Render"
+    bl_options = {"REGISTER", "UNDO"}
+
+    layout: BoolProperty(
+        name="Preview Layout",
+        default=False,
+        description="Titled cards instead of generated images (seconds, no models)",
+    )
+    model_args: StringProperty(
+        name="Model Arguments",
+        default="",
+        options={"HIDDEN", "SKIP_SAVE"},
+        description="Extra engine model flags as JSON (scripts: your own model files)",
+    )
+
+    def execute(self, context):
+        extra = json.loads(self.model_args) if self.model_args else None
+        return _run(self, context, jobs.start_render, self.layout, extra)
+
+
+class M2V_OT_cancel_render(bpy.types.Operator):
+    """Stop after the current image; finished frames are kept and the next Render resumes"""
+
+    bl_idname = "m2v.cancel_render"
+    bl_label = "Cancel"
+
+    def execute(self, context):
+        if not jobs.cancel(context.scene):
+            self.report({"WARNING"}, "m2v is not running")
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+
+class M2V_OT_import_lyrics(bpy.types.Operator):
+    """Choose a timed lyrics file (.lrc, .srt, .vtt, .csv) for this scene"""
+
+    bl_idname = "m2v.import_lyrics"
+    bl_label = "Import Lyrics"
+    bl_options = {"REGISTER", "UNDO"}
+
+    filepath: StringProperty(subtype="FILE_PATH")
+    filter_glob: StringProperty(default="*.lrc;*.srt;*.vtt;*.csv", options={"HIDDEN"})
+
+    def invoke(self, context, event):
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}
+
+    def execute(self, context):
+        path = Path(bpy.path.abspath(self.filepath))
+        if not path.is_file():
+            self.report({"ERROR"}, f"lyrics file not found: {path}")
+            return {"CANCELLED"}
+        if path.suffix.lower() not in (".lrc", ".srt", ".vtt", ".csv"):
+            self.report({"ERROR"}, f"{path.name}: use an .lrc, .srt, .vtt or .csv lyrics file")
+            return {"CANCELLED"}
+        context.scene.m2v.lyrics_file = str(path)
+        self.report({"INFO"}, f"lyrics: {path.name} (Analyze to place them as markers)")
+        return {"FINISHED"}
+
+
+def _tool_job(op, context, kind: str, python: Path, commands: list[list[str]], module: bool) -> set[str]:
+    scene = context.scene
+    out = preferences.env_dir(context).parent
+    try:
+        job = EngineJob(python, commands, out / f"{kind}.log", module=module).start()
+    except FileNotFoundError as e:
+        op.report({"ERROR"}, str(e))
+        return {"CANCELLED"}
+    jobs.JOBS[scene.name] = job
+
+    def handle(scene, job, ev):
+        if ev["event"] == "output":
+            scene.m2v.status = ev["text"][-120:]
+        elif ev["event"] == "exit":
+            scene.m2v.status = f"{kind}: done" if ev["code"] == 0 else f"{kind} failed: {job.error}"
+
+    jobs._HANDLERS[scene.name] = handle
+    scene.m2v.running, scene.m2v.job_kind, scene.m2v.status = True, kind, f"{kind}: starting..."
+    if bpy.app.background:
+        jobs.run_to_end(scene)
+        if job.returncode != 0:
+            op.report({"ERROR"}, scene.m2v.status)
+            return {"CANCELLED"}
+        return {"FINISHED"}
+    jobs.follow(scene)
+    return {"FINISHED"}
+
+
+def _online(op) -> bool:
+    if not getattr(bpy.app, "online_access", True):
+        op.report(
+            {"ERROR"}, "Blender's online access is off: enable it in Preferences > System > Network, then try again"
+        )
+        return False
+    return True
+
+
+class M2V_OT_install_engine(bpy.types.Operator):
+    """Create the managed engine environment (PyTorch and friends, several GB) in the folder set above"""
+
+    bl_idname = "m2v.install_engine"
+    bl_label = "Install Engine"
+
+    python: StringProperty(
+        name="Base Python", default="", description="Python to build the environment with (empty: Blender's own)"
+    )
+
+    def execute(self, context):
+        if not _online(self):
+            return {"CANCELLED"}
+        setup = engine_root() / "install" / "setup.py"
+        base = self.python or sys.executable
+        dev = preferences.device(context)
+        argv = [str(setup), "--env", str(preferences.env_dir(context)), "--device", "cpu" if dev == "cpu" else "auto"]
+        return _tool_job(self, context, "install", Path(base), [argv], module=False)
+
+
+class M2V_OT_fetch_models(bpy.types.Operator):
+    """Download the official model files (about 1.6 GB) into the models folder, verifying each"""
+
+    bl_idname = "m2v.fetch_models"
+    bl_label = "Fetch Models"
+
+    def execute(self, context):
+        if not _online(self):
+            return {"CANCELLED"}
+        argv = ["models", "fetch", "--models", str(preferences.models_dir(context))]
+        return _tool_job(self, context, "fetch", preferences.engine_python(context), [argv], module=True)
+
+
+class M2V_OT_check_engine(bpy.types.Operator):
+    """Check the engine: versions, device, and which model files are present and verified"""
+
+    bl_idname = "m2v.check_engine"
+    bl_label = "Check"
+
+    def execute(self, context):
+        import subprocess
+
+        p = preferences.prefs(context)
+        python = preferences.engine_python(context)
+        if not python.exists():
+            msg = f"engine not installed: {python} is missing (press Install Engine)"
+            if p:
+                p.check_result = msg
+            self.report({"WARNING"}, msg)
+            return {"CANCELLED"}
+        env = {"PYTHONPATH": str(engine_root())}
+        import os
+
+        env = {**os.environ, **env}
+        code = (
+            "import json, torch, engine; print(json.dumps({'engine': engine.__version__, 'torch': torch.__version__,"
+            " 'cuda': torch.cuda.is_available(), 'mps': bool(getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available())}))"
+        )
+        info = subprocess.run([str(python), "-c", code], capture_output=True, text=True, env=env, timeout=120)
+        models = subprocess.run(
+            [
+                str(python),
+                "-m",
+                "engine",
+                "models",
+                "check",
+                "--json",
+                "--models",
+                str(preferences.models_dir(context)),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+        )
+        lines = []
+        if info.returncode == 0:
+            d = json.loads(info.stdout.strip().splitlines()[-1])
+            dev = "CUDA GPU" if d["cuda"] else "Apple GPU (MPS)" if d["mps"] else "CPU only (slow)"
+            lines.append(f"engine {d['engine']}, torch {d['torch']}, device: {dev}")
+        else:
+            lines.append("the engine environment is broken: " + (info.stderr.strip().splitlines() or ["?"])[-1])
+        try:
+            for row in json.loads(models.stdout)["files"]:
+                lines.append(f"{row['status']}: {row['name']}")
+        except (json.JSONDecodeError, KeyError):
+            lines.append("could not list the model files")
+        if p:
+            p.check_result = "\n".join(lines)
+        self.report({"INFO"}, "; ".join(lines))
+        return {"FINISHED"}
+
+
+CLASSES = (
+    M2V_OT_analyze,
+    M2V_OT_render,
+    M2V_OT_cancel_render,
+    M2V_OT_import_lyrics,
+    M2V_OT_install_engine,
+    M2V_OT_fetch_models,
+    M2V_OT_check_engine,
+)
+
+
+def register() -> None:
+    for c in CLASSES:
+        bpy.utils.register_class(c)
+
+
+def unregister() -> None:
+    for c in reversed(CLASSES):
+        bpy.utils.unregister_class(c)

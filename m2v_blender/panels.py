@@ -1,0 +1,70 @@
+"""The "Music Video" sidebar panel in the Sequencer."""
+
+from __future__ import annotations
+
+import bpy
+
+from . import jobs, vse
+
+
+class SEQUENCER_PT_m2v(bpy.types.Panel):
+    bl_space_type = "SEQUENCE_EDITOR"
+    bl_region_type = "UI"
+    bl_category = "Music Video"
+    bl_label = "Music Video"
+
+    def draw(self, context):
+        layout = self.layout
+        st = context.scene.m2v
+        col = layout.column(align=True)
+        try:
+            song = vse.song_strip(context.scene, st.song_strip).name
+        except LookupError as e:
+            song = None
+            col.label(text=str(e), icon="ERROR")
+        if song:
+            col.label(text=f"Song: {song}", icon="SOUND")
+        col.prop(st, "song_strip", icon="SEQ_STRIP_DUPLICATE")
+        row = col.row(align=True)
+        row.prop(st, "lyrics_file")
+        row.operator("m2v.import_lyrics", text="", icon="FILEBROWSER")
+        box = layout.box()
+        box.prop(st, "granularity")
+        if st.granularity == "scenes":
+            row = box.row(align=True)
+            row.prop(st, "min_length")
+            row.prop(st, "target_length")
+        row = box.row(align=True)
+        row.prop(st, "min_fps")
+        row.prop(st, "max_fps")
+        box = layout.box()
+        row = box.row(align=True)
+        row.prop(st, "width")
+        row.prop(st, "height")
+        box.prop(st, "seed")
+        box.prop(st, "style")
+        box.prop(st, "output_dir")
+        row = box.row(align=True)
+        row.prop(st, "channel")
+        row.prop(st, "blend_type", text="")
+        box.prop(st, "opacity")
+        running = context.scene.name in jobs.JOBS
+        row = layout.row(align=True)
+        row.enabled = not running
+        row.operator("m2v.analyze", icon="MARKER_HLT")
+        row.operator("m2v.render", icon="RENDER_ANIMATION").layout = False
+        row.operator("m2v.render", text="Preview Layout", icon="SEQ_PREVIEW").layout = True
+        if running or st.status:
+            col = layout.column()
+            if running:
+                col.prop(st, "progress", text=st.job_kind.title())
+                col.operator("m2v.cancel_render", icon="CANCEL")
+            col.label(text=st.status)
+
+
+def register() -> None:
+    bpy.utils.register_class(SEQUENCER_PT_m2v)
+
+
+def unregister() -> None:
+    bpy.utils.unregister_class(SEQUENCER_PT_m2v)

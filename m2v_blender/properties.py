@@ -1,0 +1,86 @@
+"""Settings on ``scene.m2v`` (saved with the .blend) and live job state shown in the panel."""
+
+from __future__ import annotations
+
+import bpy
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+
+BLEND_TYPES = [
+    (t, t.replace("_", " ").title(), "")
+    for t in ("REPLACE", "CROSS", "ALPHA_OVER", "ALPHA_UNDER", "ADD", "SUBTRACT", "MULTIPLY", "SCREEN", "OVERLAY")
+]
+
+
+class M2VSceneSettings(bpy.types.PropertyGroup):
+    song_strip: StringProperty(
+        name="Song Strip", description="Sound strip to use (empty: the active or only sound strip)"
+    )
+    lyrics_file: StringProperty(
+        name="Lyrics", description="Timed lyrics: .lrc, .srt, .vtt or .csv", subtype="FILE_PATH"
+    )
+    granularity: EnumProperty(
+        name="Cut At",
+        items=[
+            ("scenes", "Scene Changes", "Cut where the music changes most"),
+            ("beats", "Every Beat", "One segment per beat, as in the paper"),
+        ],
+        default="scenes",
+    )
+    min_length: FloatProperty(
+        name="Min Length",
+        default=3.0,
+        min=0.5,
+        soft_max=30.0,
+        unit="TIME_ABSOLUTE",
+        description="Shortest scene (seconds)",
+    )
+    target_length: FloatProperty(
+        name="Target Length",
+        default=8.0,
+        min=0.5,
+        soft_max=60.0,
+        unit="TIME_ABSOLUTE",
+        description="Target mean scene length (seconds)",
+    )
+    min_fps: FloatProperty(
+        name="Min Rate", default=2.0, min=0.1, max=60.0, description="Images per second in the quietest segment"
+    )
+    max_fps: FloatProperty(
+        name="Max Rate", default=8.0, min=0.1, max=60.0, description="Images per second in the loudest segment"
+    )
+    width: IntProperty(name="Width", default=256, min=16, max=4096, step=16)
+    height: IntProperty(name="Height", default=256, min=16, max=4096, step=16)
+    seed: IntProperty(name="Seed", default=0, min=0)
+    style: StringProperty(
+        name="Style", description="Optional text style prompt for the whole song, e.g. 'oil painting'"
+    )
+    output_dir: StringProperty(
+        name="Output", default="//m2v/", subtype="DIR_PATH", description="Folder for plans, frames and the engine log"
+    )
+    channel: IntProperty(
+        name="Channel",
+        default=2,
+        min=1,
+        max=128,
+        description="Channel for the generated strips (or the next free one above)",
+    )
+    blend_type: EnumProperty(name="Blend", items=BLEND_TYPES, default="REPLACE")
+    opacity: FloatProperty(name="Opacity", default=1.0, min=0.0, max=1.0, subtype="FACTOR")
+    lyrics_json: StringProperty(
+        name="Lyric Texts", description="Full lyric texts behind the lyric markers (JSON)", default="[]"
+    )
+    # Live state (shown in the panel, not user settings).
+    running: BoolProperty(name="Running", default=False, options={"SKIP_SAVE"})
+    job_kind: StringProperty(default="", options={"SKIP_SAVE"})
+    progress: FloatProperty(name="Progress", default=0.0, min=0.0, max=1.0, subtype="FACTOR", options={"SKIP_SAVE"})
+    status: StringProperty(name="Status", default="", options={"SKIP_SAVE"})
+
+
+def register() -> None:
+    bpy.utils.register_class(M2VSceneSettings)
+    bpy.types.Scene.m2v = PointerProperty(type=M2VSceneSettings)
+
+
+def unregister() -> None:
+    del bpy.types.Scene.m2v
+    bpy.utils.unregister_class(M2VSceneSettings)

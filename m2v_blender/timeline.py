@@ -1,0 +1,94 @@
+"""Song time <-> scene frames, and m2v's marker names. Plain Python: no bpy, unit-testable.
+
+A sound strip places file time 0 at ``frame_start``; trimming hides frames
+at either end but never moves the song. Scene frame rates are
+``fps / fps_base`` (29.97 is 30000/1001).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+#: Every marker m2v writes starts with this; re-analysis replaces only these.
+PREFIX = "m2v "
+SEGMENT_TAG = "S"
+LYRIC_TAG = "\u266a"  # ♪
+MAX_NAME = 63  # Blender's marker names hold 63 bytes
+
+_SEGMENT = re.compile(r"^m2v S(\d+)$")
+_LYRIC = re.compile(r"^m2v \u266a(\d+)(?: (.*))?$")
+
+
+@dataclass(frozen=True)
+class StripTiming:
+    """Where a sound strip sits on the timeline."""
+
+    frame_start: float  # frame of file time 0
+    frame_final_start: float  # first visible frame
+    frame_final_end: float  # frame after the last visible one
+    fps: float  # scene.render.fps / scene.render.fps_base
+    sound_offset: float = 0.0  # seconds of the file skipped at frame_start
+
+    def time_at(self, frame: float) -> float:
+        """File time (seconds) heard at a frame."""
+        return (frame - self.frame_start) / self.fps + self.sound_offset
+
+    def frame_at(self, t: float) -> int:
+        """Nearest frame at which file time ``t`` is heard."""
+        return int(round(self.frame_start + (t - self.sound_offset) * self.fps))
+
+    def visible_span(self, file_duration: float | None = None) -> tuple[float, float]:
+        """File times of the strip's visible (untrimmed) part."""
+        t0 = max(0.0, self.time_at(self.frame_final_start))
+        t1 = self.time_at(self.frame_final_end)
+        if file_duration is not None:
+            t1 = min(t1, file_duration)
+        return t0, t1
+
+
+def segment_marker_name(index: int) -> str:
+    return f"{PREFIX}{SEGMENT_TAG}{index + 1:02d}"
+
+
+def lyric_marker_name(index: int, text: str) -> str:
+    name = f"{PREFIX}{LYRIC_TAG}{index + 1:02d} {text}"
+    # Names are bytes-limited: cut on a character boundary.
+    raw = name.encode("utf-8")[:MAX_NAME]
+    return raw.decode("utf-8", errors="ignore").rstrip()
+
+
+def is_m2v_marker(name: str) -> bool:
+    return name.startswith(PREFIX) and (_SEGMENT.match(name) is not None or _LYRIC.match(name) is not None)
+
+
+def is_segment_marker(name: str) -> bool:
+    return _SEGMENT.match(name) is not None
+
+
+def lyric_index(name: str) -> int | None:
+    """0-based index of a lyric marker into the stored full texts, or None."""
+    m = _LYRIC.match(name)
+    return int(m.group(1)) - 1 if m else None
+
+
+def boundaries_from_frames(frames: list[int], timing: StripTiming, span: tuple[float, float]) -> list[float]:
+    """Segment boundaries (file seconds) from segment-marker frames: the span's ends plus each marker inside it."""
+    t0, t1 = span
+    inner = sorted({round(timing.time_at(f), 4) for f in frames})
+    # A marker within half a frame of an end is that end, not a sliver segment.
+    eps = 0.5 / timing.fps
+    inner = [t for t in inner if t0 + eps < t < t1 - eps]
+    return [round(t0, 4), *inner, round(t1, 4)]
+
+
+def lyrics_csv(entries: list[tuple[float, str]]) -> str:
+    """Lyrics as the engine's CSV (``MM:SS.sss,text``), sorted by time."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    for t, text in sorted(entries):
+        w.writerow([f"{int(t // 60):02d}:{t % 60:06.3f}", text])
+    return buf.getvalue()
