@@ -320,6 +320,10 @@ def render(
     song_path = plan["song"]["path"]
     if not Path(song_path).exists():
         raise InputError("the plan's song file is missing", song_path)
+    from engine.audio import file_sha256
+
+    if plan["song"].get("sha256") and file_sha256(song_path) != plan["song"]["sha256"]:
+        progress.emit("warning", message=f"{song_path} changed since the plan was made: analyse it again")
     song16 = _load_song_16k(song_path)
     dev = pick_device(device) if not settings.layout else torch.device("cpu")
     if settings.layout:

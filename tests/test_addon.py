@@ -299,3 +299,61 @@ def test_markers_and_strips_on_each_vse_api(built, song, tmp_path, blender_pytho
         (timing.frame_at(9), timing.frame_at(14)),
     ]
     assert len(res["after"]) == 1 and res["after"][0]["key"] == res["first"][1]["key"]
+
+
+def test_undo_check_offline_refusal_and_file_close(built, song, tmp_path, small_models, blender_python):
+    needs_sound(blender_python)
+    from tests.small_models import model_args
+
+    wav, lrc, dur = song
+    zip_path = next(built.glob("m2v-*.zip"))
+    res = blender(
+        f"""
+        import bpy, os, sys, time
+        install({str(zip_path)!r})
+        jobs = sys.modules["bl_ext.user_default.m2v.jobs"]
+        scene, strip = song_scene({str(wav)!r}, {str(tmp_path / "o") + "/"!r})
+        scene.timeline_markers.new("intro", frame=120)
+        bpy.ops.ed.undo_push(message="before m2v")
+        bpy.ops.m2v.analyze("EXEC_DEFAULT", True)
+        analysed = markers(bpy.context.scene)
+        bpy.ops.ed.undo()
+        emit(step="undo", analysed=analysed, undone=markers(bpy.context.scene))
+        scene = bpy.context.scene
+        # Online access is off in the bpy module: downloads must refuse, in plain words.
+        for op in (bpy.ops.m2v.install_engine, bpy.ops.m2v.fetch_models):
+            try:
+                op()
+            except RuntimeError as e:
+                emit(step="offline", error=str(e))
+        bpy.ops.m2v.check_engine()
+        prefs = bpy.context.preferences.addons["bl_ext.user_default.m2v"].preferences
+        emit(step="check", text=prefs.check_result)
+        # Closing the file stops a running engine: no orphaned process.
+        strip = [s for s in all_strips(scene) if s.type == "SOUND"][0]
+        scene.m2v.width = scene.m2v.height = 32
+        job = jobs.start_render(scene, layout=False, extra_model_args={model_args(small_models)!r})
+        pid = job.proc.pid
+        bpy.ops.wm.read_homefile()
+        time.sleep(0.5)
+        try:
+            os.kill(pid, 0)
+            alive = job.proc.poll() is None
+        except ProcessLookupError:
+            alive = False
+        emit(step="closed", alive=alive, jobs=len(jobs.JOBS))
+    """,
+        tmp_path,
+        blender_python,
+    )
+    by = {}
+    for r in res:
+        by.setdefault(r["step"], []).append(r)
+    undo = by["undo"][0]
+    assert any(n.startswith("m2v S") for n, _ in undo["analysed"])
+    assert undo["undone"] == [["intro", 120]]
+    errors = [r["error"] for r in by["offline"]]
+    assert len(errors) == 2 and all("online access is off" in e for e in errors)
+    check = by["check"][0]["text"]
+    assert "engine 0.1.0, torch 2.14.1" in check and "missing: Wav2CLIP.pt" in check
+    assert by["closed"][0] == {"step": "closed", "alive": False, "jobs": 0}
