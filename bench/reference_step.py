@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from engine.render import spherical_distance
+from engine.render import cutout_draws, spherical_distance
 from engine.vqgan import clamp_with_grad
 
 
@@ -23,13 +23,8 @@ def vector_quantize_onehot(x, codebook):
 
 def reference_cutouts(image, n, size, generator, cut_pow=1.0, noise=0.1):
     _, _, h, w = image.shape
-    max_size, min_size = min(h, w), min(h, w, size)
-    sizes = (torch.rand(n, generator=generator) ** cut_pow * (max_size - min_size) + min_size).floor()
-    ox = (torch.rand(n, generator=generator) * (w - sizes + 1)).floor()
-    oy = (torch.rand(n, generator=generator) * (h - sizes + 1)).floor()
-    flips = torch.rand(n, generator=generator) < 0.5
-    facs = torch.rand(n, 1, 1, 1, generator=generator) * noise
-    eps = torch.randn(n, 3, size, size, generator=generator)
+    # The same draws as m2v's step, so the two see the same cutouts.
+    sizes, ox, oy, flips, facs, eps = cutout_draws(h, w, n, size, generator, cut_pow, noise)
     cutouts = []
     for i in range(n):
         s, x, y = int(sizes[i]), int(ox[i]), int(oy[i])

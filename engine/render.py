@@ -152,6 +152,20 @@ def spherical_distance(x, y):
     return (x - y).norm(dim=-1).div(2).arcsin().pow(2).mul(2)
 
 
+def cutout_draws(h: int, w: int, n: int, size: int, generator, cut_pow: float = 1.0, noise: float = 0.1) -> tuple:
+    """Random crop sizes and offsets, flips, noise factors and noise for ``n`` cutouts, in a fixed order."""
+    import torch
+
+    max_size, min_size = min(h, w), min(h, w, size)
+    sizes = (torch.rand(n, generator=generator) ** cut_pow * (max_size - min_size) + min_size).floor()
+    ox = (torch.rand(n, generator=generator) * (w - sizes + 1)).floor()
+    oy = (torch.rand(n, generator=generator) * (h - sizes + 1)).floor()
+    flips = torch.rand(n, generator=generator) < 0.5
+    facs = torch.rand(n, 1, 1, 1, generator=generator) * noise
+    eps = torch.randn(n, 3, size, size, generator=generator)
+    return sizes, ox, oy, flips, facs, eps
+
+
 def make_cutouts(image, n: int, size: int, generator, cut_pow: float = 1.0, noise: float = 0.1):
     """``n`` random square crops of ``image`` (``(1, 3, H, W)``), resampled to ``size`` in one batched op.
 
@@ -162,13 +176,7 @@ def make_cutouts(image, n: int, size: int, generator, cut_pow: float = 1.0, nois
     from torchvision.ops import roi_align
 
     _, _, h, w = image.shape
-    max_size, min_size = min(h, w), min(h, w, size)
-    sizes = (torch.rand(n, generator=generator) ** cut_pow * (max_size - min_size) + min_size).floor()
-    ox = (torch.rand(n, generator=generator) * (w - sizes + 1)).floor()
-    oy = (torch.rand(n, generator=generator) * (h - sizes + 1)).floor()
-    flips = torch.rand(n, generator=generator) < 0.5
-    facs = torch.rand(n, 1, 1, 1, generator=generator) * noise
-    eps = torch.randn(n, 3, size, size, generator=generator)
+    sizes, ox, oy, flips, facs, eps = cutout_draws(h, w, n, size, generator, cut_pow, noise)
     boxes = torch.stack([torch.zeros(n), ox, oy, ox + sizes, oy + sizes], 1).to(image)
     cuts = roi_align(image, boxes, output_size=(size, size), spatial_scale=1.0, sampling_ratio=2, aligned=False)
     dev = image.device

@@ -271,3 +271,14 @@ def test_missing_weights_and_bad_plans_exit_2(tmp_path, song):
     write_json_atomic(plan, bad)
     proc = run_engine("render", str(bad), "--out", str(tmp_path / "o2"), "--layout")
     assert proc.returncode == 2 and "unknown plan version 7" in proc.stderr
+
+
+def test_optimised_step_follows_the_reference_loss_curve():
+    """m2v's step (batched cutouts, fused SiLU) guides as the plain VQGAN-CLIP step does."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from render_step import loss_curves
+
+    ref, m2v = loss_curves(steps=20)
+    assert np.corrcoef(ref, m2v)[0, 1] > 0.9
+    assert ref[-1] < ref[0] and m2v[-1] < m2v[0]
+    assert abs(ref[-1] - m2v[-1]) < 0.1 * ref[0]
