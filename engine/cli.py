@@ -387,9 +387,10 @@ def _run_render(args: argparse.Namespace, out: Path) -> int:
     stop = StopFlag()
     stop.install()
     frames = out / ("layout" if args.layout else "frames")
-    code = render(
-        out / "plan.json", frames, settings, loader, Progress(bar=sys.stderr.isatty()), stop, device=args.device
-    )
+    # People read a bar (or a line per segment); the JSON events go to a file for tools.
+    with open(out / "render-events.jsonl", "a", encoding="utf-8") as events:
+        progress = Progress(out=events, bar=sys.stderr.isatty(), segment_lines=not sys.stderr.isatty())
+        code = render(out / "plan.json", frames, settings, loader, progress, stop, device=args.device)
     if code != EXIT_OK:
         print(f"stopped: run the same command again to resume ({frames})", file=sys.stderr)
         return code

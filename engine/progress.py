@@ -15,10 +15,17 @@ class Progress:
     ``error``, ``cancelled``, ``done``.
     """
 
-    def __init__(self, out: IO[str] | None = None, err: IO[str] | None = None, bar: bool | None = None):
+    def __init__(
+        self,
+        out: IO[str] | None = None,
+        err: IO[str] | None = None,
+        bar: bool | None = None,
+        segment_lines: bool = False,
+    ):
         self.out = out if out is not None else sys.stdout
         self.err = err if err is not None else sys.stderr
         self.bar = self.err.isatty() if bar is None else bar
+        self.segment_lines = segment_lines
         self.t0 = time.monotonic()
 
     def emit(self, event: str, **fields) -> None:
@@ -37,6 +44,13 @@ class Progress:
             self.err.flush()
         elif self.bar and event in ("done", "cancelled"):
             self.err.write("\n")
+        if self.segment_lines and event == "segment_end":
+            self.err.write(
+                f"segment {fields['segment'] + 1}: {fields['images']} images"
+                + (" (reused)" if fields.get("reused") else "")
+                + f", {fields['done']}/{fields['total']} done\n"
+            )
+            self.err.flush()
         if event in ("warning", "error"):
             self.err.write(f"{event}: {fields.get('message', '')}\n")
             self.err.flush()

@@ -326,6 +326,14 @@ def test_undo_check_offline_refusal_and_file_close(built, song, tmp_path, small_
                 op()
             except RuntimeError as e:
                 emit(step="offline", error=str(e))
+        # The timer callback a window would run, called by hand (timers never fire here).
+        jobs.start_render(scene, layout=True)
+        tick = jobs._timer_for(scene.name)
+        ticks = 0
+        while tick() is not None:
+            ticks += 1
+            time.sleep(0.05)
+        emit(step="timer", ticks=ticks, strips=len(m2v_strips(scene)), status=scene.m2v.status)
         bpy.ops.m2v.check_engine()
         prefs = bpy.context.preferences.addons["bl_ext.user_default.m2v"].preferences
         emit(step="check", text=prefs.check_result)
@@ -357,3 +365,5 @@ def test_undo_check_offline_refusal_and_file_close(built, song, tmp_path, small_
     check = by["check"][0]["text"]
     assert "engine 0.1.0, torch 2.14.1" in check and "missing: Wav2CLIP.pt" in check
     assert by["closed"][0] == {"step": "closed", "alive": False, "jobs": 0}
+    timer = by["timer"][0]
+    assert timer["ticks"] > 0 and timer["strips"] >= 1 and timer["status"] == "render finished"
