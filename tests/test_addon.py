@@ -232,6 +232,8 @@ def test_render_with_models_cancel_resume_and_pump(built, song, tmp_path, small_
 
 
 def test_errors_are_reports_in_plain_words(built, tmp_path, blender_python):
+    (tmp_path / "notes.txt").write_text("not lyrics")
+    (tmp_path / "words.lrc").write_text("[00:01.00]hello\n")
     zip_path = next(built.glob("m2v-*.zip"))
     res = blender(
         f"""
@@ -244,11 +246,25 @@ def test_errors_are_reports_in_plain_words(built, tmp_path, blender_python):
             bpy.ops.m2v.analyze()
         except RuntimeError as e:
             emit(step="no_strip", error=str(e))
+        try:
+            bpy.ops.m2v.import_lyrics(filepath={str(tmp_path / "notes.txt")!r})
+        except RuntimeError as e:
+            emit(step="bad_lyrics", error=str(e))
+        bpy.ops.m2v.import_lyrics(filepath={str(tmp_path / "words.lrc")!r})
+        emit(step="lyrics", value=scene.m2v.lyrics_file)
+        try:
+            bpy.ops.m2v.render(layout=True)
+        except RuntimeError as e:
+            emit(step="render_no_strip", error=str(e))
     """,
         tmp_path,
         blender_python,
     )
-    assert "there is no sound strip" in res[0]["error"]
+    by = {r["step"]: r for r in res}
+    assert "there is no sound strip" in by["no_strip"]["error"]
+    assert "use an .lrc, .srt, .vtt or .csv lyrics file" in by["bad_lyrics"]["error"]
+    assert by["lyrics"]["value"] == str(tmp_path / "words.lrc")
+    assert "add your song to the timeline" in by["render_no_strip"]["error"]
 
 
 def test_markers_and_strips_on_each_vse_api(built, song, tmp_path, blender_python):
