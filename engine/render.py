@@ -453,7 +453,7 @@ def render(
             else:
                 z_prev = z.detach().clone() if settings.l1_weight > 0 else None
                 for s in range(settings.steps_per_image):
-                    g = torch.Generator().manual_seed(_sub_seed(settings.seed, key, i, s))
+                    g = torch.Generator().manual_seed(_sub_seed(settings.seed, k, i, s))
                     rgb, loss = renderer.step(z, opt, targets, g, z_prev)
             data = png_bytes(rgb)
             rel = f"{folder}/frame_{i:05d}.png"
