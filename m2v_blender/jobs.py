@@ -6,6 +6,7 @@ the background-mode loop); the engine itself runs in a subprocess.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -97,6 +98,15 @@ def run_to_end(scene, timeout: float | None = None) -> EngineJob:
     return job
 
 
+def _undo_push(message: str) -> None:
+    """One undo step for what a timer-driven job changed (operators in background mode get theirs)."""
+    if bpy.app.background:
+        return
+    # A timer may run where the undo system has no context; the edit itself must still land.
+    with contextlib.suppress(RuntimeError):
+        bpy.ops.ed.undo_push(message=message)
+
+
 def _tag_redraw() -> None:
     wm = getattr(bpy.context, "window_manager", None)
     for window in getattr(wm, "windows", []) or []:
@@ -167,8 +177,7 @@ def start_analyze(scene) -> EngineJob:
             if ev["code"] == 0:
                 apply_markers(scene, json.loads((out / "analysis.json").read_text(encoding="utf-8")), ctx["timing"])
                 scene.m2v.status = f"analysed: {len(scene_segment_frames(scene)) + 1} segments"
-                if not bpy.app.background:
-                    bpy.ops.ed.undo_push(message="m2v Analyze")
+                _undo_push("m2v Analyze")
             else:
                 scene.m2v.status = f"analysis failed: {job.error}"
 
@@ -286,8 +295,7 @@ def start_render(scene, layout: bool = False, extra_model_args: list[str] | None
                 stt.status = "render cancelled: finished frames are kept; Render again resumes"
             else:
                 stt.status = f"render failed: {job.error}"
-            if not bpy.app.background:
-                bpy.ops.ed.undo_push(message="m2v Render")
+            _undo_push("m2v Render")
 
     return _start(scene, "render", [plan_args, render_args], handle)
 

@@ -24,7 +24,12 @@ class SEQUENCER_PT_m2v(bpy.types.Panel):
             col.label(text=str(e), icon="ERROR")
         if song:
             col.label(text=f"Song: {song}", icon="SOUND")
-        col.prop(st, "song_strip", icon="SEQ_STRIP_DUPLICATE")
+        sed = context.scene.sequence_editor
+        if sed is not None:
+            # Pick the song from the scene's strips (4.2: sequences_all, 5.x: strips_all).
+            col.prop_search(st, "song_strip", sed, "strips_all" if hasattr(sed, "strips_all") else "sequences_all")
+        else:
+            col.prop(st, "song_strip")
         row = col.row(align=True)
         row.prop(st, "lyrics_file")
         row.operator("m2v.import_lyrics", text="", icon="FILEBROWSER")
