@@ -53,10 +53,6 @@ class Features:
         """Frame indices to seconds relative to the analysed signal."""
         return np.asarray(frames, dtype=float) * self.hop / self.sr
 
-    def time_to_frames(self, times: np.ndarray | float) -> np.ndarray:
-        """Seconds (relative to the analysed signal) to nearest frame indices."""
-        return np.rint(np.asarray(times, dtype=float) * self.sr / self.hop).astype(int)
-
 
 def hz_to_mel(f: np.ndarray) -> np.ndarray:
     """Slaney mel scale: linear below 1 kHz, logarithmic above."""

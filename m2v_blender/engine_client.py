@@ -16,7 +16,6 @@ import queue
 import signal
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 _RUNNING: set[EngineJob] = set()
@@ -149,19 +148,6 @@ class EngineJob:
         _RUNNING.discard(self)
         if code not in (0, 3) and not self.error:
             self.error = last_error(self.log_path)
-
-    def wait(self, timeout: float | None = None, on_events=None, interval: float = 0.05) -> int:
-        """Pump until the job ends (background mode: timers never fire there)."""
-        t0 = time.monotonic()
-        while not self.finished:
-            evs = self.pump()
-            if on_events and evs:
-                on_events(evs)
-            if timeout is not None and time.monotonic() - t0 > timeout:
-                self.kill()
-            if not evs:
-                time.sleep(interval)
-        return self.returncode
 
     def cancel(self) -> None:
         """Ask the engine to stop after the current image (it keeps every finished frame)."""

@@ -59,11 +59,15 @@ def _start(scene, kind: str, commands: list[list[str]], handler) -> EngineJob:
         raise M2VError(
             f"the m2v engine is not installed ({python} is missing): open Preferences > Add-ons > m2v and press Install Engine"
         )
-    job = EngineJob(python, commands, output_dir(scene) / "engine.log").start()
+    return track(scene, kind, EngineJob(python, commands, output_dir(scene) / "engine.log").start(), handler)
+
+
+def track(scene, kind: str, job: EngineJob, handler) -> EngineJob:
+    """Make ``job`` the scene's running job: the pump step feeds its events to ``handler``."""
     JOBS[scene.name] = job
     _HANDLERS[scene.name] = handler
     st = scene.m2v
-    st.running, st.job_kind, st.progress, st.status = True, kind, 0.0, f"{kind}: starting the engine..."
+    st.running, st.job_kind, st.progress, st.status = True, kind, 0.0, f"{kind}: starting..."
     return job
 
 

@@ -13,8 +13,18 @@ from . import jobs, preferences
 from .engine_client import EngineJob, engine_root
 
 
-def _report_failure(op, scene) -> None:
-    op.report({"ERROR"}, scene.m2v.status)
+def _finish_or_follow(op, scene, ok_codes: tuple[int, ...]) -> set[str]:
+    """Background mode: loop on the pump step until the job ends. With a window: let a timer pump."""
+    if bpy.app.background:
+        job = jobs.run_to_end(scene)
+        if job.returncode not in ok_codes:
+            op.report({"ERROR"}, scene.m2v.status)
+            return {"CANCELLED"}
+        op.report({"INFO"}, scene.m2v.status)
+        return {"FINISHED"}
+    jobs.follow(scene)
+    op.report({"INFO"}, f"m2v: {scene.m2v.status}")
+    return {"FINISHED"}
 
 
 def _run(op, context, starter, *args) -> set[str]:
@@ -24,16 +34,7 @@ def _run(op, context, starter, *args) -> set[str]:
     except (jobs.M2VError, LookupError, FileNotFoundError) as e:
         op.report({"ERROR"}, str(e))
         return {"CANCELLED"}
-    if bpy.app.background:
-        job = jobs.run_to_end(scene)
-        if job.returncode not in (0, 3):
-            _report_failure(op, scene)
-            return {"CANCELLED"}
-        op.report({"INFO"}, scene.m2v.status)
-        return {"FINISHED"}
-    jobs.follow(scene)
-    op.report({"INFO"}, f"m2v: {scene.m2v.status}")
-    return {"FINISHED"}
+    return _finish_or_follow(op, scene, ok_codes=(0, 3))
 
 
 class M2V_OT_analyze(bpy.types.Operator):
@@ -119,7 +120,6 @@ def _tool_job(op, context, kind: str, python: Path, commands: list[list[str]], m
     except FileNotFoundError as e:
         op.report({"ERROR"}, str(e))
         return {"CANCELLED"}
-    jobs.JOBS[scene.name] = job
 
     def handle(scene, job, ev):
         if ev["event"] == "output":
@@ -127,16 +127,8 @@ def _tool_job(op, context, kind: str, python: Path, commands: list[list[str]], m
         elif ev["event"] == "exit":
             scene.m2v.status = f"{kind}: done" if ev["code"] == 0 else f"{kind} failed: {job.error}"
 
-    jobs._HANDLERS[scene.name] = handle
-    scene.m2v.running, scene.m2v.job_kind, scene.m2v.status = True, kind, f"{kind}: starting..."
-    if bpy.app.background:
-        jobs.run_to_end(scene)
-        if job.returncode != 0:
-            op.report({"ERROR"}, scene.m2v.status)
-            return {"CANCELLED"}
-        return {"FINISHED"}
-    jobs.follow(scene)
-    return {"FINISHED"}
+    jobs.track(scene, kind, job, handle)
+    return _finish_or_follow(op, scene, ok_codes=(0,))
 
 
 def _online(op) -> bool:

@@ -8,10 +8,6 @@ import bpy
 STRIP_TAG = "m2v_segment_key"
 
 
-def editor(scene: bpy.types.Scene):
-    return scene.sequence_editor
-
-
 def top_strips(scene: bpy.types.Scene):
     """The top-level strip collection (has ``new_image``/``new_sound``/``remove``)."""
     sed = scene.sequence_editor_create()
