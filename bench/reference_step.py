@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from engine.render import cutout_draws, spherical_distance
+from engine.optimize import cutout_draws, spherical_distance
 from engine.vqgan import clamp_with_grad
 
 

@@ -70,7 +70,8 @@ def run_variant(variant: str, steps: int, device_name: str, size: int = 256, cut
     import torch
     from reference_step import reference_step
 
-    from engine.render import Renderer, RenderSettings
+    from engine.optimize import Optimizer
+    from engine.render import RenderSettings
     from engine.vqgan import use_fused_activation
 
     device = torch.device(device_name)
@@ -79,18 +80,11 @@ def run_variant(variant: str, steps: int, device_name: str, size: int = 256, cut
     target = torch.nn.functional.normalize(torch.randn(clip.embed_dim, device=device), dim=-1)
     settings = RenderSettings(width=size, height=size, cutouts=cutn)
     if variant == "m2v":
-
-        class _A:  # the renderer only needs embed_dim from the audio model here
-            embed_dim = clip.embed_dim
-
-            def to(self, d):
-                return self
-
-        r = Renderer(vq, clip, _A(), settings, device)
-        z, opt = r.initial_state()
+        r = Optimizer(vq, clip, settings, device)
+        r.reset()
 
         def one(i):
-            r.step(z, opt, [(target, 1.0)], torch.Generator().manual_seed(i))
+            r.step([(target, 1.0)], torch.Generator().manual_seed(i))
     else:
         g0 = torch.Generator().manual_seed(0)
         z = vq.random_latent(size, size, g0).to(device).requires_grad_(True)
@@ -127,7 +121,8 @@ def loss_curves(steps: int = 30) -> tuple[list[float], list[float]]:
     from reference_step import reference_step
 
     from engine.clip_guide import load_clip
-    from engine.render import Renderer, RenderSettings
+    from engine.optimize import Optimizer
+    from engine.render import RenderSettings
     from engine.vqgan import load_vqgan, use_fused_activation
     from tests.small_models import write_clip, write_vqgan
 
@@ -140,22 +135,15 @@ def loss_curves(steps: int = 30) -> tuple[list[float], list[float]]:
             vq, clip = load_vqgan(cfg, ckpt), load_clip(str(ccfg), cw)
             target = clip.embed_text(["a red balloon over the sea"])[0]
             s = RenderSettings(width=32, height=32, cutouts=16, lr=0.2)
-
-            class _A:
-                embed_dim = clip.embed_dim
-
-                def to(self, d):
-                    return self
-
-            r = Renderer(vq, clip, _A(), s, torch.device("cpu"))
-            z, opt = r.initial_state()
+            r = Optimizer(vq, clip, s, torch.device("cpu"))
+            r.reset()
             losses = []
             for i in range(steps):
                 g = torch.Generator().manual_seed(i)
                 if variant == "m2v":
-                    losses.append(r.step(z, opt, [(target, 1.0)], g)[1])
+                    losses.append(r.step([(target, 1.0)], g)[1])
                 else:
-                    losses.append(reference_step(vq, clip, z, opt, [(target, 1.0)], g, 16, r.z_min, r.z_max))
+                    losses.append(reference_step(vq, clip, r.z, r.opt, [(target, 1.0)], g, 16, r.z_min, r.z_max))
             curves.append(losses)
     return curves[0], curves[1]
 

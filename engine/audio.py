@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,15 +56,6 @@ class Song:
     def end(self) -> float:
         """File time in seconds of the end of ``y``."""
         return self.offset + self.duration
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Return the hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _read_native(path: Path) -> tuple[np.ndarray, int]:

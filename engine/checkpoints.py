@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import warnings
 from pathlib import Path
 
 from engine.errors import InputError
@@ -34,6 +35,34 @@ LIGHTNING_GLOBALS = (
 )
 
 _UNSUPPORTED = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+
+
+class UnsafeCheckpoint(InputError):
+    """The file would run code (it references a global m2v does not allow): refused, never loaded."""
+
+
+def pickle_globals(path: Path) -> list[str]:
+    """The ``module.name`` globals a pickle (raw, or the ``data.pkl`` of a torch zip) references, read without running it."""
+    import pickletools
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                data = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
+        else:
+            data = path.read_bytes()
+        found, strings = [], []
+        for op, arg, _ in pickletools.genops(data):
+            if op.name in ("GLOBAL", "INST"):
+                found.append(str(arg).replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found.append(f"{strings[-2]}.{strings[-1]}")
+            elif isinstance(arg, str):
+                strings.append(arg)
+        return found
+    except Exception:  # noqa: BLE001 - a damaged file simply names nothing
+        return []
 
 
 def _safe_globals() -> list:
@@ -65,22 +94,34 @@ def load_torch_file(path: str | Path) -> dict:
     if not path.is_file():
         raise InputError("checkpoint not found", path)
     try:
-        with torch.serialization.safe_globals(_safe_globals()):
+        with torch.serialization.safe_globals(_safe_globals()), warnings.catch_warnings():
+            # torch warns about pickle protocols it may not read; the error below says what matters.
+            warnings.simplefilter("ignore")
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         m = _UNSUPPORTED.search(str(e))
-        if m:
-            raise InputError(
-                f"the checkpoint references {m.group(1)}, which m2v will not load (only tensors and "
+        allowed = {f"{g.__module__}.{g.__qualname__}" for g in _safe_globals() if not isinstance(g, tuple)}
+        allowed |= set(LIGHTNING_GLOBALS) | {"collections.OrderedDict", "torch._utils._rebuild_tensor_v2"}
+        named = (
+            [m.group(1)] if m else [g for g in pickle_globals(path) if g not in allowed and not g.startswith("torch.")]
+        )
+        if named:
+            raise UnsafeCheckpoint(
+                f"the file references {named[0]}, which m2v will not load (only tensors and "
                 "known Lightning callback records are allowed)",
                 path,
             ) from None
-        raise InputError(f"not a readable PyTorch checkpoint ({str(e).splitlines()[0][:200]})", path) from None
+        raise InputError(f"not a readable PyTorch checkpoint ({_first_line(e)})", path) from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise InputError(f"not a readable PyTorch checkpoint ({str(e).splitlines()[0][:200]})", path) from None
+        raise InputError(f"not a readable PyTorch checkpoint ({_first_line(e)})", path) from None
     if not isinstance(obj, dict):
         raise InputError(f"expected a dictionary of tensors, found {type(obj).__name__}", path)
     return obj
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0][:200] if lines else type(e).__name__
 
 
 def load_state_dict_file(path: str | Path) -> dict:

@@ -9,7 +9,7 @@ subtly wrong features, so m2v always builds ``ViT-B-32-quickgelu`` for them.
 from __future__ import annotations
 
 import logging
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -28,8 +28,11 @@ _QUICKGELU_TRAPS = {
 }
 
 
-def resolve_model_name(name: str, weights: str | Path | None) -> str:
-    """Model name to build: a JSON config file is registered with open_clip; OpenAI weights get QuickGELU."""
+def resolve_model_name(name: str, weights: str | Path | None, warn: Callable[[str], None] | None = None) -> str:
+    """Model name to build: a JSON config file is registered with open_clip; OpenAI weights get QuickGELU.
+
+    ``warn`` receives the notice when a name is switched to its QuickGELU twin.
+    """
     import open_clip
 
     p = Path(name)
@@ -40,7 +43,8 @@ def resolve_model_name(name: str, weights: str | Path | None) -> str:
         name = p.stem
     if name in _QUICKGELU_TRAPS and weights is not None and "openai" in Path(weights).name.lower():
         fixed = _QUICKGELU_TRAPS[name]
-        print(f"warning: OpenAI CLIP weights need QuickGELU: using {fixed} instead of {name}", file=sys.stderr)
+        if warn is not None:
+            warn(f"OpenAI CLIP weights need QuickGELU: using {fixed} instead of {name}")
         name = fixed
     if name not in open_clip.list_models():
         raise InputError(f"unknown CLIP model {name!r} (open_clip knows e.g. {OFFICIAL_MODEL}; or pass a config .json)")
@@ -78,7 +82,7 @@ class ClipGuide(nn.Module):
         return self.model.encode_image((images - self.mean) / self.std).float()
 
 
-def load_clip(name: str, weights: str | Path) -> ClipGuide:
+def load_clip(name: str, weights: str | Path, warn: Callable[[str], None] | None = None) -> ClipGuide:
     """Build an open_clip model by name (or config file) and load weights from a file.
 
     Parameters
@@ -87,10 +91,12 @@ def load_clip(name: str, weights: str | Path) -> ClipGuide:
         open_clip model name, or a path to an open_clip model config ``.json``.
     weights : str or Path
         ``.safetensors`` (preferred) or a torch checkpoint of the model's state dict.
+    warn : callable, optional
+        Receives notices (a model name switched to QuickGELU).
     """
     import open_clip
 
-    name = resolve_model_name(name, weights)
+    name = resolve_model_name(name, weights, warn)
     # open_clip logs that no pretrained weights were loaded: m2v loads them itself, just below.
     log = logging.getLogger()
     level = log.level

@@ -1,11 +1,13 @@
 """``engine export``: a finished render to an MP4 at a constant frame rate, the song muxed in.
 
 Each generated image is held for the video frames whose start time falls in
-its slot, so segment boundaries land on their times (to within one frame).
+its slot (:func:`engine.protocol.image_at`, the rule the add-on's strips
+follow too), so segment boundaries land on their times to within one frame.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from fractions import Fraction
 from pathlib import Path
@@ -13,11 +15,15 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import InputError
-from engine.manifest import load_manifest
+from engine.files import check_number, remove_temp_files, temp_name
+from engine.manifest import load_render
+from engine.protocol import image_at
+
+MAX_FPS = 240.0
 
 
 def frame_schedule(segments: list[dict], span: tuple[float, float], fps: float) -> list[str]:
-    """Frame file for each video frame of the span."""
+    """Frame file for each video frame of the span (segments carry ``start``, ``end`` and ``frames``)."""
     n_frames = int(round((span[1] - span[0]) * fps))
     out = []
     k = 0
@@ -27,10 +33,43 @@ def frame_schedule(segments: list[dict], span: tuple[float, float], fps: float) 
             k += 1
         seg = segments[k]
         frames = seg["frames"]
-        slot = (seg["end"] - seg["start"]) / len(frames)
-        i = min(len(frames) - 1, max(0, int((t - seg["start"]) / slot + 1e-9)))
-        out.append(frames[i]["file"])
+        out.append(frames[image_at(t, seg["start"], seg["end"], len(frames))]["file"])
     return out
+
+
+def finished_segments(render_dir: Path) -> tuple[dict, list[dict]]:
+    """The render's header and segments with their frames, checked complete; an error names what is missing."""
+    store = load_render(render_dir)
+    if store.header.get("status") != "done" or not store.segments:
+        raise InputError("the render is not finished: run engine render again to complete it", render_dir)
+    out = []
+    for s in store.segments:
+        e = store.entries.get(s.get("key"))
+        if e is None or e.status != "done" or len(e.frames) != e.images:
+            raise InputError(f"segment {s.get('index')} of the render is incomplete: render again", render_dir)
+        out.append(
+            {"start": float(s["start"]), "end": float(s["end"]), "frames": [e.frames[i] for i in range(e.images)]}
+        )
+    return store.header, out
+
+
+def _read_frame(render_dir: Path, rec: dict) -> np.ndarray:
+    """A frame's pixels, after checking its bytes against the recorded hash."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = render_dir / rec["file"]
+    try:
+        data = path.read_bytes()
+    except OSError:
+        raise InputError("a frame of the render is missing: render again to restore it", path) from None
+    if hashlib.sha256(data).hexdigest() != rec.get("sha256"):
+        raise InputError("a frame of the render was changed or damaged: render again to restore it", path)
+    import io
+
+    try:
+        return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    except (UnidentifiedImageError, OSError):
+        raise InputError("a frame of the render cannot be read as an image", path) from None
 
 
 def export_mp4(render_dir: str | Path, video: str | Path, fps: float = 24.0, codec: str = "libx264") -> dict:
@@ -39,25 +78,19 @@ def export_mp4(render_dir: str | Path, video: str | Path, fps: float = 24.0, cod
     Raises
     ------
     InputError
-        When the render is not complete, or the written lengths do not match the song span.
+        When the render is not complete or damaged, or the written lengths do not match the song span.
     """
-    import av
     import soundfile as sf
-    from PIL import Image
 
+    fps = check_number(fps, "--fps", 1, MAX_FPS)
     render_dir, video = Path(render_dir), Path(video)
-    manifest = load_manifest(render_dir)
-    if manifest is None:
-        raise InputError("no render manifest here: render first", render_dir)
-    segs = manifest["segments"]
-    if manifest.get("status") != "done" or not segs or any(s["status"] != "done" for s in segs):
-        raise InputError("the render is not finished: run engine render again to complete it", render_dir)
-    span = (float(segs[0]["start"]), float(segs[-1]["end"]))
+    header, segs = finished_segments(render_dir)
+    span = (segs[0]["start"], segs[-1]["end"])
     schedule = frame_schedule(segs, span, fps)
-    first = np.asarray(Image.open(render_dir / schedule[0]).convert("RGB"))
-    h, w = first.shape[:2]
-    song_path = manifest["song"]["path"]
-    if not Path(song_path).exists():
+    records = {f["file"]: f for s in segs for f in s["frames"]}
+    first = _read_frame(render_dir, records[schedule[0]])
+    song_path = header["song"]["path"]
+    if not Path(song_path).is_file():
         raise InputError("the song file is missing", song_path)
     info = sf.info(song_path)
     audio, sr = sf.read(
@@ -67,48 +100,59 @@ def export_mp4(render_dir: str | Path, video: str | Path, fps: float = 24.0, cod
         dtype="float32",
         always_2d=True,
     )
-    audio = audio[:, :2]
     video.parent.mkdir(parents=True, exist_ok=True)
-    tmp = video.with_name(f".{video.name}.part.mp4")
-    rate = Fraction(fps).limit_denominator(1001)
-    with av.open(str(tmp), mode="w") as container:
-        vs = container.add_stream(codec, rate=rate)
+    remove_temp_files(video.parent)
+    tmp = temp_name(video)
+    try:
+        _encode(tmp, schedule, records, render_dir, first.shape, audio[:, :2], sr, fps, codec)
+        measured = probe(tmp)
+        _check_lengths(measured, span, fps, video)
+        os.replace(tmp, video)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return measured
+
+
+def _encode(tmp, schedule, records, render_dir, shape, audio, sr, fps, codec) -> None:
+    import av
+
+    h, w = shape[:2]
+    with av.open(str(tmp), mode="w", format="mp4") as container:
+        vs = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         vs.width, vs.height = w - w % 2, h - h % 2
         vs.pix_fmt = "yuv420p"
         ast = container.add_stream("aac", rate=sr, layout="stereo" if audio.shape[1] == 2 else "mono")
-        cache: dict[str, np.ndarray] = {}
+        current, pixels = None, None
         for j, rel in enumerate(schedule):
-            if rel not in cache:
-                cache.clear()
-                cache[rel] = np.asarray(Image.open(render_dir / rel).convert("RGB"))[: vs.height, : vs.width]
-            frame = av.VideoFrame.from_ndarray(cache[rel], format="rgb24")
+            if rel != current:
+                current, pixels = rel, _read_frame(render_dir, records[rel])[: vs.height, : vs.width]
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels), format="rgb24")
             frame.pts = j
             for packet in vs.encode(frame):
                 container.mux(packet)
         for packet in vs.encode():
             container.mux(packet)
-        step = 1024
         planar = np.ascontiguousarray(audio.T)
-        for a in range(0, planar.shape[1], step):
-            chunk = np.ascontiguousarray(planar[:, a : a + step])
-            af = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=ast.layout.name)
+        for a in range(0, planar.shape[1], 1024):
+            af = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(planar[:, a : a + 1024]), format="fltp", layout=ast.layout.name
+            )
             af.sample_rate = sr
             af.pts = a
             for packet in ast.encode(af):
                 container.mux(packet)
         for packet in ast.encode():
             container.mux(packet)
-    measured = probe(tmp)
+
+
+def _check_lengths(measured: dict, span: tuple[float, float], fps: float, video: Path) -> None:
     want = span[1] - span[0]
     if abs(measured["video_seconds"] - want) > 1.0 / fps + 1e-3 or abs(measured["audio_seconds"] - want) > 0.1:
-        tmp.unlink(missing_ok=True)
         raise InputError(
             f"export length check failed: video {measured['video_seconds']:.3f} s, audio "
             f"{measured['audio_seconds']:.3f} s, song span {want:.3f} s",
             video,
         )
-    os.replace(tmp, video)
-    return measured
 
 
 def probe(path: str | Path) -> dict:

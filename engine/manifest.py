@@ -1,66 +1,266 @@
-"""The render manifest (``manifest.json``, versioned) and the content keys behind the cache.
+"""A render folder's record of finished frames: the segment cache, its journal and its manifest.
 
-Segment ``k``'s key hashes everything its frames depend on: its span,
-guidance, audio slice, the render settings, the model ids, the seed, and the
-key of segment ``k - 1`` (whose final latent it starts from). Equal keys mean
-equal frames, so a changed plan reuses every segment before the first
-changed key and re-renders from there.
+Segment ``k``'s key hashes everything its frames depend on (span, steps,
+guidance, audio, settings, models, seed, take) and the key of segment
+``k - 1``, whose final latent it starts from. Equal keys mean equal frames,
+so a changed plan reuses every segment before the first changed key.
+
+Bookkeeping costs constant work per image: each finished frame is one line
+appended to ``frames.jsonl`` (after the frame file is on disk); the
+versioned summary ``manifest.json`` is rewritten only when the journal has
+grown as large as it (amortised constant bytes per frame), on cancel and at
+the end, and then the journal starts again. A reader folds the journal into
+the manifest, so a process killed at any instant loses at most the line being
+written, which is ignored (and cut off) on the next start.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine import __version__, faults
 from engine.errors import InputError
-from engine.plan import write_json_atomic
-
-MANIFEST_VERSION = 1
-MANIFEST = "manifest.json"
-
-
-def segment_key(seg: dict, audio_sha: str, settings: dict, models: dict, prev_key: str | None) -> str:
-    """Content key of one segment's render (hex SHA-256)."""
-    payload = {
-        "start": round(float(seg["start"]), 4),
-        "end": round(float(seg["end"]), 4),
-        "images": int(seg["images"]),
-        "guidance": {"kind": seg["guidance"]["kind"], "text": seg["guidance"].get("text")},
-        "audio": audio_sha,
-        "settings": settings,
-        "models": models,
-        "prev": prev_key,
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+from engine.files import dumps_strict, write_bytes_atomic
+from engine.protocol import (
+    JOURNAL_FILE,
+    MANIFEST_FILE,
+    MANIFEST_KIND,
+    MANIFEST_VERSION,
+    SEGMENT_DIR_PREFIX,
+    check_document,
+)
 
 
-def new_manifest(plan: dict, settings: dict, models: dict) -> dict:
-    return {
-        "version": MANIFEST_VERSION,
-        "kind": "m2v-render",
-        "song": plan["song"],
-        "settings": settings,
-        "models": models,
-        "status": "running",
-        "segments": [],
-        "cache": {},
-    }
+def segment_key(payload: dict, prev_key: str | None) -> str:
+    """Content key of one segment's render (hex SHA-256) from what its frames depend on."""
+    return hashlib.sha256(dumps_strict({**payload, "prev": prev_key}, indent=None).encode()).hexdigest()
 
 
-def load_manifest(out_dir: Path) -> dict | None:
-    """The folder's manifest, or None; a foreign or newer manifest is an error, never overwritten."""
-    path = out_dir / MANIFEST
-    if not path.exists():
-        return None
+def segment_folder(k: int, key: str) -> str:
+    return f"{SEGMENT_DIR_PREFIX}{k:04d}_{key[:10]}"
+
+
+@dataclass
+class Entry:
+    """One rendered (or partly rendered) segment in the cache."""
+
+    key: str
+    segment: int
+    folder: str
+    images: int
+    status: str = "partial"  # partial | done
+    frames: dict[int, dict] = field(default_factory=dict)
+    used: int = 0
+
+    def to_json(self) -> dict:
+        return {
+            "segment": self.segment,
+            "folder": self.folder,
+            "images": self.images,
+            "status": self.status,
+            "used": self.used,
+            "frames": [self.frames[i] for i in sorted(self.frames)],
+        }
+
+    @classmethod
+    def from_json(cls, key: str, d: dict) -> Entry:
+        frames = {int(f["index"]): f for f in d.get("frames", [])}
+        return cls(key, int(d["segment"]), str(d["folder"]), int(d["images"]), d["status"], frames, int(d["used"]))
+
+    def first_missing(self, out_dir: Path) -> int:
+        """Index of the first image that is not on disk as recorded (``images`` when all are)."""
+        for i in range(self.images):
+            f = self.frames.get(i)
+            if f is None:
+                return i
+            try:
+                if (out_dir / f["file"]).stat().st_size != f["bytes"]:
+                    return i
+            except OSError:
+                return i
+        return self.images
+
+
+class RenderStore:
+    """The cache of a render folder: entries by key, the journal, the manifest."""
+
+    def __init__(self, out_dir: Path, header: dict, entries: dict[str, Entry], generation: int) -> None:
+        self.out_dir = out_dir
+        self.header = header
+        self.entries = entries
+        self.generation = generation
+        #: The current plan's segments (index, key, span, counts); statuses are added when written.
+        self.segments: list[dict] = []
+        self._journal = None
+        self._journal_bytes = 0
+        self._manifest_bytes = 0
+        #: Journal and manifest bytes written by this process (the benchmark reports them).
+        self.bytes_written = 0
+
+    # ------------------------------------------------------------ loading
+
+    @classmethod
+    def open(cls, out_dir: Path, header: dict, repair: bool = True) -> RenderStore:
+        """Read the folder's manifest and journal (a foreign or damaged manifest is an error, never overwritten).
+
+        ``repair`` cuts off a journal line that a kill left half-written (the writer's own start).
+        """
+        entries, generation = {}, 0
+        path = out_dir / MANIFEST_FILE
+        if path.exists():
+            data = _read_manifest(path)
+            try:
+                entries = {k: Entry.from_json(k, v) for k, v in data.get("cache", {}).items()}
+                generation = int(data.get("generation", 0))
+            except (KeyError, TypeError, ValueError, AttributeError):
+                raise InputError("the render manifest is damaged; choose another output folder", path) from None
+        store = cls(out_dir, header, entries, generation + 1)
+        store._replay_journal(repair)
+        return store
+
+    def _replay_journal(self, repair: bool) -> None:
+        path = self.out_dir / JOURNAL_FILE
+        if not path.exists():
+            return
+        raw = path.read_bytes()
+        good = 0
+        for line in raw.splitlines(keepends=True):
+            if not line.endswith(b"\n"):
+                break  # the line a kill interrupted
+            try:
+                self._apply(json.loads(line))
+            except (ValueError, KeyError, TypeError):
+                break
+            good += len(line)
+        if good < len(raw) and repair:
+            with open(path, "r+b") as f:
+                f.truncate(good)
+        self._journal_bytes = good
+
+    def _apply(self, rec: dict) -> None:
+        if "frame" in rec:
+            e = self.entries[rec["key"]]
+            e.frames[int(rec["frame"]["index"])] = rec["frame"]
+        elif "begin" in rec:
+            b = rec["begin"]
+            old = self.entries.get(b["key"])
+            if old is None or old.folder != b["folder"]:
+                self.entries[b["key"]] = Entry(b["key"], int(b["segment"]), b["folder"], int(b["images"]))
+        elif "done" in rec:
+            self.entries[rec["done"]].status = "done"
+
+    # ------------------------------------------------------------ writing (one thread)
+
+    def _append(self, rec: dict) -> None:
+        if self._journal is None:
+            self._journal = open(self.out_dir / JOURNAL_FILE, "ab")  # noqa: SIM115 - closed in close()
+        line = (dumps_strict(rec, indent=None) + "\n").encode("utf-8")
+        if faults.hit("journal.torn"):
+            self._journal.write(line[: len(line) // 2])
+            self._journal.flush()
+            faults.kill()
+        self._journal.write(line)
+        self._journal.flush()
+        faults.point("journal.appended")
+        self._journal_bytes += len(line)
+        self.bytes_written += len(line)
+
+    def begin(self, k: int, key: str, images: int) -> Entry:
+        """The entry segment ``k`` renders into (an existing partial one is continued)."""
+        e = self.entries.get(key)
+        if e is None or e.images != images or e.folder != segment_folder(k, key):
+            e = Entry(key, k, segment_folder(k, key), images)
+            self.entries[key] = e
+            self._append({"begin": {"key": key, "segment": k, "folder": e.folder, "images": images}})
+        e.status = "partial"
+        e.used = self.generation
+        return e
+
+    def add_frame(self, key: str, record: dict) -> None:
+        """Record a frame whose file is already on disk."""
+        self.entries[key].frames[record["index"]] = record
+        self._append({"key": key, "frame": record})
+        self.maybe_compact()
+
+    def finish(self, key: str) -> None:
+        self.entries[key].status = "done"
+        self._append({"done": key})
+
+    def use(self, key: str) -> None:
+        self.entries[key].used = self.generation
+
+    def maybe_compact(self) -> None:
+        """Fold the journal into the manifest once it has grown as large as the manifest."""
+        if self._journal_bytes > max(self._manifest_bytes, 64 * 1024):
+            self.compact()
+
+    def compact(self, status: str | None = None) -> None:
+        """Write ``manifest.json`` with everything known, then start the journal again."""
+        if status is not None:
+            self.header["status"] = status
+        doc = {
+            "version": MANIFEST_VERSION,
+            "kind": MANIFEST_KIND,
+            "engine": __version__,
+            **self.header,
+            "generation": self.generation,
+            "segments": [{**s, "status": self._status(s["key"])} for s in self.segments],
+            "cache": {k: e.to_json() for k, e in self.entries.items()},
+        }
+        text = dumps_strict(doc) + "\n"
+        write_bytes_atomic(self.out_dir / MANIFEST_FILE, text.encode("utf-8"), point="manifest")
+        self._manifest_bytes = len(text.encode("utf-8"))
+        self.bytes_written += self._manifest_bytes
+        # A kill between the two steps replays records the manifest already holds: harmless.
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+        (self.out_dir / JOURNAL_FILE).unlink(missing_ok=True)
+        self._journal_bytes = 0
+
+    def _status(self, key: str) -> str:
+        e = self.entries.get(key)
+        return "pending" if e is None else e.status
+
+    def prune(self, live: set[str]) -> None:
+        """Delete entries (frames and folders) of segments no longer in the plan: only m2v's own folders."""
+        for key in [k for k in self.entries if k not in live]:
+            folder = self.out_dir / self.entries[key].folder
+            if folder.is_dir() and folder.name.startswith(SEGMENT_DIR_PREFIX):
+                shutil.rmtree(folder, ignore_errors=True)
+            del self.entries[key]
+
+    def close(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+
+
+def _read_manifest(path: Path) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise InputError("the render manifest is damaged; choose another output folder or delete it", path) from None
-    if data.get("kind") != "m2v-render" or data.get("version") != MANIFEST_VERSION:
-        raise InputError(f"not an m2v render manifest of version {MANIFEST_VERSION}", path)
+    except (ValueError, UnicodeDecodeError):
+        raise InputError("the render manifest is damaged; choose another output folder", path) from None
+    except OSError as e:
+        raise InputError(f"cannot read the render manifest ({e.strerror})", path) from None
+    try:
+        check_document(data, MANIFEST_KIND, MANIFEST_VERSION)
+    except ValueError as e:
+        raise InputError(f"{e}; choose another output folder", path) from None
     return data
 
 
-def save_manifest(out_dir: Path, manifest: dict) -> None:
-    write_json_atomic(manifest, out_dir / MANIFEST)
+def load_render(out_dir: str | Path) -> RenderStore:
+    """A finished or partial render's record, for readers (export): manifest plus journal, read only."""
+    out_dir = Path(out_dir)
+    if not (out_dir / MANIFEST_FILE).exists():
+        raise InputError("no render here (no manifest.json): render first", out_dir)
+    data = _read_manifest(out_dir / MANIFEST_FILE)
+    store = RenderStore.open(out_dir, {}, repair=False)
+    store.header = {k: v for k, v in data.items() if k not in ("cache", "segments", "generation")}
+    store.segments = data.get("segments") or []
+    return store

@@ -9,21 +9,20 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from engine import __version__
-from engine.audio import Song, file_sha256, load_song
+from engine.audio import Song, load_song
 from engine.beats import BeatTrack, track_beats
 from engine.errors import InputError
 from engine.features import Features, compute_features
+from engine.files import file_sha256
 from engine.lyrics import LyricLine, load_lyrics
+from engine.protocol import PLAN_KIND, PLAN_VERSION
 from engine.segments import GRANULARITIES, segment_bounds
 
-PLAN_VERSION = 1
 DEFAULT_MIN_FPS = 2.0
 DEFAULT_MAX_FPS = 8.0
 #: Boundaries closer to the song's end than this are taken as the end (float rounding in callers).
@@ -178,7 +177,7 @@ def build_plan(
         lyric_json.append(j)
     plan = {
         "version": PLAN_VERSION,
-        "kind": "m2v-plan",
+        "kind": PLAN_KIND,
         "engine": __version__,
         "song": {
             "path": str(Path(song.path).resolve()),
@@ -330,21 +329,6 @@ def plan_from_boundaries(
         analysis=analysis,
         lyrics_path=str(lyrics_path) if lyrics_path else None,
     )
-
-
-def write_json_atomic(data: dict, path: str | Path) -> None:
-    """Write JSON so a reader never sees a half-written file (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, ensure_ascii=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_plan(path: str | Path) -> dict:

@@ -1,4 +1,4 @@
-"""Progress as JSON lines on stdout (the add-on reads them), a bar on stderr for people."""
+"""Progress: protocol events as JSON lines on stdout (the add-on reads them), a bar on stderr for people."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ import sys
 import time
 from typing import IO
 
+from engine.protocol import make_event
+
 
 class Progress:
     """Emit events; each is one JSON object on one line, flushed at once.
 
-    Events: ``start``, ``segment_start``, ``image``, ``segment_end``, ``warning``,
-    ``error``, ``cancelled``, ``done``.
+    Events and their fields are defined in :mod:`engine.protocol`. Errors are
+    not echoed to stderr here: the command line prints each error once.
     """
 
     def __init__(
@@ -29,15 +31,15 @@ class Progress:
         self.t0 = time.monotonic()
 
     def emit(self, event: str, **fields) -> None:
-        fields = {"event": event, "t": round(time.monotonic() - self.t0, 3), **fields}
-        self.out.write(json.dumps(fields, ensure_ascii=False) + "\n")
+        ev = make_event(event, t=round(time.monotonic() - self.t0, 3), **fields)
+        self.out.write(json.dumps(ev, ensure_ascii=False, allow_nan=False) + "\n")
         self.out.flush()
         if self.bar and event == "image":
-            done, total = fields.get("done", 0), max(1, fields.get("total", 1))
+            done, total = ev["done"], max(1, ev["total"])
             n = int(30 * done / total)
-            eta = fields.get("eta_s")
+            eta = ev["eta_s"]
             self.err.write(
-                f"\r[{'#' * n}{'.' * (30 - n)}] {done}/{total} segment {fields.get('segment')}"
+                f"\r[{'#' * n}{'.' * (30 - n)}] {done}/{total} segment {ev['segment'] + 1}"
                 + (f" ETA {eta:.0f}s" if eta is not None else "")
                 + "   "
             )
@@ -46,11 +48,21 @@ class Progress:
             self.err.write("\n")
         if self.segment_lines and event == "segment_end":
             self.err.write(
-                f"segment {fields['segment'] + 1}: {fields['images']} images"
-                + (" (reused)" if fields.get("reused") else "")
-                + f", {fields['done']}/{fields['total']} done\n"
+                f"segment {ev['segment'] + 1}: {len(ev['files'])} images"
+                + (" (reused)" if ev["reused"] else "")
+                + f", {ev['done']}/{ev['total']} done\n"
             )
             self.err.flush()
-        if event in ("warning", "error"):
-            self.err.write(f"{event}: {fields.get('message', '')}\n")
+        if event == "warning":
+            self.err.write(f"warning: {ev['message']}\n")
             self.err.flush()
+
+
+class Collect:
+    """A progress sink that keeps events in a list (tests, benchmarks, embedding)."""
+
+    def __init__(self) -> None:
+        self.events: list[dict] = []
+
+    def emit(self, event: str, **fields) -> None:
+        self.events.append(make_event(event, **fields))

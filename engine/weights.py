@@ -14,7 +14,6 @@ structural check (it loads as the expected architecture) is pinned in
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import InputError
+from engine.files import file_sha256, write_json_atomic
 
 PINS = "pins.json"
 CHUNK = 1 << 20
@@ -107,28 +107,21 @@ def default_models_dir() -> Path:
     return base / "m2v" / "models"
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK):
-            h.update(block)
-    return h.hexdigest()
-
-
 def load_pins(models_dir: Path) -> dict[str, str]:
     p = models_dir / PINS
     try:
-        return json.loads(p.read_text()) if p.exists() else {}
+        pins = json.loads(p.read_text()) if p.exists() else {}
     except (json.JSONDecodeError, OSError):
         return {}
+    return (
+        {k: v for k, v in pins.items() if isinstance(k, str) and isinstance(v, str)} if isinstance(pins, dict) else {}
+    )
 
 
 def save_pin(models_dir: Path, name: str, digest: str) -> None:
     pins = load_pins(models_dir)
     pins[name] = digest
-    tmp = models_dir / (PINS + ".tmp")
-    tmp.write_text(json.dumps(pins, indent=1, sort_keys=True))
-    os.replace(tmp, models_dir / PINS)
+    write_json_atomic(dict(sorted(pins.items())), models_dir / PINS)
 
 
 def expected_hash(models_dir: Path, wf: WeightFile) -> str | None:
@@ -207,7 +200,7 @@ def download(
                 raise DownloadError(
                     f"the download stopped early ({part.stat().st_size} of {total} bytes); run again to resume", url
                 )
-    digest = sha256_file(part)
+    digest = file_sha256(part)
     if sha256 and digest != sha256:
         part.unlink(missing_ok=True)
         raise DownloadError(f"wrong SHA-256 {digest} (expected {sha256}); the file was deleted", url)
@@ -215,35 +208,19 @@ def download(
     return digest
 
 
-def verify_structure(path: Path, role: str, models_dir: Path) -> None:
-    """Check that a file loads as what it should be (used before pinning an unpinned hash)."""
-    if role == "vqgan-config":
-        from engine.vqgan import load_config
-
-        load_config(path)
-    elif role == "vqgan-ckpt":
-        from engine.vqgan import load_vqgan
-
-        load_vqgan(models_dir / "vqgan_imagenet_f16_16384" / "model.yaml", path)
-    elif role == "audio":
-        from engine.wav2clip import load_wav2clip
-
-        load_wav2clip(path)
-    elif role == "clip":
-        from engine.clip_guide import OFFICIAL_MODEL, load_clip
-
-        load_clip(OFFICIAL_MODEL, path)
-
-
 def fetch(
     models_dir: Path,
     names: list[str] | None = None,
     mirror: str | None = None,
     progress: Callable[[str, int, int | None], None] | None = None,
+    verify: Callable[[Path, str, Path], None] | None = None,
 ) -> list[str]:
     """Download missing or unverified official files; return the names fetched.
 
     ``mirror`` replaces each official URL with ``mirror/<name>`` (a studio's own copy).
+    ``verify(path, role, models_dir)`` checks a file whose hash is not pinned yet
+    (it must load as its architecture) before its hash is pinned; without it such
+    files are not pinned.
     """
     models_dir.mkdir(parents=True, exist_ok=True)
     fetched = []
@@ -252,13 +229,13 @@ def fetch(
             continue
         dest = models_dir / wf.name
         want = expected_hash(models_dir, wf)
-        if dest.exists() and want and sha256_file(dest) == want:
+        if dest.exists() and want and file_sha256(dest) == want:
             continue
         url = f"{mirror.rstrip('/')}/{wf.name}" if mirror else wf.url
         digest = download(url, dest, want, (lambda d, t, n=wf.name: progress(n, d, t)) if progress else None)
-        if not want:
+        if not want and verify is not None:
             try:
-                verify_structure(dest, wf.role, models_dir)
+                verify(dest, wf.role, models_dir)
             except InputError as e:
                 dest.unlink(missing_ok=True)
                 raise DownloadError(f"the downloaded file is not a valid {wf.role} file ({e}); deleted", url) from None
@@ -277,7 +254,7 @@ def check(models_dir: Path) -> list[dict]:
             row["status"] = "missing"
         else:
             want = expected_hash(models_dir, wf)
-            got = sha256_file(path)
+            got = file_sha256(path)
             row["sha256"] = got
             row["status"] = "unpinned" if not want else "ok" if got == want else "bad-hash"
         out.append(row)

@@ -1,10 +1,12 @@
-"""Running the engine as a subprocess and reading its progress: plain Python, no bpy.
+"""Running the engine as a subprocess and reading its events: plain Python, no bpy.
 
 Blender's process never imports torch: the engine runs in the managed
-environment's interpreter (``python -m engine ...``, an argument list, never
-a shell string). A reader thread only moves stdout lines into a queue;
-:meth:`EngineJob.pump` — called from a timer with a window, or in a loop in
-background mode, always on Blender's main thread — turns them into events.
+environment's interpreter (``python -m engine --events ...``, an argument
+list, never a shell string). A reader thread only moves stdout lines into a
+queue; :meth:`EngineJob.pump` — called from a timer with a window, or in a
+loop in background mode, always on Blender's main thread — turns them into
+events checked against the engine's protocol. Errors reach the add-on one
+way: the engine's ``error`` event.
 """
 
 from __future__ import annotations
@@ -18,16 +20,10 @@ import subprocess
 import threading
 from pathlib import Path
 
+from .contract import engine_root, protocol
+from .errors import M2VError
+
 _RUNNING: set[EngineJob] = set()
-
-
-def engine_root() -> Path:
-    """Folder holding the ``engine`` package: inside the installed extension, or the source tree."""
-    here = Path(__file__).resolve().parent
-    for cand in (here, here.parent):
-        if (cand / "engine" / "__main__.py").exists():
-            return cand
-    raise FileNotFoundError("the m2v engine sources are missing from the add-on; reinstall the extension")
 
 
 def env_python(env_dir: str | Path) -> Path:
@@ -43,9 +39,11 @@ class EngineJob:
     python : str or Path
         The managed environment's interpreter.
     commands : list of list of str
-        Engine arguments per command (after ``-m engine``); the next starts when one exits 0.
+        Engine arguments per command (after ``-m engine --events``); the next starts when one exits 0.
     log_path : Path
-        The engine's stderr goes here (kept in the output folder).
+        Where stderr goes (people read it; the add-on never parses it).
+    module : bool
+        False: each command is a script and its arguments (the installer), not engine arguments.
     """
 
     def __init__(
@@ -56,7 +54,7 @@ class EngineJob:
         env: dict | None = None,
         module: bool = True,
     ):
-        self.module = module  # False: commands are a script and its arguments, not engine arguments
+        self.module = module
         self.python = str(python)
         self.commands = list(commands)
         self.log_path = Path(log_path)
@@ -73,8 +71,8 @@ class EngineJob:
 
     def start(self) -> EngineJob:
         if not Path(self.python).exists():
-            raise FileNotFoundError(
-                f"the engine's Python was not found at {self.python}: press Install engine in the add-on preferences"
+            raise M2VError(
+                f"the engine's Python was not found at {self.python}: press Install Engine in the add-on preferences"
             )
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "a", encoding="utf-8")  # noqa: SIM115 - closed when the job ends
@@ -87,7 +85,7 @@ class EngineJob:
         env = dict(os.environ if self.env is None else self.env)
         env["PYTHONPATH"] = str(root) + os.pathsep + env.get("PYTHONPATH", "")
         env["PYTHONUNBUFFERED"] = "1"
-        args = [self.python, *(["-m", "engine"] if self.module else []), *self.commands[self._step]]
+        args = [self.python, *(["-m", "engine", "--events"] if self.module else []), *self.commands[self._step]]
         self._log.write(f"\n$ {' '.join(args)}\n")
         self._log.flush()
         flags = subprocess.CREATE_NEW_PROCESS_GROUP if os.name == "nt" else 0
@@ -109,6 +107,19 @@ class EngineJob:
             self.queue.put(line)
         self.queue.put(None)
 
+    def _parse(self, line: str) -> dict:
+        if self.module:
+            try:
+                ev = protocol.check_event(json.loads(line))
+            except ValueError:
+                return {"event": protocol.CLIENT_OUTPUT, "text": line}
+            if ev["event"] == "error":
+                self.error = ev["message"]
+            return ev
+        if line.startswith("error:"):
+            self.error = line[len("error:") :].strip()
+        return {"event": protocol.CLIENT_OUTPUT, "text": line}
+
     def pump(self) -> list[dict]:
         """Events printed since the last call; advances to the next command or finishes."""
         new = []
@@ -120,23 +131,16 @@ class EngineJob:
             if line is None:
                 self.proc.wait()
                 code = self.proc.returncode
-                if code == 0 and self._step + 1 < len(self.commands) and not self.cancelled:
+                if code == protocol.EXIT_OK and self._step + 1 < len(self.commands) and not self.cancelled:
                     self._step += 1
                     self._launch()
                     continue
                 self._finish(code)
-                new.append({"event": "exit", "code": code})
+                new.append({"event": protocol.CLIENT_EXIT, "code": code})
                 break
             line = line.strip()
-            if not line:
-                continue
-            try:
-                ev = json.loads(line)
-            except json.JSONDecodeError:
-                ev = {"event": "output", "text": line}
-            if ev.get("event") == "error":
-                self.error = ev.get("message")
-            new.append(ev)
+            if line:
+                new.append(self._parse(line))
         self.events.extend(new)
         return new
 
@@ -146,8 +150,8 @@ class EngineJob:
         if self._log:
             self._log.close()
         _RUNNING.discard(self)
-        if code not in (0, 3) and not self.error:
-            self.error = last_error(self.log_path)
+        if code not in (protocol.EXIT_OK, protocol.EXIT_CANCELLED) and not self.error:
+            self.error = f"the engine stopped unexpectedly (exit code {code}); its log is {self.log_path}"
 
     def cancel(self) -> None:
         """Ask the engine to stop after the current image (it keeps every finished frame)."""
@@ -167,18 +171,6 @@ class EngineJob:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-
-
-def last_error(log_path: Path) -> str:
-    """The engine's own error line from its log, for a report in plain words."""
-    try:
-        lines = [ln.strip() for ln in Path(log_path).read_text(encoding="utf-8").splitlines() if ln.strip()]
-    except OSError:
-        return "the engine stopped unexpectedly"
-    for ln in reversed(lines):
-        if ln.startswith("error:"):
-            return ln[len("error:") :].strip()
-    return lines[-1] if lines else "the engine stopped unexpectedly"
 
 
 def stop_all() -> None:

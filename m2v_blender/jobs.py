@@ -13,15 +13,18 @@ from pathlib import Path
 import bpy
 
 from . import preferences, timeline, vse
+from .contract import protocol, read_document
 from .engine_client import EngineJob
+from .errors import M2VError
 
-#: The running job per scene name.
+#: The running job per scene name: the one truth for "m2v is working on this scene".
 JOBS: dict[str, EngineJob] = {}
 _HANDLERS: dict[str, object] = {}
 
 
-class M2VError(Exception):
-    """A problem to show the user as a report, in plain words."""
+def is_running(scene) -> bool:
+    job = JOBS.get(scene.name)
+    return job is not None and not job.finished
 
 
 def output_dir(scene) -> Path:
@@ -52,22 +55,25 @@ def song_path(strip) -> Path:
 
 
 def _start(scene, kind: str, commands: list[list[str]], handler) -> EngineJob:
-    if scene.name in JOBS and not JOBS[scene.name].finished:
+    if is_running(scene):
         raise M2VError("m2v is already working on this scene: wait, or press Cancel")
     python = preferences.engine_python()
     if not python.exists():
         raise M2VError(
             f"the m2v engine is not installed ({python} is missing): open Preferences > Add-ons > m2v and press Install Engine"
         )
-    return track(scene, kind, EngineJob(python, commands, output_dir(scene) / "engine.log").start(), handler)
+    return track(scene, kind, EngineJob(python, commands, output_dir(scene) / protocol.LOG_FILE).start(), handler)
 
 
 def track(scene, kind: str, job: EngineJob, handler) -> EngineJob:
     """Make ``job`` the scene's running job: the pump step feeds its events to ``handler``."""
+    if is_running(scene):
+        job.kill()
+        raise M2VError("m2v is already working on this scene: wait, or press Cancel")
     JOBS[scene.name] = job
     _HANDLERS[scene.name] = handler
     st = scene.m2v
-    st.running, st.job_kind, st.progress, st.status = True, kind, 0.0, f"{kind}: starting..."
+    st.job_kind, st.progress, st.status = kind, 0.0, f"{kind}: starting..."
     return job
 
 
@@ -81,8 +87,6 @@ def pump(scene) -> bool:
     for ev in events:
         handler(scene, job, ev)
     if job.finished:
-        st = scene.m2v
-        st.running = False
         del JOBS[scene.name]
         _HANDLERS.pop(scene.name, None)
         return False
@@ -177,9 +181,10 @@ def start_analyze(scene) -> EngineJob:
     ctx = {"strip": strip.name, "timing": timing}
 
     def handle(scene, job, ev):
-        if ev["event"] == "exit":
-            if ev["code"] == 0:
-                apply_markers(scene, json.loads((out / "analysis.json").read_text(encoding="utf-8")), ctx["timing"])
+        if ev["event"] == protocol.CLIENT_EXIT:
+            if ev["code"] == protocol.EXIT_OK:
+                plan = read_document(out / "analysis.json", protocol.PLAN_KIND, protocol.PLAN_VERSION)
+                apply_markers(scene, plan, ctx["timing"])
                 scene.m2v.status = f"analysed: {len(scene_segment_frames(scene)) + 1} segments"
                 _undo_push("m2v Analyze")
             else:
@@ -275,27 +280,26 @@ def start_render(scene, layout: bool = False, extra_model_args: list[str] | None
         render_args += ["--models", str(preferences.models_dir())] + list(extra_model_args or [])
         if st.style:
             render_args += ["--style", st.style]
-    state = {"total": 0, "keys": set(), "plan": None, "timing": timing, "dir": frames_dir, "layout": layout}
+    state = {"keys": set(), "timing": timing}
 
     def handle(scene, job, ev):
         kind = ev["event"]
         stt = scene.m2v
         if kind == "start":
             stt.status = f"rendering {ev['total']} images..."
-            state["plan"] = json.loads((out / "plan.json").read_text(encoding="utf-8"))
         elif kind == "image":
             stt.progress = ev["done"] / max(1, ev["total"])
-            eta = ev.get("eta_s")
+            eta = ev["eta_s"]
             stt.status = f"{ev['done']}/{ev['total']} images" + (f", about {eta:.0f} s left" if eta else "")
         elif kind == "segment_end":
             state["keys"].add(ev["key"])
-            place_segment(scene, state, ev)
-        elif kind == "exit":
-            if ev["code"] == 0:
+            place_segment(scene, state["timing"], ev)
+        elif kind == protocol.CLIENT_EXIT:
+            if ev["code"] == protocol.EXIT_OK:
                 drop_stale_strips(scene, state["keys"])
                 stt.status = "render finished"
                 stt.progress = 1.0
-            elif ev["code"] == 3:
+            elif ev["code"] == protocol.EXIT_CANCELLED:
                 stt.status = "render cancelled: finished frames are kept; Render again resumes"
             else:
                 stt.status = f"render failed: {job.error}"
@@ -304,34 +308,22 @@ def start_render(scene, layout: bool = False, extra_model_args: list[str] | None
     return _start(scene, "render", [plan_args, render_args], handle)
 
 
-def place_segment(scene, state: dict, ev: dict) -> None:
-    """An image strip for a finished segment, from its marker's frame to the next one's."""
-    seg = state["plan"]["segments"][ev["segment"]]
-    key = ev["key"]
-    timing = state["timing"]
-    start, end = timing.frame_at(seg["start"]), timing.frame_at(seg["end"])
+def place_segment(scene, timing: timeline.StripTiming, ev: dict) -> None:
+    """An image strip for a finished segment (a ``segment_end`` event), from its marker's frame to the next one's."""
+    start, end = timing.frame_at(ev["start"]), timing.frame_at(ev["end"])
     if end <= start:
         return
+    key = ev["key"]
     mine = vse.m2v_strips(scene)
     if any(s.get(vse.STRIP_TAG) == key and s.frame_final_start == start and s.frame_final_end == end for s in mine):
         return  # reused segment, strip already in place
-    stale = [s for s in mine if s.frame_final_start < end and s.frame_final_end > start]
-    vse.remove_strips(scene, stale)
-    manifest = json.loads((state["dir"] / "manifest.json").read_text(encoding="utf-8"))
-    frames = next(s["frames"] for s in manifest["segments"] if s["key"] == key)
-    folder = state["dir"] / ev["folder"]
+    vse.remove_strips(scene, [s for s in mine if s.frame_final_start < end and s.frame_final_end > start])
+    files = timeline.strip_files(ev, timing, start, end)
     st = scene.m2v
-    channel = vse.free_channel(scene, st.channel, start, end)
-    n = len(frames)
-    slot = (seg["end"] - seg["start"]) / n
-    files = []
-    for f in range(start, end):
-        i = min(n - 1, max(0, int((timing.time_at(f) - seg["start"]) / slot + 1e-6)))
-        files.append(Path(frames[i]["file"]).name)
     strip = vse.top_strips(scene).new_image(
         name=f"m2v S{ev['segment'] + 1:02d}",
-        filepath=str(folder / files[0]),
-        channel=channel,
+        filepath=str(Path(ev["dir"]) / files[0]),
+        channel=vse.free_channel(scene, st.channel, start, end),
         frame_start=start,
         fit_method="FIT",
     )

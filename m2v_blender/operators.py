@@ -10,7 +10,9 @@ import bpy
 from bpy.props import BoolProperty, StringProperty
 
 from . import jobs, preferences
-from .engine_client import EngineJob, engine_root
+from .contract import engine_root, protocol
+from .engine_client import EngineJob
+from .errors import M2VError
 
 
 def _finish_or_follow(op, scene, ok_codes: tuple[int, ...]) -> set[str]:
@@ -31,10 +33,10 @@ def _run(op, context, starter, *args) -> set[str]:
     scene = context.scene
     try:
         starter(scene, *args)
-    except (jobs.M2VError, LookupError, FileNotFoundError) as e:
+    except M2VError as e:
         op.report({"ERROR"}, str(e))
         return {"CANCELLED"}
-    return _finish_or_follow(op, scene, ok_codes=(0, 3))
+    return _finish_or_follow(op, scene, ok_codes=(protocol.EXIT_OK, protocol.EXIT_CANCELLED))
 
 
 class M2V_OT_analyze(bpy.types.Operator):
@@ -68,7 +70,11 @@ class M2V_OT_render(bpy.types.Operator):
     )
 
     def execute(self, context):
-        extra = json.loads(self.model_args) if self.model_args else None
+        try:
+            extra = json.loads(self.model_args) if self.model_args else None
+        except ValueError:
+            self.report({"ERROR"}, "Model Arguments must be a JSON list of engine flags")
+            return {"CANCELLED"}
         return _run(self, context, jobs.start_render, self.layout, extra)
 
 
@@ -112,23 +118,26 @@ class M2V_OT_import_lyrics(bpy.types.Operator):
         return {"FINISHED"}
 
 
-def _tool_job(op, context, kind: str, python: Path, commands: list[list[str]], module: bool) -> set[str]:
+def _tool_job(op, context, kind: str, python: Path, commands: list[list[str]], module: bool, on_event=None) -> set[str]:
+    """Install, Fetch and Check: the same job path as Analyze and Render (no frozen UI)."""
     scene = context.scene
-    out = preferences.env_dir(context).parent
-    try:
-        job = EngineJob(python, commands, out / f"{kind}.log", module=module).start()
-    except FileNotFoundError as e:
-        op.report({"ERROR"}, str(e))
-        return {"CANCELLED"}
 
     def handle(scene, job, ev):
-        if ev["event"] == "output":
+        if on_event is not None:
+            on_event(ev)
+        if ev["event"] == protocol.CLIENT_OUTPUT:
             scene.m2v.status = ev["text"][-120:]
-        elif ev["event"] == "exit":
-            scene.m2v.status = f"{kind}: done" if ev["code"] == 0 else f"{kind} failed: {job.error}"
+        elif ev["event"] == protocol.CLIENT_EXIT:
+            ok = ev["code"] == protocol.EXIT_OK
+            scene.m2v.status = f"{kind}: done" if ok else f"{kind} failed: {job.error}"
 
-    jobs.track(scene, kind, job, handle)
-    return _finish_or_follow(op, scene, ok_codes=(0,))
+    log = preferences.env_dir(context).parent / f"{kind}.log"
+    try:
+        jobs.track(scene, kind, EngineJob(python, commands, log, module=module).start(), handle)
+    except M2VError as e:
+        op.report({"ERROR"}, str(e))
+        return {"CANCELLED"}
+    return _finish_or_follow(op, scene, ok_codes=(protocol.EXIT_OK,))
 
 
 def _online(op) -> bool:
@@ -180,8 +189,6 @@ class M2V_OT_check_engine(bpy.types.Operator):
     bl_label = "Check"
 
     def execute(self, context):
-        import subprocess
-
         p = preferences.prefs(context)
         python = preferences.engine_python(context)
         if not python.exists():
@@ -190,47 +197,23 @@ class M2V_OT_check_engine(bpy.types.Operator):
                 p.check_result = msg
             self.report({"WARNING"}, msg)
             return {"CANCELLED"}
-        env = {"PYTHONPATH": str(engine_root())}
-        import os
 
-        env = {**os.environ, **env}
-        code = (
-            "import json, torch, engine; print(json.dumps({'engine': engine.__version__, 'torch': torch.__version__,"
-            " 'cuda': torch.cuda.is_available(), 'mps': bool(getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available())}))"
-        )
-        info = subprocess.run([str(python), "-c", code], capture_output=True, text=True, env=env, timeout=120)
-        models = subprocess.run(
-            [
-                str(python),
-                "-m",
-                "engine",
-                "models",
-                "check",
-                "--json",
-                "--models",
-                str(preferences.models_dir(context)),
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=600,
-        )
-        lines = []
-        if info.returncode == 0:
-            d = json.loads(info.stdout.strip().splitlines()[-1])
-            dev = "CUDA GPU" if d["cuda"] else "Apple GPU (MPS)" if d["mps"] else "CPU only (slow)"
-            lines.append(f"engine {d['engine']}, torch {d['torch']}, device: {dev}")
-        else:
-            lines.append("the engine environment is broken: " + (info.stderr.strip().splitlines() or ["?"])[-1])
-        try:
-            for row in json.loads(models.stdout)["files"]:
-                lines.append(f"{row['status']}: {row['name']}")
-        except (json.JSONDecodeError, KeyError):
-            lines.append("could not list the model files")
-        if p:
-            p.check_result = "\n".join(lines)
-        self.report({"INFO"}, "; ".join(lines))
-        return {"FINISHED"}
+        def on_event(ev):
+            if ev["event"] == "info" and p:
+                p.check_result = check_text(ev)
+            elif ev["event"] == protocol.CLIENT_EXIT and ev["code"] != protocol.EXIT_OK and p:
+                p.check_result = "the engine environment is broken: see check.log beside it"
+
+        argv = ["info", "--models", str(preferences.models_dir(context))]
+        return _tool_job(self, context, "check", python, [argv], module=True, on_event=on_event)
+
+
+def check_text(info: dict) -> str:
+    """The Check result in plain words: versions, device, each model file."""
+    dev = {"cuda": "CUDA GPU", "mps": "Apple GPU (MPS)"}.get(info["device"], "CPU only (slow)")
+    lines = [f"engine {info['engine']}, torch {info['torch']}, device: {dev} ({info['device_name']})"]
+    lines += [f"{row['status']}: {row['name']}" for row in info["models"]]
+    return "\n".join(lines)
 
 
 CLASSES = (

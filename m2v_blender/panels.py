@@ -5,6 +5,7 @@ from __future__ import annotations
 import bpy
 
 from . import jobs, vse
+from .errors import M2VError
 
 
 class SEQUENCER_PT_m2v(bpy.types.Panel):
@@ -19,7 +20,7 @@ class SEQUENCER_PT_m2v(bpy.types.Panel):
         col = layout.column(align=True)
         try:
             song = vse.song_strip(context.scene, st.song_strip).name
-        except LookupError as e:
+        except M2VError as e:
             song = None
             col.label(text=str(e), icon="ERROR")
         if song:
@@ -53,7 +54,7 @@ class SEQUENCER_PT_m2v(bpy.types.Panel):
         row.prop(st, "channel")
         row.prop(st, "blend_type", text="")
         box.prop(st, "opacity")
-        running = context.scene.name in jobs.JOBS
+        running = jobs.is_running(context.scene)
         row = layout.row(align=True)
         row.enabled = not running
         row.operator("m2v.analyze", icon="MARKER_HLT")

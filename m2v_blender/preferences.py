@@ -46,7 +46,7 @@ class M2VPreferences(bpy.types.AddonPreferences):
         row.operator("m2v.fetch_models", icon="URL")
         row.operator("m2v.check_engine", icon="CHECKMARK")
         st = context.scene.m2v if context.scene else None
-        if st and st.running and st.job_kind in ("install", "fetch"):
+        if st and st.running and st.job_kind in ("install", "fetch", "check"):
             layout.label(text=st.status or "working...")
         for line in self.check_result.splitlines():
             layout.label(text=line)

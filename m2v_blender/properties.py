@@ -5,10 +5,21 @@ from __future__ import annotations
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
+from .contract import protocol
+
+_A = protocol.ANALYSIS_DEFAULTS
+_R = protocol.RENDER_DEFAULTS
+
 BLEND_TYPES = [
     (t, t.replace("_", " ").title(), "")
     for t in ("REPLACE", "CROSS", "ALPHA_OVER", "ALPHA_UNDER", "ADD", "SUBTRACT", "MULTIPLY", "SCREEN", "OVERLAY")
 ]
+
+
+def _running(self) -> bool:
+    from . import jobs
+
+    return jobs.is_running(self.id_data)
 
 
 class M2VSceneSettings(bpy.types.PropertyGroup):
@@ -24,11 +35,11 @@ class M2VSceneSettings(bpy.types.PropertyGroup):
             ("scenes", "Scene Changes", "Cut where the music changes most"),
             ("beats", "Every Beat", "One segment per beat, as in the paper"),
         ],
-        default="scenes",
+        default=_A["granularity"],
     )
     min_length: FloatProperty(
         name="Min Length",
-        default=3.0,
+        default=_A["min_length"],
         min=0.5,
         soft_max=30.0,
         unit="TIME_ABSOLUTE",
@@ -36,20 +47,28 @@ class M2VSceneSettings(bpy.types.PropertyGroup):
     )
     target_length: FloatProperty(
         name="Target Length",
-        default=8.0,
+        default=_A["target_length"],
         min=0.5,
         soft_max=60.0,
         unit="TIME_ABSOLUTE",
         description="Target mean scene length (seconds)",
     )
     min_fps: FloatProperty(
-        name="Min Rate", default=2.0, min=0.1, max=60.0, description="Images per second in the quietest segment"
+        name="Min Rate",
+        default=_A["min_fps"],
+        min=0.1,
+        max=60.0,
+        description="Images per second in the quietest segment",
     )
     max_fps: FloatProperty(
-        name="Max Rate", default=8.0, min=0.1, max=60.0, description="Images per second in the loudest segment"
+        name="Max Rate",
+        default=_A["max_fps"],
+        min=0.1,
+        max=60.0,
+        description="Images per second in the loudest segment",
     )
-    width: IntProperty(name="Width", default=256, min=16, max=4096, step=16)
-    height: IntProperty(name="Height", default=256, min=16, max=4096, step=16)
+    width: IntProperty(name="Width", default=_R["size"][0], min=16, max=4096, step=16)
+    height: IntProperty(name="Height", default=_R["size"][1], min=16, max=4096, step=16)
     seed: IntProperty(name="Seed", default=0, min=0)
     style: StringProperty(
         name="Style", description="Optional text style prompt for the whole song, e.g. 'oil painting'"
@@ -70,7 +89,7 @@ class M2VSceneSettings(bpy.types.PropertyGroup):
         name="Lyric Texts", description="Full lyric texts behind the lyric markers (JSON)", default="[]"
     )
     # Live state (shown in the panel, not user settings).
-    running: BoolProperty(name="Running", default=False, options={"SKIP_SAVE"})
+    running: BoolProperty(name="Running", get=_running, description="m2v is working on this scene")
     job_kind: StringProperty(default="", options={"SKIP_SAVE"})
     progress: FloatProperty(name="Progress", default=0.0, min=0.0, max=1.0, subtype="FACTOR", options={"SKIP_SAVE"})
     status: StringProperty(name="Status", default="", options={"SKIP_SAVE"})

@@ -92,3 +92,14 @@ def lyrics_csv(entries: list[tuple[float, str]]) -> str:
     for t, text in sorted(entries):
         w.writerow([f"{int(t // 60):02d}:{t % 60:06.3f}", text])
     return buf.getvalue()
+
+
+def strip_files(ev: dict, timing: StripTiming, start: int, end: int) -> list[str]:
+    """The image file each timeline frame ``start..end-1`` of a segment shows (from a ``segment_end`` event).
+
+    The engine's own rule (``protocol.image_at``) decides, as in the exported video.
+    """
+    from .contract import protocol
+
+    files = ev["files"]
+    return [files[protocol.image_at(timing.time_at(f), ev["start"], ev["end"], len(files))] for f in range(start, end)]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import bpy
 
+from .errors import M2VError
+
 #: Custom property on every strip m2v creates; its value is the segment's cache key.
 STRIP_TAG = "m2v_segment_key"
 
@@ -36,7 +38,7 @@ def song_strip(scene: bpy.types.Scene, name: str = ""):
         for s in sounds:
             if s.name == name:
                 return s
-        raise LookupError(f"the sound strip {name!r} is gone: choose the song strip again")
+        raise M2VError(f"the sound strip {name!r} is gone: choose the song strip again")
     sed = scene.sequence_editor
     active = getattr(sed, "active_strip", None) if sed else None
     if active is not None and active.type == "SOUND":
@@ -44,24 +46,21 @@ def song_strip(scene: bpy.types.Scene, name: str = ""):
     if len(sounds) == 1:
         return sounds[0]
     if not sounds:
-        raise LookupError("there is no sound strip: add your song to the timeline (Add > Sound)")
-    raise LookupError("there are several sound strips: click the song strip to make it active")
+        raise M2VError("there is no sound strip: add your song to the timeline (Add > Sound)")
+    raise M2VError("there are several sound strips: click the song strip to make it active")
 
 
-def free_channel(scene: bpy.types.Scene, preferred: int, start: int, end: int, ignore=()) -> int:
+def free_channel(scene: bpy.types.Scene, preferred: int, start: int, end: int) -> int:
     """Lowest channel >= ``preferred`` with no strip overlapping frames ``[start, end)``."""
-    ignore_names = {s.name for s in ignore}
     busy: dict[int, list] = {}
     for s in all_strips(scene):
-        if s.name in ignore_names:
-            continue
         busy.setdefault(s.channel, []).append((s.frame_final_start, s.frame_final_end))
     ch = max(1, preferred)
     while ch < 128:
         if all(e <= start or b >= end for b, e in busy.get(ch, [])):
             return ch
         ch += 1
-    raise RuntimeError("no free channel for the generated strips")
+    raise M2VError(f"no free channel from {preferred} up for the generated strips: choose a lower Channel")
 
 
 def remove_strips(scene: bpy.types.Scene, strips: list) -> None:

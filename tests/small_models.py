@@ -203,6 +203,21 @@ def model_args(folder: Path) -> list[str]:
     ]
 
 
+def load_small(folder: Path, device: str = "cpu"):
+    """The small models in ``folder``, loaded through the product's factory."""
+    from engine.models import load_models, resolve_model_paths
+
+    paths = resolve_model_paths(
+        folder,
+        folder / "vqgan" / "model.yaml",
+        folder / "vqgan" / "last.ckpt",
+        str(folder / "clip" / "m2v-tiny-clip.json"),
+        folder / "clip" / "tiny_clip.safetensors",
+        folder / "Wav2CLIP.pt",
+    )
+    return load_models(paths, device)
+
+
 def write_all(folder: Path) -> Path:
     write_vqgan(folder / "vqgan")
     write_clip(folder / "clip")

@@ -268,7 +268,7 @@ def test_errors_are_reports_in_plain_words(built, tmp_path, blender_python):
 
 
 def test_markers_and_strips_on_each_vse_api(built, song, tmp_path, blender_python):
-    """The add-on's timeline code on both VSE APIs (4.2 ``sequences``, 5.x ``strips``), from an engine layout render."""
+    """The add-on's timeline code on both VSE APIs (4.2 ``sequences``, 5.x ``strips``), fed the engine's own events."""
     from tests.conftest import run_engine
 
     wav, lrc, dur = song
@@ -276,10 +276,9 @@ def test_markers_and_strips_on_each_vse_api(built, song, tmp_path, blender_pytho
     assert (
         run_engine("plan", str(wav), "--boundaries", "0,4,9,14", "--lyrics", str(lrc), "-o", str(plan)).returncode == 0
     )
-    assert (
-        run_engine("render", str(plan), "--out", str(tmp_path / "lay"), "--layout", "--size", "32", "32").returncode
-        == 0
-    )
+    proc = run_engine("render", str(plan), "--out", str(tmp_path / "lay"), "--layout", "--size", "32", "32")
+    assert proc.returncode == 0, proc.stderr
+    ends = [json.loads(line) for line in proc.stdout.splitlines() if '"segment_end"' in line]
     zip_path = next(built.glob("m2v-*.zip"))
     res = blender(
         f"""
@@ -294,13 +293,12 @@ def test_markers_and_strips_on_each_vse_api(built, song, tmp_path, blender_pytho
         timing = timeline.StripTiming(frame_start=11, frame_final_start=11, frame_final_end=11 + 14 * 29.97, fps=30 / 1.001)
         plan = json.load(open({str(plan)!r}))
         jobs.apply_markers(scene, plan, timing)
-        manifest = json.load(open({str(tmp_path / "lay" / "manifest.json")!r}))
-        state = {{"plan": plan, "timing": timing, "dir": __import__("pathlib").Path({str(tmp_path / "lay")!r})}}
-        for k, seg in enumerate(manifest["segments"]):
-            jobs.place_segment(scene, state, {{"segment": k, "key": seg["key"], "folder": seg["folder"]}})
+        ends = {ends!r}
+        for ev in ends:
+            jobs.place_segment(scene, timing, ev)
         first = m2v_strips(scene)
-        jobs.place_segment(scene, state, {{"segment": 0, "key": manifest["segments"][0]["key"], "folder": manifest["segments"][0]["folder"]}})
-        jobs.drop_stale_strips(scene, {{manifest["segments"][1]["key"]}})
+        jobs.place_segment(scene, timing, ends[0])
+        jobs.drop_stale_strips(scene, {{ends[1]["key"]}})
         emit(version=bpy.app.version_string, markers=markers(scene), first=first, after=m2v_strips(scene))
     """,
         tmp_path,
@@ -314,6 +312,15 @@ def test_markers_and_strips_on_each_vse_api(built, song, tmp_path, blender_pytho
         (timing.frame_at(4), timing.frame_at(9)),
         (timing.frame_at(9), timing.frame_at(14)),
     ]
+    # Each timeline frame shows the image the exported video shows at that time (one rule, the engine's).
+    from engine.protocol import image_at
+
+    for s, ev in zip(res["first"], ends):
+        want = [
+            ev["files"][image_at(timing.time_at(f), ev["start"], ev["end"], len(ev["files"]))]
+            for f in range(s["start"], s["end"])
+        ]
+        assert s["files"] == want and s["dir"].rstrip("/") == ev["dir"]
     assert len(res["after"]) == 1 and res["after"][0]["key"] == res["first"][1]["key"]
 
 
@@ -379,7 +386,7 @@ def test_undo_check_offline_refusal_and_file_close(built, song, tmp_path, small_
     errors = [r["error"] for r in by["offline"]]
     assert len(errors) == 2 and all("online access is off" in e for e in errors)
     check = by["check"][0]["text"]
-    assert "engine 0.1.0, torch 2.14.1" in check and "missing: Wav2CLIP.pt" in check
+    assert "engine 0.1.0, torch 2.14.1" in check and "device: CPU only" in check and "missing: Wav2CLIP.pt" in check
     assert by["closed"][0] == {"step": "closed", "alive": False, "jobs": 0}
     timer = by["timer"][0]
     assert timer["ticks"] > 0 and timer["strips"] >= 1 and timer["status"] == "render finished"

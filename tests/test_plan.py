@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from engine.errors import InputError
+from engine.files import write_json_atomic
 from engine.lyrics import LyricLine
-from engine.plan import PLAN_VERSION, analyze, assign_guidance, load_plan, plan_from_boundaries, write_json_atomic
+from engine.plan import PLAN_VERSION, analyze, assign_guidance, load_plan, plan_from_boundaries
 
 
 def _lrc(tmp_path, entries, name="l.lrc"):

@@ -12,24 +12,25 @@ import numpy as np
 import pytest
 import torch
 
-from engine.cli import _model_loader, build_parser
-from engine.plan import plan_from_boundaries, write_json_atomic
-from engine.render import EXIT_CANCELLED, Guidance, RenderSettings, render
+from engine.audio import load_song
+from engine.files import write_json_atomic
+from engine.guidance import Guidance
+from engine.plan import plan_from_boundaries
+from engine.progress import Collect
+from engine.protocol import EXIT_CANCELLED
+from engine.render import RenderSettings, render
 from engine.synth import Section, synth_song
 from tests.conftest import REPO, run_engine, write_song
-from tests.small_models import model_args
+from tests.small_models import load_small, model_args
 
 BOUNDS = [0.0, 2.0, 4.0, 6.0, 8.0]
 
 
-class Quiet:
-    """A progress sink that keeps the events for assertions."""
+Quiet = Collect
 
-    def __init__(self):
-        self.events = []
 
-    def emit(self, event, **fields):
-        self.events.append({"event": event, **fields})
+def _song16(plan):
+    return load_song(plan["song"]["path"], sr=16000, min_duration=0.0).y
 
 
 @pytest.fixture(scope="module")
@@ -56,14 +57,17 @@ def _settings(**kw):
     return RenderSettings(**base)
 
 
-def _loader(small_models, plan_path, out):
-    args = build_parser().parse_args(["render", str(plan_path), "--out", str(out)] + model_args(small_models))
-    return _model_loader(args)
+def _loader(small_models, plan_path=None, out=None):
+    return load_small(small_models)
+
+
+def _frames(out):
+    m = json.loads((out / "manifest.json").read_text())
+    return [m["cache"][s["key"]]["frames"] for s in m["segments"]]
 
 
 def _hashes(out):
-    m = json.loads((out / "manifest.json").read_text())
-    return [f["sha256"] for s in m["segments"] for f in s["frames"]]
+    return [f["sha256"] for frames in _frames(out) for f in frames]
 
 
 def test_plan_guidance_in_the_small_song(tmp_path, song):
@@ -75,15 +79,15 @@ def test_plan_guidance_in_the_small_song(tmp_path, song):
 
 def test_targets_follow_guidance_and_eq2(tmp_path, song, small_models):
     plan_path, plan = _plan(tmp_path, song)
-    vqgan, clip, audio, _ = _loader(small_models, plan_path, tmp_path / "o")()
-    from engine.render import _load_song_16k
+    models = _loader(small_models)
+    clip, audio = models.clip, models.audio
     from engine.wav2clip import embed_audio
 
-    g = Guidance(plan, clip, audio, _load_song_16k(plan["song"]["path"]), torch.device("cpu"))
+    g = Guidance(plan, clip, audio, _song16(plan), torch.device("cpu"))
     text = clip.embed_text(["a red balloon over the sea"])[0]
     assert torch.allclose(g.raw(2), text, atol=1e-6)
     s = plan["segments"][1]
-    wav = torch.from_numpy(_load_song_16k(plan["song"]["path"])[int(s["start"] * 16000) : int(s["end"] * 16000)])[None]
+    wav = torch.from_numpy(_song16(plan)[int(s["start"] * 16000) : int(s["end"] * 16000)])[None]
     assert torch.allclose(g.raw(1), torch.nn.functional.normalize(embed_audio(audio, wav)[0], dim=-1), atol=1e-6)
     # eq. 2: the target is the normalised mean of the previous and current segment's vectors.
     both = torch.nn.functional.normalize(g.raw(1) + g.raw(2), dim=-1)
@@ -97,14 +101,12 @@ def test_similarity_to_target_rises_within_a_segment(tmp_path, song, small_model
     loader = _loader(small_models, plan_path, out)
     # Checked with seeds 1-6: the rise does not hinge on one lucky draw.
     assert render(plan_path, out, _settings(steps_per_image=3, lr=0.2, noise=0.0), loader, Quiet()) == 0
-    _, clip, audio, _ = loader()
+    clip, audio = loader.clip, loader.audio
     from PIL import Image
 
-    from engine.render import _load_song_16k
-
-    g = Guidance(plan, clip, audio, _load_song_16k(plan["song"]["path"]), torch.device("cpu"))
-    m = json.loads((out / "manifest.json").read_text())
-    from engine.render import make_cutouts
+    g = Guidance(plan, clip, audio, _song16(plan), torch.device("cpu"))
+    frames_of = _frames(out)
+    from engine.optimize import make_cutouts
 
     def similarity(file, target):
         img = torch.from_numpy(np.array(Image.open(out / file))).permute(2, 0, 1).float()[None] / 255
@@ -114,7 +116,7 @@ def test_similarity_to_target_rises_within_a_segment(tmp_path, song, small_model
             return float(torch.nn.functional.cosine_similarity(clip.embed_images(cuts), target[None]).mean())
 
     for k in (0, 2):
-        frames = m["segments"][k]["frames"]
+        frames = frames_of[k]
         target = g.target(k, True)
         first, last = similarity(frames[0]["file"], target), similarity(frames[-1]["file"], target)
         assert last > first, (k, first, last)
@@ -200,7 +202,7 @@ def test_cancel_and_crash_then_resume_equal_an_uninterrupted_render(tmp_path, so
     assert proc.returncode == EXIT_CANCELLED
     assert '"event": "cancelled"' in rest
     m = json.loads((out / "manifest.json").read_text())
-    kept = sum(len(s["frames"]) for s in m["segments"])
+    kept = sum(len(m["cache"][s["key"]]["frames"]) for s in m["segments"] if s["key"] in m["cache"])
     assert m["status"] == "cancelled" and 5 <= kept < total
 
     proc = _engine_render(plan_path, out, small_models)
@@ -215,17 +217,21 @@ def test_moving_one_boundary_rerenders_from_that_segment_only(tmp_path, song, sm
     out = tmp_path / "out"
     a_path, a = _plan(tmp_path, song)
     assert render(a_path, out, _settings(), _loader(small_models, a_path, out), Quiet()) == 0
-    before = json.loads((out / "manifest.json").read_text())["segments"]
+    before = _frames(out)
+    before_dirs = [
+        json.loads((out / "manifest.json").read_text())["cache"][s["key"]]["folder"]
+        for s in json.loads((out / "manifest.json").read_text())["segments"]
+    ]
     b_path, b = _plan(tmp_path, song, bounds=[0.0, 2.0, 4.0, 5.5, 8.0], name="moved.json")
     assert [s == t for s, t in zip(a["segments"], b["segments"])] == [True, True, False, False]
     q = Quiet()
     assert render(b_path, out, _settings(), _loader(small_models, b_path, out), q) == 0
     ends = {e["segment"]: e["reused"] for e in q.events if e["event"] == "segment_end"}
     assert ends == {0: True, 1: True, 2: False, 3: False}
-    after = json.loads((out / "manifest.json").read_text())["segments"]
+    after = _frames(out)
     assert after[:2] == before[:2]
     # The stale segments' own files are pruned; the reused ones stay.
-    assert not (out / before[2]["folder"]).exists() and (out / before[0]["folder"]).exists()
+    assert not (out / before_dirs[2]).exists() and (out / before_dirs[0]).exists()
     # Nothing after the change is stale: a fresh render of the moved plan gives the same frames.
     fresh = tmp_path / "fresh"
     assert render(b_path, fresh, _settings(), _loader(small_models, b_path, fresh), Quiet()) == 0
@@ -264,9 +270,9 @@ def test_layout_preview_through_the_cli(tmp_path, song):
     assert all("eta_s" in e for e in events if e["event"] == "image")
     from PIL import Image
 
-    m = json.loads((out / "manifest.json").read_text())
-    first = np.asarray(Image.open(out / m["segments"][0]["frames"][0]["file"]))
-    lyric = np.asarray(Image.open(out / m["segments"][2]["frames"][0]["file"]))
+    frames = _frames(out)
+    first = np.asarray(Image.open(out / frames[0][0]["file"]))
+    lyric = np.asarray(Image.open(out / frames[2][0]["file"]))
     assert first.shape == (64, 96, 3) and not np.array_equal(first, lyric)
 
 

@@ -1,0 +1,221 @@
+"""The contract between the Blender add-on and the engine, in one place.
+
+Exit codes, the JSON events the engine prints, the files it writes, the
+kinds and versions of its JSON documents, the rule that maps a song time to
+the image shown then, and the rule that turns segment loudness into
+optimisation steps. Standard library only: the add-on runs inside Blender
+(no numpy guarantees, never torch) and loads this very file from the engine
+sources it ships, so both sides read one definition.
+
+Events
+------
+Every event is one JSON object on one line of the engine's stdout, with
+``event`` (its name) and ``t`` (seconds since the command started). Each
+name below lists the fields a reader may rely on; writers may add more.
+The add-on's own bookkeeping events use the ``client.`` prefix and never
+come from the engine.
+"""
+
+from __future__ import annotations
+
+import math
+
+# ---------------------------------------------------------------- exit codes
+
+EXIT_OK = 0
+#: A bug in the engine: the message asks for a report.
+EXIT_INTERNAL = 1
+#: Bad input (a file, a flag, a plan): the message names it and says what is wrong.
+EXIT_INPUT = 2
+#: Cancelled (Ctrl-C, SIGTERM, the add-on's Cancel): every finished frame is kept; run again to resume.
+EXIT_CANCELLED = 3
+#: Interrupted outside a render (Ctrl-C while analysing, say).
+EXIT_INTERRUPTED = 130
+
+# ---------------------------------------------------------------- documents
+
+PLAN_KIND, PLAN_VERSION = "m2v-plan", 1
+MANIFEST_KIND, MANIFEST_VERSION = "m2v-render", 2
+INFO_KIND, INFO_VERSION = "m2v-info", 1
+SEGMENT_SETTINGS_KIND, SEGMENT_SETTINGS_VERSION = "m2v-segment-settings", 1
+ANALYSIS_SUMMARY_KIND, ANALYSIS_SUMMARY_VERSION = "m2v-analysis-summary", 1
+
+# ---------------------------------------------------------------- defaults
+
+#: Analysis defaults: the CLI, the plan builder and the add-on's properties all read these.
+ANALYSIS_DEFAULTS = {"granularity": "scenes", "min_length": 3.0, "target_length": 8.0, "min_fps": 2.0, "max_fps": 8.0}
+RENDER_DEFAULTS = {"size": (256, 256), "cutouts": 32, "lr": 0.1}
+
+# ---------------------------------------------------------------- files in a render folder
+
+MANIFEST_FILE = "manifest.json"
+#: Append-only record of finished frames (one JSON object a line), folded into the manifest now and then.
+JOURNAL_FILE = "frames.jsonl"
+#: Latent and optimiser snapshots (resume points).
+STATE_DIR = "state"
+#: Held while a render writes into the folder.
+LOCK_FILE = ".m2v-lock"
+#: Every temporary file m2v writes ends with this, so a crash's leftovers can be found and removed.
+TEMP_SUFFIX = ".m2v-tmp"
+#: The engine's stderr, kept by the add-on in its output folder.
+LOG_FILE = "engine.log"
+#: Segment folders start with this (only these are ever deleted by m2v).
+SEGMENT_DIR_PREFIX = "seg_"
+
+# ---------------------------------------------------------------- events
+
+EVENTS: dict[str, tuple[str, ...]] = {
+    # render
+    "start": ("segments", "total", "steps", "out", "layout", "device"),
+    "segment_start": ("segment", "start", "end", "images", "steps", "resumed_at"),
+    "image": ("segment", "index", "done", "total", "file", "eta_s"),
+    # ``dir``: absolute folder of the frames; ``files``: one file name per image, in order;
+    # ``slots``: each image's [start, end) in song seconds (see :func:`image_at`).
+    "segment_end": ("segment", "key", "reused", "start", "end", "dir", "files", "slots", "done", "total"),
+    "cancelled": ("done", "total"),
+    "done": ("done", "total", "out"),
+    # analyze / plan (with --events)
+    "planned": ("output", "segments", "steps", "images"),
+    "estimate": ("steps", "images", "seconds", "device"),
+    # info (with --events): the add-on's Check
+    "info": ("engine", "torch", "device", "device_name", "models_dir", "models"),
+    # every command
+    "warning": ("message",),
+    "error": ("message", "code"),
+}
+#: Events the add-on makes itself (process exit, a non-JSON line): never printed by the engine.
+CLIENT_EXIT = "client.exit"
+CLIENT_OUTPUT = "client.output"
+
+
+def make_event(name: str, **fields) -> dict:
+    """An event dictionary, checked against :data:`EVENTS` (a writer's typo fails loudly in tests)."""
+    missing = [f for f in EVENTS[name] if f not in fields]
+    if missing:
+        raise ValueError(f"event {name!r} lacks {', '.join(missing)}")
+    return {"event": name, **fields}
+
+
+def check_event(ev: object) -> dict:
+    """Validate an event read from the engine; raises ``ValueError`` naming what is wrong."""
+    if not isinstance(ev, dict) or not isinstance(ev.get("event"), str):
+        raise ValueError("not an m2v event (no 'event' name)")
+    name = ev["event"]
+    if name not in EVENTS:
+        raise ValueError(f"unknown event {name!r}")
+    missing = [f for f in EVENTS[name] if f not in ev]
+    if missing:
+        raise ValueError(f"event {name!r} lacks {', '.join(missing)}")
+    return ev
+
+
+def check_document(doc: object, kind: str, version: int) -> dict:
+    """Check a JSON document's ``kind`` and ``version``; raises ``ValueError`` in plain words."""
+    if not isinstance(doc, dict):
+        raise ValueError(f"not an {kind} document")
+    if doc.get("kind") != kind:
+        raise ValueError(f"not an {kind} document (kind {doc.get('kind')!r})")
+    if doc.get("version") != version:
+        raise ValueError(f"{kind} version {doc.get('version')!r}; this version of m2v reads version {version}")
+    return doc
+
+
+# ---------------------------------------------------------------- time -> image
+
+
+def image_at(t: float, start: float, end: float, n_images: int) -> int:
+    """Index of the image shown at song time ``t`` in a segment of ``n_images`` equal slots.
+
+    The one rule for the exported video and for the add-on's image strips: a
+    frame shows the image whose slot holds the frame's start time.
+    """
+    if n_images < 1 or not end > start:
+        raise ValueError("a segment needs a positive length and at least one image")
+    slot = (end - start) / n_images
+    return min(n_images - 1, max(0, int(math.floor((t - start) / slot + 1e-6))))
+
+
+def image_slots(start: float, end: float, n_images: int) -> list[list[float]]:
+    """Each image's ``[start, end)`` in song seconds."""
+    slot = (end - start) / n_images
+    return [[round(start + i * slot, 6), round(start + (i + 1) * slot, 6)] for i in range(n_images)]
+
+
+# ---------------------------------------------------------------- loudness -> steps
+
+
+def step_rate(intensity: float, min_rate: float, max_rate: float) -> float:
+    """Optimisation steps per second of music, linear in normalised intensity (paper 3.1)."""
+    return min_rate + intensity * (max_rate - min_rate)
+
+
+def step_and_image_counts(rate: float, length: float, fps: float) -> tuple[int, int]:
+    """Steps and distinct images of a segment.
+
+    ``steps = round(rate x length)`` (at least one); the images are as many as
+    the steps but never more than the output frame rate can show
+    (``round(fps x length)``, at least one): extra steps are spread over the
+    images, so a 120 steps/s segment on a 24 fps timeline makes 24 images a
+    second of 5 steps each.
+    """
+    steps = max(1, int(round(rate * length)))
+    return steps, max(1, min(steps, int(round(fps * length))))
+
+
+def steps_per_image(steps: int, images: int) -> list[int]:
+    """Steps of each image, spread evenly (the counts differ by at most one and sum to ``steps``)."""
+    return [(i + 1) * steps // images - i * steps // images for i in range(images)]
+
+
+def mean_level(levels: list[float], hop: float, start: float, end: float) -> float:
+    """Mean of a level curve (one value per ``hop`` seconds from time 0) over ``[start, end)``."""
+    n = len(levels)
+    a = min(max(int(math.floor(start / hop)), 0), n - 1)
+    b = min(max(int(math.ceil(end / hop)), a + 1), n)
+    return math.fsum(levels[a:b]) / (b - a)
+
+
+def normalized_intensity(level: float, lo: float, hi: float) -> float:
+    """A level scaled to 0-1 between the song's quiet and loud ends (0.5 for a flat song)."""
+    if hi - lo <= 1e-6:
+        return 0.5
+    return min(1.0, max(0.0, (level - lo) / (hi - lo)))
+
+
+def segment_counts(
+    levels: dict, bounds: list[float], min_rate: float, max_rate: float, fps: float
+) -> list[tuple[float, float, int, int]]:
+    """``(intensity, rate, steps, images)`` per segment for the given boundaries.
+
+    ``levels`` is the plan's ``analysis.levels`` (``hop``, ``offset``, ``db``,
+    ``range``): the add-on recomputes a plan's cost from it when markers move,
+    with exactly the engine's arithmetic.
+    """
+    hop, off, db, (lo, hi) = levels["hop"], levels["offset"], levels["db"], levels["range"]
+    out = []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        x = normalized_intensity(mean_level(db, hop, a - off, b - off), lo, hi)
+        rate = step_rate(x, min_rate, max_rate)
+        steps, images = step_and_image_counts(rate, b - a, fps)
+        out.append((x, rate, steps, images))
+    return out
+
+
+def estimate_seconds(calibration: dict, steps: int, images: int, width: int, height: int, cutouts: int) -> float:
+    """Render time from a calibration's cost model (seconds per step at a size and cutout count)."""
+    per_step = (
+        calibration["decode_s_per_mpix"] * width * height / 1e6
+        + calibration["clip_s_per_cutout"] * cutouts
+        + calibration.get("step_overhead_s", 0.0)
+    )
+    return steps * per_step + images * calibration.get("image_s", 0.0)
+
+
+def format_duration(seconds: float) -> str:
+    """``42 s``, ``3 min``, ``2 h 05 min``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    h, m = divmod(int(round(seconds / 60)), 60)
+    return f"{h} h {m:02d} min"

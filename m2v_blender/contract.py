@@ -1,0 +1,50 @@
+"""The engine's contract (``engine/protocol.py``), loaded from the engine sources this add-on ships.
+
+Exit codes, event names and fields, document kinds and versions, the
+time-to-image rule and the loudness-to-steps rule are defined once, in the
+engine; the add-on reads that same file (it is standard-library only), so the
+two sides cannot drift apart. No torch, no bpy.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+from .errors import M2VError
+
+
+def engine_root() -> Path:
+    """Folder holding the ``engine`` package: inside the installed extension, or the source tree."""
+    here = Path(__file__).resolve().parent
+    for cand in (here, here.parent):
+        if (cand / "engine" / "__main__.py").exists():
+            return cand
+    raise M2VError("the m2v engine sources are missing from the add-on; reinstall the extension")
+
+
+def _load():
+    name = "m2v_engine_protocol"
+    if name in sys.modules:
+        return sys.modules[name]
+    path = engine_root() / "engine" / "protocol.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+protocol = _load()
+
+
+def read_document(path: Path, kind: str, version: int) -> dict:
+    """A JSON document the engine wrote, checked for its kind and version."""
+    import json
+
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        return protocol.check_document(doc, kind, version)
+    except (OSError, ValueError) as e:
+        raise M2VError(f"{path}: {e}") from None
