@@ -1,8 +1,9 @@
 """Song time <-> scene frames, and m2v's marker names. Plain Python: no bpy, unit-testable.
 
-A sound strip places file time 0 at ``frame_start``; trimming hides frames
-at either end but never moves the song. Scene frame rates are
-``fps / fps_base`` (29.97 is 30000/1001).
+A sound strip places file time 0 at ``frame_start`` plus its Sound Offset
+(``sound_offset`` seconds, Blender 4.3+); trimming hides frames at either
+end but never moves the song. Scene frame rates are ``fps / fps_base``
+(29.97 is 30000/1001).
 """
 
 from __future__ import annotations
@@ -24,19 +25,27 @@ _LYRIC = re.compile(r"^m2v \u266a(\d+)(?: (.*))?$")
 class StripTiming:
     """Where a sound strip sits on the timeline."""
 
-    frame_start: float  # frame of file time 0
+    frame_start: float  # the strip's start; file time 0 plays here when sound_offset is 0
     frame_final_start: float  # first visible frame
     frame_final_end: float  # frame after the last visible one
     fps: float  # scene.render.fps / scene.render.fps_base
-    sound_offset: float = 0.0  # seconds of the file skipped at frame_start
+    sound_offset: float = 0.0  # seconds the sound is delayed: file time 0 plays at frame_start + offset × fps
+
+    # Blender plays file time t at frame ``frame_start + (t + sound_offset) × fps``: a positive Sound
+    # Offset delays the song (the strip is silent until file time 0 arrives), a negative one starts it
+    # early (its first -offset seconds would fall before frame_start and are not heard). Blender's audio
+    # code (BKE_sound_add_scene_sound, BKE_sound_move_scene_sound) adds sound_offset to the strip's start
+    # time, and a mixdown agrees: a click at file time 1.5 s in a strip at frame 101, 30 fps, is heard at
+    # frame 158.0 with offset +0.4 s (not 134) and at 137.0 with -0.3 s (not 155), trimmed or not. Trims
+    # (frame_final_start/end) only cut what is heard; they never move the song.
 
     def time_at(self, frame: float) -> float:
         """File time (seconds) heard at a frame."""
-        return (frame - self.frame_start) / self.fps + self.sound_offset
+        return (frame - self.frame_start) / self.fps - self.sound_offset
 
     def frame_at(self, t: float) -> int:
         """Nearest frame at which file time ``t`` is heard."""
-        return int(round(self.frame_start + (t - self.sound_offset) * self.fps))
+        return int(round(self.frame_start + (t + self.sound_offset) * self.fps))
 
     def visible_span(self, file_duration: float | None = None) -> tuple[float, float]:
         """File times of the strip's visible (untrimmed) part."""

@@ -24,6 +24,30 @@ def test_2997_fps_offset_and_trimmed_strip():
     assert t.visible_span(file_duration=10.0)[1] == 10.0
 
 
+@pytest.mark.parametrize("offset", [0.4, -0.3, 1.25])
+def test_sound_offset_round_trip_and_sign(offset):
+    fps = 30 / 1.001
+    t = StripTiming(frame_start=101, frame_final_start=121, frame_final_end=700, fps=fps, sound_offset=offset)
+    for sec in (0.0, 0.5, 1.5, 17.63, 60.0):
+        assert abs(t.time_at(t.frame_at(sec)) - sec) <= 0.5 / fps
+    # Blender delays the song by the offset (measured by mixdown, see tests/test_sound_offset.py):
+    # file time 0 plays at frame_start + offset * fps.
+    assert t.time_at(101 + offset * fps) == pytest.approx(0.0)
+    assert t.frame_at(1.5) == round(101 + (1.5 + offset) * fps)
+    assert t.visible_span()[0] == pytest.approx(max(0.0, 20 / fps - offset))
+
+
+def test_sound_offset_matches_blender_measurements():
+    # A click at file time 1.5 s, strip at frame 101, 30 fps: Blender's mixdown has it at frame 158.0
+    # with Sound Offset +0.4 s and at 137.0 with -0.3 s, trimmed or not.
+    for offset, frame in ((0.4, 158), (-0.3, 137)):
+        for trim in (0, 20):
+            t = StripTiming(
+                frame_start=101, frame_final_start=101 + trim, frame_final_end=200, fps=30.0, sound_offset=offset
+            )
+            assert t.frame_at(1.5) == frame
+
+
 def test_boundaries_from_markers_keep_span_ends_and_drop_slivers():
     t = StripTiming(frame_start=0, frame_final_start=24, frame_final_end=240, fps=24.0)
     span = t.visible_span()
