@@ -37,9 +37,11 @@ def output_dir(scene) -> Path:
 
 
 def strip_timing(scene, strip) -> timeline.StripTiming:
+    """Where the strip's song sits: its start, less any content slip (animation_offset_start), plus Sound Offset."""
     fps = scene.render.fps / scene.render.fps_base
     return timeline.StripTiming(
-        frame_start=float(strip.frame_start),
+        # Measured in a mixdown: slipping the content by N frames plays file time 0 N frames earlier.
+        frame_start=float(strip.frame_start) - float(getattr(strip, "animation_offset_start", 0.0) or 0.0),
         frame_final_start=float(strip.frame_final_start),
         frame_final_end=float(strip.frame_final_end),
         fps=fps,

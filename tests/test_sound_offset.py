@@ -19,6 +19,7 @@ import pytest
 import soundfile as sf
 
 from m2v_blender.timeline import StripTiming
+from tests.conftest import REPO
 
 if __import__("importlib").util.find_spec("bpy") is None:
     pytest.skip("bpy (Blender as a module) is not installed", allow_module_level=True)
@@ -39,10 +40,17 @@ def blender(script: str, tmp_path, timeout: float = 300) -> list[dict]:
     return [json.loads(line[7:]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
 
 
-# (sound_offset seconds, frame_offset_start, frame_offset_end, click heard): both signs, trimmed at both ends.
-# The strip starts at frame 101; the click plays at about frame 158 with +0.4 s and 137 with -0.3 s, so the
-# last case's start trim (to frame 151) cuts it: silent, and outside the add-on's visible span too.
-CASES = [(0.4, 20, 30, True), (-0.3, 20, 30, True), (0.4, 0, 0, True), (-0.3, 50, 10, False)]
+# (sound_offset seconds, frame_offset_start, frame_offset_end, click heard, animation_offset_start): both
+# signs, trimmed at both ends. The strip starts at frame 101; the click plays at about frame 158 with +0.4 s
+# and 137 with -0.3 s, so the 4th case's start trim (to frame 151) cuts it: silent, and outside the add-on's
+# visible span too. The last case also slips the content 10 frames earlier inside the strip.
+CASES = [
+    (0.4, 20, 30, True, 0),
+    (-0.3, 20, 30, True, 0),
+    (0.4, 0, 0, True, 0),
+    (-0.3, 50, 10, False, 0),
+    (0.4, 20, 0, True, 10),
+]
 
 
 def test_sound_offset_matches_blender_mixdown(tmp_path):
@@ -57,7 +65,10 @@ def test_sound_offset_matches_blender_mixdown(tmp_path):
         import json, sys
         import bpy
 
-        for n, (offset, trim_start, trim_end, _) in enumerate({CASES!r}):
+        sys.path.insert(0, {str(REPO)!r})
+        from m2v_blender.jobs import strip_timing  # the add-on's own reading of a strip
+
+        for n, (offset, trim_start, trim_end, _, slip) in enumerate({CASES!r}):
             bpy.ops.wm.read_factory_settings(use_empty=True)
             scene = bpy.context.scene
             scene.render.fps, scene.render.fps_base = 30, 1.001
@@ -68,23 +79,25 @@ def test_sound_offset_matches_blender_mixdown(tmp_path):
             strip.sound_offset = offset
             strip.frame_offset_start = trim_start
             strip.frame_offset_end = trim_end
+            strip.animation_offset_start = slip
             scene.frame_start, scene.frame_end = 1, 300
             out = {str(tmp_path)!r} + f"/mix{{n}}.wav"
             bpy.ops.sound.mixdown(filepath=out, container="WAV", codec="PCM", format="S16", mixrate={SR})
+            t = strip_timing(scene, strip)
             sys.stdout.write("RESULT " + json.dumps(dict(
                 mix=out,
                 scene_start=scene.frame_start,
-                fps=scene.render.fps / scene.render.fps_base,
-                frame_start=strip.frame_start,
-                frame_final_start=strip.frame_final_start,
-                frame_final_end=strip.frame_final_end,
-                sound_offset=strip.sound_offset,
+                fps=t.fps,
+                frame_start=t.frame_start,
+                frame_final_start=t.frame_final_start,
+                frame_final_end=t.frame_final_end,
+                sound_offset=t.sound_offset,
             )) + "\\n")
         """,
         tmp_path,
     )
     assert len(res) == len(CASES)
-    for (offset, trim_start, _, audible), r in zip(CASES, res):
+    for (offset, trim_start, _, audible, _), r in zip(CASES, res):
         assert r["sound_offset"] == pytest.approx(offset) and r["frame_final_start"] == 101 + trim_start
         timing = StripTiming(
             frame_start=float(r["frame_start"]),
