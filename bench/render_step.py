@@ -98,7 +98,7 @@ def run_variant(variant: str, steps: int, device_name: str, size: int = 256, cut
         z_min, z_max = (t.to(device) for t in vq.z_bounds())
 
         def one(i):
-            reference_step(vq, clip, z, opt, [(target, 1.0)], torch.Generator().manual_seed(i), cutn, z_min, z_max)
+            reference_step(vq, clip, z, opt, [(target, 1.0)], i, cutn, z_min, z_max)
 
     def sync():
         if device.type == "cuda":
@@ -155,7 +155,7 @@ def loss_curves(steps: int = 30) -> tuple[list[float], list[float]]:
                 if variant == "m2v":
                     losses.append(r.step(z, opt, [(target, 1.0)], g)[1])
                 else:
-                    losses.append(reference_step(vq, clip, z, opt, [(target, 1.0)], g, 16, r.z_min, r.z_max))
+                    losses.append(reference_step(vq, clip, z, opt, [(target, 1.0)], i, 16, r.z_min, r.z_max))
             curves.append(losses)
     return curves[0], curves[1]
 
