@@ -70,8 +70,7 @@ def run_variant(variant: str, steps: int, device_name: str, size: int = 256, cut
     import torch
     from reference_step import reference_step
 
-    from engine.optimize import Optimizer
-    from engine.render import RenderSettings
+    from engine.render import Renderer, RenderSettings
     from engine.vqgan import use_fused_activation
 
     device = torch.device(device_name)
@@ -80,11 +79,18 @@ def run_variant(variant: str, steps: int, device_name: str, size: int = 256, cut
     target = torch.nn.functional.normalize(torch.randn(clip.embed_dim, device=device), dim=-1)
     settings = RenderSettings(width=size, height=size, cutouts=cutn)
     if variant == "m2v":
-        r = Optimizer(vq, clip, settings, device)
-        r.reset()
+
+        class _A:  # the renderer only needs embed_dim from the audio model here
+            embed_dim = clip.embed_dim
+
+            def to(self, d):
+                return self
+
+        r = Renderer(vq, clip, _A(), settings, device)
+        z, opt = r.initial_state()
 
         def one(i):
-            r.step([(target, 1.0)], torch.Generator().manual_seed(i))
+            r.step(z, opt, [(target, 1.0)], torch.Generator().manual_seed(i))
     else:
         g0 = torch.Generator().manual_seed(0)
         z = vq.random_latent(size, size, g0).to(device).requires_grad_(True)
@@ -92,7 +98,7 @@ def run_variant(variant: str, steps: int, device_name: str, size: int = 256, cut
         z_min, z_max = (t.to(device) for t in vq.z_bounds())
 
         def one(i):
-            reference_step(vq, clip, z, opt, [(target, 1.0)], torch.Generator().manual_seed(i), cutn, z_min, z_max)
+            reference_step(vq, clip, z, opt, [(target, 1.0)], i, cutn, z_min, z_max)
 
     def sync():
         if device.type == "cuda":
@@ -121,8 +127,7 @@ def loss_curves(steps: int = 30) -> tuple[list[float], list[float]]:
     from reference_step import reference_step
 
     from engine.clip_guide import load_clip
-    from engine.optimize import Optimizer
-    from engine.render import RenderSettings
+    from engine.render import Renderer, RenderSettings
     from engine.vqgan import load_vqgan, use_fused_activation
     from tests.small_models import write_clip, write_vqgan
 
@@ -135,15 +140,22 @@ def loss_curves(steps: int = 30) -> tuple[list[float], list[float]]:
             vq, clip = load_vqgan(cfg, ckpt), load_clip(str(ccfg), cw)
             target = clip.embed_text(["a red balloon over the sea"])[0]
             s = RenderSettings(width=32, height=32, cutouts=16, lr=0.2)
-            r = Optimizer(vq, clip, s, torch.device("cpu"))
-            r.reset()
+
+            class _A:
+                embed_dim = clip.embed_dim
+
+                def to(self, d):
+                    return self
+
+            r = Renderer(vq, clip, _A(), s, torch.device("cpu"))
+            z, opt = r.initial_state()
             losses = []
             for i in range(steps):
                 g = torch.Generator().manual_seed(i)
                 if variant == "m2v":
-                    losses.append(r.step([(target, 1.0)], g)[1])
+                    losses.append(r.step(z, opt, [(target, 1.0)], g)[1])
                 else:
-                    losses.append(reference_step(vq, clip, r.z, r.opt, [(target, 1.0)], g, 16, r.z_min, r.z_max))
+                    losses.append(reference_step(vq, clip, z, opt, [(target, 1.0)], i, 16, r.z_min, r.z_max))
             curves.append(losses)
     return curves[0], curves[1]
 

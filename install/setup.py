@@ -34,7 +34,7 @@ CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
 CHECK = r"""
 import json, sys
-import numpy, scipy, librosa, soundfile, open_clip, torch, torchvision
+import numpy, scipy, librosa, soundfile, open_clip, torch, torchvision, kornia
 import taming.modules.diffusionmodules.model, taming.modules.vqvae.quantize
 cuda = torch.cuda.is_available()
 mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
