@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,29 +60,54 @@ class Song:
         return self.offset + self.duration
 
 
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Hide what C decoders print straight to the process's stderr (mpg123's resync notes, say).
+
+    Our own message says what matters; their lines only confuse (they are not m2v's and not errors of theirs).
+    """
+    import os
+    import sys
+
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), fd)
+            yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+
+
 def _read_native(path: Path) -> tuple[np.ndarray, int]:
-    """Decode with libsndfile (wav, flac, ogg, mp3), else with librosa's fallbacks."""
+    """Decode with libsndfile (wav, flac, ogg, mp3), else with librosa's fallbacks (audioread, ffmpeg)."""
     import soundfile as sf
 
     try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        with _quiet_stderr():
+            data, sr = sf.read(str(path), dtype="float32", always_2d=True)
         return data, int(sr)
     except Exception as sf_error:  # noqa: BLE001 - any decoder failure falls through
         first = sf_error
     try:
-        # audioread/ffmpeg covers m4a, aac, wma and the like where installed.
         import warnings
 
         import librosa
 
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _quiet_stderr():
             # librosa warns that audioread is deprecated; the error below says all that matters.
             warnings.simplefilter("ignore")
             y, sr = librosa.load(str(path), sr=None, mono=False)
     except Exception as lr_error:  # noqa: BLE001
         raise InputError(
-            f"cannot decode this file as audio ({_short(first)}; {_short(lr_error)}). "
-            "Use wav, flac, ogg or mp3, or install ffmpeg for other formats.",
+            f"cannot decode this file as audio: it is damaged, cut short or in a format m2v cannot read "
+            f"({_short(first)}). Use wav, flac, ogg or mp3 (or install ffmpeg for m4a, aac and others).",
             path,
         ) from lr_error
     y = np.atleast_2d(np.asarray(y, dtype=np.float32)).T
@@ -89,7 +116,13 @@ def _read_native(path: Path) -> tuple[np.ndarray, int]:
 
 def _short(err: BaseException) -> str:
     text = str(err).strip().splitlines()
-    return text[0][:160] if text else type(err).__name__
+    msg = text[0][:160] if text else type(err).__name__
+    # libsndfile words every failure to open as "does not exist": misleading for a file that is right there.
+    return re.sub(
+        r"Error opening '.*?': File does not exist or is not a regular file \(possibly a pipe\?\)\.?",
+        "the decoder could not read it",
+        msg,
+    )
 
 
 def resample(y: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
@@ -164,8 +197,13 @@ def load_song(
     span = len(mono) / native_sr
     if span < min_duration:
         raise InputError(f"too short to analyse: {span:.2f} s of audio, at least {min_duration:.1f} s needed", path)
-    if float(np.max(np.abs(mono))) < SILENCE_PEAK:
+    peak = float(np.max(np.abs(mono)))
+    if peak < SILENCE_PEAK:
         raise InputError("the audio is silent (no sample above -80 dBFS)", path)
+    if peak > 1.0:
+        # Float files may hold any level; analysis only compares levels within the song, so scaling is free
+        # and keeps powers finite (a 1e30 peak would overflow the mel spectrogram).
+        mono = mono / peak
     y = resample(np.ascontiguousarray(mono, dtype=np.float32), native_sr, sr)
     return Song(
         path=str(path),

@@ -16,13 +16,16 @@ from pathlib import Path
 
 from engine import __version__
 from engine.errors import InputError
+from engine.models import DEVICES
 from engine.protocol import (
     ANALYSIS_DEFAULTS,
+    CUT_METHODS,
     EXIT_INPUT,
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_OK,
-    RENDER_DEFAULTS,
+    PRESET_CHOICES,
+    PRESETS,
     make_event,
 )
 
@@ -45,27 +48,45 @@ def _number(lo=None, hi=None, integer=False, lo_open=False, name=None):
 
 
 def _add_plan_args(p: argparse.ArgumentParser) -> None:
-    d = ANALYSIS_DEFAULTS
     p.add_argument("--lyrics", metavar="FILE", help="timed lyrics: .lrc, .srt, .vtt or .csv")
-    p.add_argument(
-        "--min-fps",
-        type=_number(0, 240, lo_open=True, name="--min-fps"),
-        default=d["min_fps"],
-        help="images per second for the quietest segment (%(default)s)",
-    )
-    p.add_argument(
-        "--max-fps",
-        type=_number(0, 240, lo_open=True, name="--max-fps"),
-        default=d["max_fps"],
-        help="images per second for the loudest segment (%(default)s)",
-    )
+    _add_rate_args(p)
     p.add_argument("-o", "--output", metavar="PLAN.json", help="write the plan here (default: print it)")
     p.add_argument("--plot", metavar="FILE.png", help="also draw the analysis to this image")
 
 
+def _add_rate_args(p: argparse.ArgumentParser) -> None:
+    d = ANALYSIS_DEFAULTS
+    p.add_argument(
+        "--preset",
+        choices=PRESET_CHOICES,
+        default="auto",
+        help="paper: the authors' workload; draft: a fast preview; auto: paper on a GPU, draft on a CPU (%(default)s)",
+    )
+    p.add_argument(
+        "--min-rate",
+        type=_number(0, 1000, lo_open=True, name="--min-rate"),
+        help="optimisation steps per second of music in the quietest segment (paper 10, draft 2)",
+    )
+    p.add_argument(
+        "--max-rate",
+        type=_number(0, 1000, lo_open=True, name="--max-rate"),
+        help="steps per second in the loudest segment (paper 120, draft 8)",
+    )
+    p.add_argument(
+        "--fps",
+        type=_number(1, 240, name="--fps"),
+        default=d["fps"],
+        help="output frame rate: at most this many distinct images a second (%(default)s)",
+    )
+    p.add_argument("--device", choices=DEVICES, default="auto", help="for --preset auto and the cost estimate")
+    p.add_argument("--no-estimate", action="store_true", help="skip the render-time estimate (no calibration)")
+
+
 def _add_scene_args(p: argparse.ArgumentParser) -> None:
     d = ANALYSIS_DEFAULTS
-    p.add_argument("--granularity", choices=("scenes", "beats"), default=d["granularity"], help="%(default)s")
+    p.add_argument(
+        "--granularity", choices=("scenes", "beats"), default=None, help="cut at scene changes or every beat (preset's)"
+    )
     p.add_argument(
         "--min-length",
         type=_number(0, 3600, lo_open=True, name="--min-length"),
@@ -80,31 +101,36 @@ def _add_scene_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_render_args(p: argparse.ArgumentParser) -> None:
+def _add_render_args(p: argparse.ArgumentParser, with_preset: bool = True) -> None:
     """Flags shared by ``render`` and ``run``: the look, the optimisation, the device and the models."""
-    d = RENDER_DEFAULTS
+    if with_preset:
+        p.add_argument(
+            "--preset",
+            choices=PRESET_CHOICES,
+            default="auto",
+            help="paper, draft, or auto: the plan's preset (else paper on a GPU, draft on a CPU)",
+        )
     p.add_argument("--layout", action="store_true", help="preview: a titled card per image, no models needed")
-    p.add_argument(
-        "--size", nargs=2, type=_number(16, 8192, integer=True, name="--size"), default=d["size"], metavar=("W", "H")
-    )
-    p.add_argument("--cutouts", type=_number(1, 1024, integer=True, name="--cutouts"), default=d["cutouts"])
-    p.add_argument("--steps-per-image", type=_number(1, 10000, integer=True, name="--steps-per-image"), default=1)
-    p.add_argument("--lr", type=_number(0, 10, lo_open=True, name="--lr"), default=d["lr"])
+    p.add_argument("--size", nargs=2, type=_number(16, 8192, integer=True, name="--size"), metavar=("W", "H"))
+    p.add_argument("--cutouts", type=_number(1, 1024, integer=True, name="--cutouts"), help="paper and draft: 32")
+    p.add_argument("--cut-method", choices=CUT_METHODS, help="latest (the authors', paper) or crops (draft)")
+    p.add_argument("--lr", type=_number(0, 10, lo_open=True, name="--lr"), help="Adam step size (0.1)")
     p.add_argument("--seed", type=_number(0, (1 << 63) - 1, integer=True, name="--seed"), default=0)
-    p.add_argument("--device", choices=("auto", "cuda", "mps", "cpu"), default="auto")
+    if with_preset:
+        p.add_argument("--device", choices=DEVICES, default="auto")
     p.add_argument("--style", help="a text style prompt for the whole song, e.g. 'oil painting'")
     p.add_argument("--style-weight", type=_number(0, 100, name="--style-weight"), default=0.5)
     p.add_argument(
         "--no-prompt-average",
         dest="prompt_average",
         action="store_false",
-        help="turn off eq. 2 (averaging each segment's target with the previous one)",
+        help="turn off eq. 2 (averaging each part's target with the previous one)",
     )
     p.add_argument(
         "--l1-weight",
         type=_number(0, 1e6, name="--l1-weight"),
         default=0.0,
-        help="eq. 1: L1 pull of each latent to the previous (0: off)",
+        help="eq. 1: cancel latent changes smaller than lr x this between images (0: off)",
     )
     p.add_argument(
         "--snapshot-every",
@@ -175,11 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--lyrics", metavar="FILE", help="timed lyrics for your song")
     r.add_argument("--out", default="m2v-out", help="output folder (%(default)s)")
     _add_scene_args(r)
-    r.add_argument(
-        "--fps", type=_number(1, 240, name="--fps"), default=24.0, help="frame rate of the video (%(default)s)"
-    )
+    _add_rate_args(r)
     r.add_argument("--no-fetch", action="store_true", help="never download model files")
-    _add_render_args(r)
+    _add_render_args(r, with_preset=False)
 
     m = sub.add_parser(
         "render",
@@ -218,15 +242,18 @@ def build_parser() -> argparse.ArgumentParser:
 # ---------------------------------------------------------------- helpers
 
 
-def settings_from_args(args: argparse.Namespace):
+def settings_from_args(args: argparse.Namespace, preset: str):
+    """Render settings: the flags the user gave, the preset's values for the rest."""
+    from engine.presets import preset_value
     from engine.render import RenderSettings
 
+    size = preset_value(preset, "size", args.size)
     s = RenderSettings(
-        width=args.size[0],
-        height=args.size[1],
-        cutouts=args.cutouts,
-        steps_per_image=args.steps_per_image,
-        lr=args.lr,
+        width=size[0],
+        height=size[1],
+        cutouts=preset_value(preset, "cutouts", args.cutouts),
+        cut_method=preset_value(preset, "cut_method", args.cut_method),
+        lr=preset_value(preset, "lr", args.lr),
         seed=args.seed,
         style=args.style,
         style_weight=args.style_weight,
@@ -264,11 +291,19 @@ def _load(paths, device_name: str):
 
 def cmd_render(args: argparse.Namespace) -> int:
     from engine.files import check_output_dir
+    from engine.plan import load_plan
+    from engine.presets import describe, resolve_preset
     from engine.progress import Progress
     from engine.render import StopFlag, render
 
-    settings = settings_from_args(args)
     check_output_dir(args.out, "--out")
+    plan = load_plan(args.plan)  # checked before any model is loaded
+    preset = args.preset
+    if preset == "auto" and plan.get("analysis", {}).get("preset") in PRESETS:
+        preset = plan["analysis"]["preset"]  # render as the plan was made to be rendered
+    preset, _ = resolve_preset(preset, args.device)
+    settings = settings_from_args(args, preset)
+    print(f"render settings: {describe(preset)} preset, {settings.width}x{settings.height}", file=sys.stderr)
     models = None if args.layout else _load(model_paths_from_args(args), args.device)
     stop = StopFlag()
     stop.install()
@@ -349,15 +384,9 @@ def _emit(plan: dict, args: argparse.Namespace) -> None:
         from engine.plot import plot_plan
 
         plot_plan(plan, args.plot)
-    segs = plan["segments"]
+    t = plan["totals"]
     if args.events:
-        _event(
-            "planned",
-            output=args.output,
-            segments=len(segs),
-            steps=sum(s["images"] for s in segs),
-            images=sum(s["images"] for s in segs),
-        )
+        _event("planned", output=args.output, segments=len(plan["segments"]), steps=t["steps"], images=t["images"])
 
 
 def _check_plan_outputs(args: argparse.Namespace) -> None:
@@ -376,22 +405,64 @@ def _warn(plan: dict, args: argparse.Namespace) -> None:
         print(f"warning: {w}", file=sys.stderr)
 
 
+def _preset_for_plan(args: argparse.Namespace) -> tuple[str, str]:
+    """The resolved preset and device; says so when ``auto`` chose the draft."""
+    from engine.presets import describe, resolve_preset
+
+    preset, dev = resolve_preset(args.preset, args.device)
+    if args.preset == "auto":
+        why = "a GPU was found" if preset == "paper" else "no GPU was found"
+        print(f"preset: {describe(preset)}, because {why} (--preset paper|draft to choose)", file=sys.stderr)
+    return preset, dev
+
+
+def _estimate(plan: dict, args: argparse.Namespace, asked: str) -> None:
+    """Print (and record in the plan) what rendering it will cost on this device."""
+    if args.no_estimate:
+        return
+    from engine.estimate import cached_calibration, device_label
+    from engine.models import pick_device
+    from engine.protocol import estimate_seconds, format_duration
+
+    dev = pick_device(args.device)
+    cal = cached_calibration(dev)
+    preset = plan["analysis"]["preset"]
+    w, h = PRESETS[preset]["size"]
+    t = plan["totals"]
+    sec = estimate_seconds(cal, t["steps"], t["images"], w, h, PRESETS[preset]["cutouts"])
+    plan["analysis"]["calibration"] = cal
+    plan["estimate"] = {"seconds": round(sec, 1), "device": device_label(dev), "preset": preset}
+    line = f"{t['steps']} steps, {t['images']} images: about {format_duration(sec)} on {device_label(dev)}"
+    other = plan["analysis"].get("paper_totals")
+    if asked == "auto" and preset == "draft" and other:
+        p = PRESETS["paper"]
+        paper = estimate_seconds(cal, other["steps"], other["images"], *p["size"], p["cutouts"])
+        line += f" (the paper preset: {other['steps']} steps, about {format_duration(paper)} here)"
+    print(line, file=sys.stderr)
+    if args.events:
+        _event("estimate", steps=t["steps"], images=t["images"], seconds=round(sec, 1), device=device_label(dev))
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     from engine.plan import analyze
 
     _check_plan_outputs(args)
+    preset, _ = _preset_for_plan(args)
     plan = analyze(
         args.song,
+        preset=preset,
         granularity=args.granularity,
         lyrics_path=args.lyrics,
-        min_fps=args.min_fps,
-        max_fps=args.max_fps,
+        min_rate=args.min_rate,
+        max_rate=args.max_rate,
+        fps=args.fps,
         min_length=args.min_length,
         target_length=args.target_length,
         start=args.start,
         end=args.end,
     )
     _warn(plan, args)
+    _estimate(plan, args, args.preset)
     _emit(plan, args)
     return EXIT_OK
 
@@ -400,14 +471,18 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from engine.plan import parse_boundaries, plan_from_boundaries
 
     _check_plan_outputs(args)
+    preset, _ = _preset_for_plan(args)
     plan = plan_from_boundaries(
         args.song,
         parse_boundaries(args.boundaries),
+        preset=preset,
         lyrics_path=args.lyrics,
-        min_fps=args.min_fps,
-        max_fps=args.max_fps,
+        min_rate=args.min_rate,
+        max_rate=args.max_rate,
+        fps=args.fps,
     )
     _warn(plan, args)
+    _estimate(plan, args, args.preset)
     _emit(plan, args)
     return EXIT_OK
 
@@ -418,27 +493,34 @@ def cmd_run(args: argparse.Namespace) -> int:
     from engine.plot import plot_plan
 
     out = check_output_dir(args.out, "--out")
-    settings = settings_from_args(args)
+    preset, _ = _preset_for_plan(args)
+    settings = settings_from_args(args, preset)
     out.mkdir(parents=True, exist_ok=True)
     song, lyrics = args.song, args.lyrics
     if song is None:
         song, lyrics = _write_demo(out)
     plan = analyze(
         song,
+        preset=preset,
         granularity=args.granularity,
         lyrics_path=lyrics,
+        min_rate=args.min_rate,
+        max_rate=args.max_rate,
+        fps=args.fps,
         min_length=args.min_length,
         target_length=args.target_length,
     )
     args.events = False
     _warn(plan, args)
+    if not args.layout:
+        _estimate(plan, args, args.preset)
     write_json_atomic(plan, out / "plan.json")
     png = plot_plan(plan, out / "plan.png")
     segs = plan["segments"]
-    n_lyric = sum(s["guidance"]["kind"] == "lyric" for s in segs)
+    n_lyric = sum(any(p["kind"] == "lyric" for p in s["parts"]) for s in segs)
     print(
         f"{Path(str(song)).name}: {plan['analysis'].get('tempo_bpm', 0):.1f} bpm, {len(segs)} segments "
-        f"({n_lyric} lyric-guided), {sum(s['images'] for s in segs)} images to generate"
+        f"({n_lyric} with lyrics), {plan['totals']['steps']} steps, {plan['totals']['images']} images"
     )
     print(f"plan: {out / 'plan.json'}\nplot: {png}")
     return _run_render(args, out, settings)

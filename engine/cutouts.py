@@ -22,7 +22,8 @@ import functools
 import torch
 import torch.nn.functional as F
 
-CUT_METHODS = ("latest", "crops")
+from engine.protocol import CUT_METHODS  # noqa: F401 - re-exported: the methods this module implements
+
 #: The authors' default augment list (``-aug Af Pe Ji Er``), applied in this order.
 AUGMENTS = ("Af", "Pe", "Ji", "Er")
 #: The probability with which each augment is applied (the authors' p for all four).

@@ -1,10 +1,12 @@
 """Guidance targets in CLIP space (paper 3.2 and 3.3).
 
-A segment is guided by its lyric's CLIP text embedding where one is sung,
-else by the Wav2CLIP embedding of its own audio; with time consistency
-(eq. 2) the target is the normalised sum of the previous and the current
-segment's vectors. Vectors are computed once, and only for segments that
-are rendered or replayed.
+Each guidance part of a segment is guided by its lyric's CLIP text
+embedding where one is sung, else by the Wav2CLIP embedding of its own
+audio; a segment prompt set by the editor replaces it or mixes with it.
+With time consistency (eq. 2) a part's target is the normalised sum of the
+previous part's vector and its own, across segment boundaries and across
+each lyric switch inside a segment. Vectors are computed once, and only for
+parts that are rendered or replayed.
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ from engine.wav2clip import SAMPLE_RATE
 
 
 class Guidance:
-    """Target vectors per segment of a plan."""
+    """Target vectors per guidance part ``(segment, part)`` of a plan."""
 
     def __init__(self, plan: dict, clip, audio_model, song_16k: np.ndarray, device) -> None:
         self.plan, self.clip, self.audio_model, self.song, self.device = plan, clip, audio_model, song_16k, device
-        self.cache: dict[int, object] = {}
+        self.cache: dict[tuple[int, int], object] = {}
         self._text: dict[str, object] = {}
 
     def text(self, text: str):
@@ -38,24 +40,42 @@ class Guidance:
         wav = torch.from_numpy(np.ascontiguousarray(self.song[a:b])).float()[None]
         return torch.nn.functional.normalize(embed_audio(self.audio_model, wav)[0], dim=-1).to(self.device)
 
-    def raw(self, k: int):
-        if k not in self.cache:
-            seg = self.plan["segments"][k]
-            g = seg["guidance"]
-            self.cache[k] = self.text(g["text"]) if g["kind"] == "lyric" else self.audio(seg["start"], seg["end"])
-        return self.cache[k]
-
-    def target(self, k: int, average: bool):
+    def raw(self, k: int, p: int):
+        """The part's own vector: lyric or audio, with the segment's prompt mixed in."""
         import torch
 
-        cur = self.raw(k)
-        if average and k > 0:
-            return torch.nn.functional.normalize(self.raw(k - 1) + cur, dim=-1)
-        return cur
+        if (k, p) not in self.cache:
+            seg = self.plan["segments"][k]
+            part = seg["parts"][p]
+            v = self.text(part["text"]) if part["kind"] == "lyric" else self.audio(part["start"], part["end"])
+            prompt, w = seg.get("prompt"), float(seg.get("prompt_weight", 1.0))
+            if prompt and w >= 1.0:
+                v = self.text(prompt)
+            elif prompt and w > 0.0:
+                v = torch.nn.functional.normalize((1.0 - w) * v + w * self.text(prompt), dim=-1)
+            self.cache[(k, p)] = v
+        return self.cache[(k, p)]
+
+    def previous(self, k: int, p: int) -> tuple[int, int] | None:
+        if p > 0:
+            return k, p - 1
+        if k > 0:
+            return k - 1, len(self.plan["segments"][k - 1]["parts"]) - 1
+        return None
+
+    def target(self, k: int, p: int, average: bool):
+        """The vector a part's steps pull towards (eq. 2 when ``average``)."""
+        import torch
+
+        cur = self.raw(k, p)
+        prev = self.previous(k, p) if average else None
+        if prev is None:
+            return cur
+        return torch.nn.functional.normalize(self.raw(*prev) + cur, dim=-1)
 
 
 def audio_digest(song_16k: np.ndarray, start: float, end: float) -> str:
-    """SHA-256 of the samples a segment's audio guidance reads (part of its cache key)."""
+    """SHA-256 of the samples an audio part reads (part of its segment's cache key)."""
     import hashlib
 
     a, b = int(start * SAMPLE_RATE), int(end * SAMPLE_RATE)

@@ -26,13 +26,19 @@ def layout_card(seg: dict, image_index: int, n_segments: int, width: int, height
     d = ImageDraw.Draw(img)
     big = ImageFont.load_default(size=max(10, height // 9))
     small = ImageFont.load_default(size=max(8, height // 16))
-    g = seg["guidance"]
+    from engine.protocol import image_slots
+
+    t0, t1 = image_slots(seg["start"], seg["end"], seg["images"])[image_index]
+    part = next((p for p in reversed(seg["parts"]) if p["start"] <= (t0 + t1) / 2), seg["parts"][0])
     lines = [
         (f"Segment {seg['index'] + 1}/{n_segments}", big),
         (f"{_clock(seg['start'])} - {_clock(seg['end'])}", small),
-        (f"image {image_index + 1}/{seg['images']}  ({seg['fps']:.1f}/s)", small),
+        (f"image {image_index + 1}/{seg['images']}  ({seg['steps']} steps)", small),
     ]
-    body = f"\u201c{g['text']}\u201d" if g["kind"] == "lyric" else "audio"
+    if seg.get("prompt"):
+        body = f"prompt: {seg['prompt']}"
+    else:
+        body = f"\u201c{part['text']}\u201d" if part["kind"] == "lyric" else "audio"
     for part in textwrap.wrap(body, width=max(8, width // max(6, height // 22)))[:4]:
         lines.append((part, small))
     y = height // 12

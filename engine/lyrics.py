@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,7 +62,12 @@ def read_text(path: str | Path) -> str:
     path = Path(path)
     if not path.exists():
         raise InputError("lyrics file not found", path)
-    raw = path.read_bytes()
+    if path.is_dir():
+        raise InputError("is a folder, not a lyrics file", path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise InputError(f"cannot read the lyrics file ({e.strerror})", path) from None
     if not raw.strip():
         raise InputError("the lyrics file is empty", path)
     try:
@@ -88,7 +94,9 @@ def parse_lrc(text: str, path: str | Path = "<lrc>") -> list[LyricLine]:
                 try:
                     offset = float(meta.group(2).strip()) / 1000.0
                 except ValueError:
-                    raise InputError(f"bad offset tag {line!r} (milliseconds expected)", path, n) from None
+                    offset = math.nan
+                if not math.isfinite(offset) or abs(offset) > 3600:
+                    raise InputError(f"bad offset tag {line!r} (milliseconds expected)", path, n)
             continue
         times = []
         pos = 0
@@ -176,6 +184,8 @@ def _csv_seconds(s: str, path: str | Path, n: int) -> float:
         v = float(s)
     except ValueError:
         raise InputError(f"bad time {s!r} (expected MM:SS or seconds)", path, n) from None
+    if not math.isfinite(v):
+        raise InputError(f"bad time {s!r} (a finite number of seconds expected)", path, n)
     if v < 0:
         raise InputError(f"negative time {s!r}", path, n)
     return v

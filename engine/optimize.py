@@ -24,35 +24,6 @@ def spherical_distance(x, y):
     return (x - y).norm(dim=-1).div(2).arcsin().pow(2).mul(2)
 
 
-def cutout_draws(h: int, w: int, n: int, size: int, generator, cut_pow: float = 1.0, noise: float = 0.1) -> tuple:
-    """Random crop sizes and offsets, flips, noise factors and noise for ``n`` cutouts, in a fixed order."""
-    import torch
-
-    max_size, min_size = min(h, w), min(h, w, size)
-    sizes = (torch.rand(n, generator=generator) ** cut_pow * (max_size - min_size) + min_size).floor()
-    ox = (torch.rand(n, generator=generator) * (w - sizes + 1)).floor()
-    oy = (torch.rand(n, generator=generator) * (h - sizes + 1)).floor()
-    flips = torch.rand(n, generator=generator) < 0.5
-    facs = torch.rand(n, 1, 1, 1, generator=generator) * noise
-    eps = torch.randn(n, 3, size, size, generator=generator)
-    return sizes, ox, oy, flips, facs, eps
-
-
-def make_cutouts(image, n: int, size: int, generator, cut_pow: float = 1.0, noise: float = 0.1):
-    """``n`` random square crops of ``image`` (``(1, 3, H, W)``), resampled to ``size`` in one batched op."""
-    import torch
-    from torchvision.ops import roi_align
-
-    _, _, h, w = image.shape
-    sizes, ox, oy, flips, facs, eps = cutout_draws(h, w, n, size, generator, cut_pow, noise)
-    boxes = torch.stack([torch.zeros(n), ox, oy, ox + sizes, oy + sizes], 1).to(image)
-    cuts = roi_align(image, boxes, output_size=(size, size), spatial_scale=1.0, sampling_ratio=2, aligned=False)
-    dev = image.device
-    flips = flips.to(dev)
-    cuts = torch.where(flips[:, None, None, None], cuts.flip(-1), cuts)
-    return cuts + facs.to(dev) * eps.to(dev)
-
-
 def to_rgb(image) -> np.ndarray:
     """``(1, 3, H, W)`` in [0, 1] to an ``(H, W, 3)`` uint8 array on the CPU."""
     import torch
@@ -82,11 +53,11 @@ class Optimizer:
         self.autocast = device.type == "cuda"
         self.z = self.opt = None
 
-    def reset(self) -> None:
-        """The starting latent: random codebook entries drawn from the seed."""
+    def reset(self, take: int = 0) -> None:
+        """The starting latent: random codebook entries drawn from the seed (and the first segment's take)."""
         import torch
 
-        g = torch.Generator().manual_seed(sub_seed(self.s.seed, "init"))
+        g = torch.Generator().manual_seed(sub_seed(self.s.seed, "init", *([f"take{take}"] if take else [])))
         self._set(self.vqgan.random_latent(self.s.width, self.s.height, g).to(self.device), None)
 
     def _set(self, z, opt_state) -> None:
@@ -112,23 +83,49 @@ class Optimizer:
             return False
         return True
 
-    def step(self, targets: list, generator, z_prev=None) -> tuple:
-        """One optimisation step; returns the decoded image (before the update) and the loss."""
+    def step(self, targets: list, seed: int, anchor=None) -> tuple:
+        """One optimisation step.
+
+        Parameters
+        ----------
+        targets : list of (Tensor, float)
+            Unit target vectors and their weights.
+        seed : int
+            Fixes the step's cutouts and augments.
+        anchor : Tensor, optional
+            The previous image's final latent: eq. 1 pulls towards it (``l1_weight``).
+
+        Returns
+        -------
+        tuple
+            The image decoded from the latent *before* the update (``(1, 3, H, W)`` in [0, 1]) and the loss.
+        """
         import torch
 
-        z, opt = self.z, self.opt
+        from engine.cutouts import make_cutouts
+
+        s, z, opt = self.s, self.z, self.opt
         opt.zero_grad(set_to_none=True)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
             out = self.vqgan(z)
-            cuts = make_cutouts(
-                out.float(), self.s.cutouts, self.clip.input_size, generator, self.s.cut_pow, self.s.noise
-            )
+            cuts = make_cutouts(out.float(), s.cutouts, self.clip.input_size, seed, s.cut_method, s.cut_pow, s.noise)
             emb = self.clip.embed_images(cuts)
         loss = sum(w * spherical_distance(emb, t[None]).mean() for t, w in targets)
-        if z_prev is not None and self.s.l1_weight > 0:
-            loss = loss + self.s.l1_weight * (z - z_prev).abs().mean()
         loss.backward()
         opt.step()
         with torch.no_grad():
+            if anchor is not None and s.l1_weight > 0:
+                # Eq. 1 as a proximal step: an L1 term has no gradient where z equals the anchor (the start of
+                # every image), so it would never act at one step per image. Soft-thresholding each change by
+                # lr x weight is the exact minimiser of the L1 part: small changes vanish, large ones shrink.
+                d = z - anchor
+                z.copy_(anchor + d.sign() * (d.abs() - s.lr * s.l1_weight).clamp_min(0))
             z.copy_(torch.maximum(torch.minimum(z, self.z_max), self.z_min))
         return out, float(loss.detach())
+
+    def decode(self):
+        """The image of the current latent, as a step's forward pass would decode it."""
+        import torch
+
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
+            return self.vqgan(self.z)

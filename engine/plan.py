@@ -1,13 +1,14 @@
-"""The render plan: segments with rates and guidance, as versioned JSON.
+"""The render plan: segments with step counts and guidance, as versioned JSON (``kind: m2v-plan``).
 
 A plan comes either from analysis (:func:`analyze`) or from boundaries the
 caller gives, such as the markers an editor moved (:func:`plan_from_boundaries`);
-both share the same per-segment derivation so they agree exactly.
+both share the same per-segment derivation so they agree exactly. The plan
+carries the song's level curve, so the add-on recomputes a plan's cost for
+moved markers with the engine's own arithmetic (:mod:`engine.protocol`).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -18,67 +19,50 @@ from engine.audio import Song, load_song
 from engine.beats import BeatTrack, track_beats
 from engine.errors import InputError
 from engine.features import Features, compute_features
-from engine.files import file_sha256
+from engine.files import check_number, file_sha256
 from engine.lyrics import LyricLine, load_lyrics
-from engine.protocol import PLAN_KIND, PLAN_VERSION
+from engine.protocol import ANALYSIS_DEFAULTS, PLAN_KIND, PLAN_VERSION, PRESETS, segment_counts
 from engine.segments import GRANULARITIES, segment_bounds
 
-DEFAULT_MIN_FPS = 2.0
-DEFAULT_MAX_FPS = 8.0
 #: Boundaries closer to the song's end than this are taken as the end (float rounding in callers).
 END_TOLERANCE = 0.05
+#: A lyric starting this little before a boundary (a pickup, or a boundary snapped
+#: to the next beat) belongs to the segment after it.
+LYRIC_LEAD = 0.25
+#: Audio guidance before a segment's first lyric only stands on its own when at least this long; a
+#: shorter stretch (always, in ``beats`` mode) is guided by the lyric, as in the paper.
+MIN_AUDIO_PART = 1.0
+#: A lyric stamped at (or just before) a segment's end still guides this long.
+MIN_LYRIC_PART = 0.1
+MAX_RATE = 1000.0
 
 
-def segment_intensity(feats: Features, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """Mean mel-spectrogram level (dB) of each span; times relative to the analysed signal."""
-    level = feats.mel_db.mean(axis=0)
-    csum = np.concatenate([[0.0], np.cumsum(level)])
-    n = len(level)
-    a = np.clip(np.floor(np.asarray(starts) * feats.frame_rate).astype(int), 0, n - 1)
-    b = np.clip(np.ceil(np.asarray(ends) * feats.frame_rate).astype(int), a + 1, n)
-    return (csum[b] - csum[a]) / (b - a)
-
-
-def level_range(feats: Features, window: float = 2.0) -> tuple[float, float]:
-    """Quietest and loudest level (dB) of the song, over ``window``-second stretches.
+def level_curve(feats: Features, offset: float, window: float = 2.0) -> dict:
+    """The song's loudness per analysis frame (mean mel level, dB) and its quiet and loud ends.
 
     The range comes from the song, not from the segments, so moving one
     boundary changes the rates of the two segments beside it and no others
-    (a render then reuses everything before the move).
+    (a render then reuses everything before the move). Values are rounded as
+    stored, and every count is computed from the stored values.
     """
     from scipy.ndimage import uniform_filter1d
 
-    level = feats.mel_db.mean(axis=0)
+    level = np.round(feats.mel_db.mean(axis=0), 2)
     size = max(1, int(round(window * feats.frame_rate)))
     smooth = uniform_filter1d(level, size=min(size, len(level)), mode="nearest")
     # Leading and trailing silence is no part of the music's dynamics.
     sounding = smooth[level > level.min() + 6.0]
     if len(sounding) < size:
         sounding = smooth
-    return float(np.percentile(sounding, 2)), float(np.percentile(sounding, 98))
-
-
-def normalize(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """Scale levels to 0-1 between the song's ``lo`` and ``hi`` (clipped; 0.5 for a flat song)."""
-    x = np.asarray(x, dtype=float)
-    if hi - lo <= 1e-6:
-        return np.full(len(x), 0.5)
-    return np.clip((x - lo) / (hi - lo), 0.0, 1.0)
-
-
-def generation_rate(norm_intensity: np.ndarray, min_fps: float, max_fps: float) -> np.ndarray:
-    """Images generated per second of music, linear in normalised intensity (paper 3.1)."""
-    return min_fps + np.asarray(norm_intensity) * (max_fps - min_fps)
-
-
-def image_count(fps: np.ndarray, durations: np.ndarray) -> np.ndarray:
-    """Whole images per segment: at least one, so every segment is seen."""
-    return np.maximum(1, np.rint(np.asarray(fps) * np.asarray(durations))).astype(int)
-
-
-#: A lyric starting this little before a boundary (a pickup, or a boundary snapped
-#: to the next beat) belongs to the segment after it.
-LYRIC_LEAD = 0.25
+    lo, hi = float(np.percentile(sounding, 2)), float(np.percentile(sounding, 98))
+    if not (np.all(np.isfinite(level)) and math.isfinite(lo) and math.isfinite(hi)):
+        raise InputError("the analysis produced invalid loudness values (is the audio damaged?)")
+    return {
+        "hop": feats.hop / feats.sr,
+        "offset": round(float(offset), 6),
+        "db": [float(x) for x in level],
+        "range": [round(lo, 4), round(hi, 4)],
+    }
 
 
 def _credited_time(t: float, boundaries: list[float]) -> float:
@@ -88,28 +72,55 @@ def _credited_time(t: float, boundaries: list[float]) -> float:
     return t
 
 
-def assign_guidance(starts: list[float], ends: list[float], lyrics: list[LyricLine]) -> list[dict]:
-    """Guidance per segment (paper 3.2): the lyric whose time stamp falls in it, else its own audio.
+def guidance_parts(starts: list[float], ends: list[float], lyrics: list[tuple[int, LyricLine]]) -> list[list[dict]]:
+    """Guidance spans per segment (paper 3.2): every lyric line guides from its time stamp on.
 
-    A segment holding several time stamps is guided by the first; all are
-    listed. The last segment includes its end. A time stamp up to
-    ``LYRIC_LEAD`` seconds before a boundary counts as at the boundary.
+    A segment without a time stamp is guided by its own audio. Inside a
+    segment each lyric guides until the next one or the segment's end; what
+    comes before the first lyric is guided by its audio when it lasts at
+    least ``MIN_AUDIO_PART`` seconds, else by that lyric (so in ``beats``
+    mode a sung beat is the lyric's, as in the authors' code). Time stamps
+    shared by several lines join their words. A time stamp up to
+    ``LYRIC_LEAD`` seconds before a boundary counts as at the boundary; the
+    last segment includes its end.
+
+    ``lyrics`` are ``(index in the plan's lyric list, line)`` pairs.
     """
+    credited = sorted((_credited_time(ly.time, starts[1:]), i, ly) for i, ly in lyrics)
     out = []
     last = len(starts) - 1
-    times = [_credited_time(ly.time, starts[1:]) for ly in lyrics]
     for k, (s, e) in enumerate(zip(starts, ends)):
-        inside = [i for i, t in enumerate(times) if s <= t < e or (k == last and t == e)]
-        if inside:
-            out.append({"kind": "lyric", "text": lyrics[inside[0]].text, "lyric": inside[0], "lyrics": inside})
-        else:
-            out.append({"kind": "audio", "text": None})
+        inside = [(t, i, ly) for t, i, ly in credited if s <= t < e or (k == last and t == e)]
+        parts: list[dict] = []
+        prev_t = None
+        for t, i, ly in inside:
+            t = min(t, e - min(MIN_LYRIC_PART, (e - s) / 2))  # a time stamp at the very end still gets a span
+            if prev_t is not None and abs(prev_t - t) < 1e-9:
+                parts[-1]["text"] += " / " + ly.text
+                parts[-1]["lyrics"].append(i)
+                continue
+            prev_t = t
+            if not parts and t - s >= MIN_AUDIO_PART:
+                parts.append({"start": s, "kind": "audio", "text": None})
+            parts.append({"start": s if not parts else t, "kind": "lyric", "text": ly.text, "lyrics": [i]})
+        if not parts:
+            parts.append({"start": s, "kind": "audio", "text": None})
+        for p, nxt in zip(parts, parts[1:] + [None]):
+            p["end"] = e if nxt is None else nxt["start"]
+        out.append([{"start": round(p["start"], 4), "end": round(p["end"], 4), **_rest(p)} for p in parts])
     return out
 
 
-def _check_fps(min_fps: float, max_fps: float) -> None:
-    if not (0 < min_fps <= max_fps) or not math.isfinite(max_fps):
-        raise InputError(f"frame rates must satisfy 0 < min-fps <= max-fps (got {min_fps} and {max_fps})")
+def _rest(p: dict) -> dict:
+    return {k: p[k] for k in ("kind", "text", "lyrics") if k in p}
+
+
+def check_rates(min_rate: float, max_rate: float, fps: float) -> None:
+    check_number(min_rate, "--min-rate", 0, MAX_RATE, lo_open=True)
+    check_number(max_rate, "--max-rate", 0, MAX_RATE, lo_open=True)
+    check_number(fps, "--fps", 1, 240)
+    if max_rate < min_rate:
+        raise InputError(f"--max-rate ({max_rate}) is below --min-rate ({min_rate})")
 
 
 def build_plan(
@@ -118,55 +129,40 @@ def build_plan(
     bounds_rel: np.ndarray,
     lyrics: list[LyricLine],
     *,
-    min_fps: float,
-    max_fps: float,
+    rates: dict,
     analysis: dict,
     lyrics_path: str | None,
     beats: BeatTrack | None = None,
 ) -> dict:
     """Assemble the plan dictionary from analysed parts.
 
-    ``bounds_rel`` are boundaries in seconds relative to ``song.y`` (0 to ``song.duration``).
+    ``bounds_rel`` are boundaries in seconds relative to ``song.y`` (0 to
+    ``song.duration``); ``rates`` holds ``min_rate``, ``max_rate`` (steps per
+    second of music) and ``fps`` (the output frame rate, which caps distinct
+    images).
     """
-    _check_fps(min_fps, max_fps)
-    starts, ends = bounds_rel[:-1], bounds_rel[1:]
-    level = segment_intensity(feats, starts, ends)
-    norm = normalize(level, *level_range(feats))
-    fps = generation_rate(norm, min_fps, max_fps)
-    images = image_count(fps, ends - starts)
-    f_starts = [round(song.offset + float(s), 4) for s in starts]
-    f_ends = [round(song.offset + float(e), 4) for e in ends]
-    f_ends[-1] = round(song.end, 4)
-    warnings = []
-    usable = []
-    for ly in lyrics:
-        if ly.time >= song.file_duration:
-            warnings.append(
-                f"lyric line {ly.line} at {ly.time:.2f} s ({ly.text!r}) is past the song's end ({song.file_duration:.2f} s)"
-            )
-        elif ly.time < song.offset or ly.time > song.end:
-            warnings.append(f"lyric line {ly.line} at {ly.time:.2f} s is outside the analysed span")
-        else:
-            usable.append(ly)
-    guidance = assign_guidance(f_starts, f_ends, usable)
-    # Lyric indices refer to the plan's full lyric list.
-    index_of = {id(ly): i for i, ly in enumerate(lyrics)}
-    for g in guidance:
-        if g["kind"] == "lyric":
-            g["lyric"] = index_of[id(usable[g["lyric"]])]
-            g["lyrics"] = [index_of[id(usable[i])] for i in g["lyrics"]]
+    check_rates(rates["min_rate"], rates["max_rate"], rates["fps"])
+    levels = level_curve(feats, song.offset)
+    f_bounds = [round(song.offset + float(b), 4) for b in bounds_rel]
+    f_bounds[-1] = round(song.end, 4)
+    counts = segment_counts(levels, f_bounds, rates["min_rate"], rates["max_rate"], rates["fps"])
+    warnings, usable = _usable_lyrics(lyrics, song)
+    parts = guidance_parts(f_bounds[:-1], f_bounds[1:], usable)
     segments = []
-    for k in range(len(starts)):
+    for k, ((x, rate, steps, images), p) in enumerate(zip(counts, parts)):
         segments.append(
             {
                 "index": k,
-                "start": f_starts[k],
-                "end": f_ends[k],
-                "intensity": round(float(norm[k]), 4),
-                "level_db": round(float(level[k]), 2),
-                "fps": round(float(fps[k]), 4),
-                "images": int(images[k]),
-                "guidance": guidance[k],
+                "start": f_bounds[k],
+                "end": f_bounds[k + 1],
+                "intensity": round(x, 4),
+                "rate": round(rate, 4),
+                "steps": steps,
+                "images": images,
+                "parts": p,
+                "prompt": None,
+                "prompt_weight": 1.0,
+                "take": 0,
             }
         )
     lyric_json = []
@@ -179,16 +175,10 @@ def build_plan(
         "version": PLAN_VERSION,
         "kind": PLAN_KIND,
         "engine": __version__,
-        "song": {
-            "path": str(Path(song.path).resolve()),
-            "sha256": file_sha256(song.path),
-            "duration": round(song.file_duration, 4),
-            "sample_rate": song.native_sr,
-            "channels": song.channels,
-            "span": [round(song.offset, 4), round(song.end, 4)],
-        },
-        "analysis": {**analysis, "min_fps": min_fps, "max_fps": max_fps, "lyrics_file": lyrics_path},
+        "song": _song_json(song),
+        "analysis": {**analysis, **rates, "lyrics_file": lyrics_path, "levels": levels},
         "segments": segments,
+        "totals": {"steps": sum(s["steps"] for s in segments), "images": sum(s["images"] for s in segments)},
         "lyrics": lyric_json,
         "warnings": warnings,
     }
@@ -198,19 +188,64 @@ def build_plan(
     return plan
 
 
+def preset_totals(levels: dict, bounds: list[float], preset: str, fps: float) -> dict:
+    """Steps and images another preset's rates would give for the same boundaries (file seconds)."""
+    p = PRESETS[preset]
+    counts = segment_counts(levels, bounds, p["min_rate"], p["max_rate"], fps)
+    return {"steps": sum(c[2] for c in counts), "images": sum(c[3] for c in counts)}
+
+
+def _song_json(song: Song) -> dict:
+    return {
+        "path": str(Path(song.path).resolve()),
+        "sha256": file_sha256(song.path),
+        "duration": round(song.file_duration, 4),
+        "sample_rate": song.native_sr,
+        "channels": song.channels,
+        "span": [round(song.offset, 4), round(song.end, 4)],
+    }
+
+
+def _usable_lyrics(lyrics: list[LyricLine], song: Song) -> tuple[list[str], list[tuple[int, LyricLine]]]:
+    warnings, usable = [], []
+    for i, ly in enumerate(lyrics):
+        if ly.time >= song.file_duration:
+            warnings.append(
+                f"lyric line {ly.line} at {ly.time:.2f} s ({ly.text!r}) is past the song's end ({song.file_duration:.2f} s)"
+            )
+        elif ly.time < song.offset or ly.time > song.end:
+            warnings.append(f"lyric line {ly.line} at {ly.time:.2f} s is outside the analysed span")
+        else:
+            usable.append((i, ly))
+    return warnings, usable
+
+
 def _lyrics(lyrics_path: str | Path | None) -> list[LyricLine]:
     return load_lyrics(lyrics_path) if lyrics_path else []
+
+
+def preset_rates(preset: str, min_rate: float | None, max_rate: float | None, fps: float | None) -> dict:
+    """The preset's rates with the caller's overrides."""
+    p = PRESETS[preset]
+    return {
+        "preset": preset,
+        "min_rate": p["min_rate"] if min_rate is None else float(min_rate),
+        "max_rate": p["max_rate"] if max_rate is None else float(max_rate),
+        "fps": ANALYSIS_DEFAULTS["fps"] if fps is None else float(fps),
+    }
 
 
 def analyze(
     song_path: str | Path,
     *,
-    granularity: str = "scenes",
+    preset: str = "paper",
+    granularity: str | None = None,
     lyrics_path: str | Path | None = None,
-    min_fps: float = DEFAULT_MIN_FPS,
-    max_fps: float = DEFAULT_MAX_FPS,
-    min_length: float = 3.0,
-    target_length: float = 8.0,
+    min_rate: float | None = None,
+    max_rate: float | None = None,
+    fps: float | None = None,
+    min_length: float = ANALYSIS_DEFAULTS["min_length"],
+    target_length: float = ANALYSIS_DEFAULTS["target_length"],
     start: float | None = None,
     end: float | None = None,
 ) -> dict:
@@ -220,12 +255,16 @@ def analyze(
     ----------
     song_path : str or Path
         Audio file.
-    granularity : {'scenes', 'beats'}
-        Segment at scene changes or at every beat.
+    preset : {'paper', 'draft'}
+        The workload whose values fill in what is not given (see ``engine.protocol.PRESETS``).
+    granularity : {'scenes', 'beats'}, optional
+        Segment at scene changes or at every beat (the preset's by default).
     lyrics_path : str or Path, optional
         Timed lyrics (LRC, SRT, VTT, CSV).
-    min_fps, max_fps : float
-        Generation rate range (images per second of music).
+    min_rate, max_rate : float, optional
+        Optimisation steps per second of music for the quietest and the loudest segment.
+    fps : float, optional
+        Output frame rate: no segment gets more distinct images than it can show (24 by default).
     min_length, target_length : float
         Scene lengths in seconds (``scenes`` only): minimum and target mean.
     start, end : float, optional
@@ -234,20 +273,28 @@ def analyze(
     Returns
     -------
     dict
-        The plan (see ``docs`` in the README).
+        The plan (see the README).
     """
+    if preset not in PRESETS:
+        raise InputError(f"--preset must be one of {', '.join(PRESETS)}, not {preset!r}")
+    granularity = granularity or PRESETS[preset]["granularity"]
     if granularity not in GRANULARITIES:
         raise InputError(f"granularity must be one of {', '.join(GRANULARITIES)}, not {granularity!r}")
-    if not (0 < min_length <= target_length):
-        raise InputError(
-            f"scene lengths must satisfy 0 < min-length <= target-length (got {min_length}, {target_length})"
-        )
-    _check_fps(min_fps, max_fps)
+    check_number(min_length, "--min-length", 0, 3600, lo_open=True)
+    check_number(target_length, "--target-length", 0, 3600, lo_open=True)
+    if target_length < min_length:
+        raise InputError(f"--target-length ({target_length}) is below --min-length ({min_length})")
+    for name, v in (("--start", start), ("--end", end)):
+        if v is not None:
+            check_number(v, name, 0)
+    rates = preset_rates(preset, min_rate, max_rate, fps)
+    check_rates(rates["min_rate"], rates["max_rate"], rates["fps"])
     lyrics = _lyrics(lyrics_path)
     song = load_song(song_path, start=start, end=end)
     feats = compute_features(song.y, song.sr)
     beats = track_beats(feats.onset, feats.frame_rate)
     bounds = segment_bounds(feats, beats.frames, song.duration, granularity, min_length, target_length)
+    paper_bounds = bounds if granularity == "beats" else segment_bounds(feats, beats.frames, song.duration, "beats")
     analysis = {
         "source": "analysis",
         "granularity": granularity,
@@ -256,17 +303,21 @@ def analyze(
         "sample_rate": song.sr,
         "hop_seconds": feats.hop / feats.sr,
     }
-    return build_plan(
+    plan = build_plan(
         song,
         feats,
         bounds,
         lyrics,
-        min_fps=min_fps,
-        max_fps=max_fps,
+        rates=rates,
         analysis=analysis,
         lyrics_path=str(lyrics_path) if lyrics_path else None,
         beats=beats,
     )
+    if preset != "paper":
+        f_bounds = [round(song.offset + float(b), 4) for b in paper_bounds]
+        f_bounds[-1] = round(song.end, 4)
+        plan["analysis"]["paper_totals"] = preset_totals(plan["analysis"]["levels"], f_bounds, "paper", rates["fps"])
+    return plan
 
 
 def parse_boundaries(text: str) -> list[float]:
@@ -274,7 +325,7 @@ def parse_boundaries(text: str) -> list[float]:
     try:
         values = [float(v) for v in text.replace(" ", "").split(",") if v]
     except ValueError:
-        raise InputError(f"boundaries must be numbers in seconds separated by commas, got {text!r}") from None
+        raise InputError(f"--boundaries must be numbers in seconds separated by commas, got {text!r}") from None
     return values
 
 
@@ -282,23 +333,28 @@ def plan_from_boundaries(
     song_path: str | Path,
     boundaries: list[float],
     *,
+    preset: str = "paper",
     lyrics_path: str | Path | None = None,
-    min_fps: float = DEFAULT_MIN_FPS,
-    max_fps: float = DEFAULT_MAX_FPS,
+    min_rate: float | None = None,
+    max_rate: float | None = None,
+    fps: float | None = None,
 ) -> dict:
-    """Re-derive intensity, rates and guidance for caller-given boundaries (file seconds).
+    """Re-derive intensity, steps and guidance for caller-given boundaries (file seconds).
 
     The first and last boundary bound the span; every consecutive pair is one segment.
     """
     b = [float(x) for x in boundaries]
     if len(b) < 2:
-        raise InputError("at least two boundaries (a start and an end) are needed")
+        raise InputError("--boundaries needs at least two times (a start and an end)")
     if any(not math.isfinite(x) for x in b) or b[0] < 0:
-        raise InputError(f"boundaries must be finite and not negative, got {b}")
+        raise InputError(f"--boundaries must be finite and not negative, got {b}")
     for x, y in zip(b, b[1:]):
         if y <= x:
-            raise InputError(f"boundaries must increase strictly: {y} follows {x}")
-    _check_fps(min_fps, max_fps)
+            raise InputError(f"--boundaries must increase strictly: {y} follows {x}")
+    if preset not in PRESETS:
+        raise InputError(f"--preset must be one of {', '.join(PRESETS)}, not {preset!r}")
+    rates = preset_rates(preset, min_rate, max_rate, fps)
+    check_rates(rates["min_rate"], rates["max_rate"], rates["fps"])
     lyrics = _lyrics(lyrics_path)
     song = load_song(song_path, start=b[0], end=b[-1] + 10.0, min_duration=0.0)
     if b[-1] > song.file_duration + END_TOLERANCE:
@@ -319,61 +375,33 @@ def plan_from_boundaries(
     if np.any(np.diff(rel) <= 0):
         raise InputError("the last segment is empty after clipping to the song's end", song_path)
     analysis = {"source": "boundaries", "sample_rate": song.sr, "hop_seconds": feats.hop / feats.sr}
-    return build_plan(
+    plan = build_plan(
         song,
         feats,
         rel,
         lyrics,
-        min_fps=min_fps,
-        max_fps=max_fps,
+        rates=rates,
         analysis=analysis,
         lyrics_path=str(lyrics_path) if lyrics_path else None,
     )
+    if preset != "paper":
+        bounds = [s["start"] for s in plan["segments"]] + [plan["segments"][-1]["end"]]
+        plan["analysis"]["paper_totals"] = preset_totals(plan["analysis"]["levels"], bounds, "paper", rates["fps"])
+    return plan
 
 
 def load_plan(path: str | Path) -> dict:
-    """Read and validate a plan file.
+    """Read, migrate and validate a plan file.
 
     Raises
     ------
     InputError
-        When the file is not a plan of a known version or its segments are inconsistent.
+        When the file is not a plan of a known version or any of its values is unusable (the message names it).
     """
-    path = Path(path)
-    if not path.exists():
-        raise InputError("plan file not found", path)
-    try:
-        plan = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"not a valid JSON plan ({e})", path) from None
+    from engine.files import read_json
+    from engine.plan_schema import migrate, validate_plan
+
+    plan = read_json(path, "plan")
+    plan = migrate(plan, path)
     validate_plan(plan, path)
     return plan
-
-
-def validate_plan(plan: dict, path: str | Path = "<plan>") -> None:
-    """Check a plan's version and segments: ordered, non-overlapping, non-empty, with guidance."""
-    if not isinstance(plan, dict) or "version" not in plan:
-        raise InputError("not an m2v plan (no version field)", path)
-    if plan["version"] != PLAN_VERSION:
-        raise InputError(f"unknown plan version {plan['version']!r} (this engine reads version {PLAN_VERSION})", path)
-    segs = plan.get("segments")
-    if not isinstance(segs, list) or not segs:
-        raise InputError("the plan has no segments", path)
-    prev_end = None
-    for k, s in enumerate(segs):
-        try:
-            start, end, images = float(s["start"]), float(s["end"]), int(s["images"])
-            kind = s["guidance"]["kind"]
-        except (KeyError, TypeError, ValueError):
-            raise InputError(f"segment {k} lacks start, end, images or guidance", path) from None
-        if end <= start:
-            raise InputError(f"segment {k} is empty or reversed ({start} to {end} s)", path)
-        if prev_end is not None and start < prev_end - 1e-6:
-            raise InputError(f"segment {k} starts at {start} s, before segment {k - 1} ends ({prev_end} s)", path)
-        if images < 1:
-            raise InputError(f"segment {k} has {images} images (at least 1 needed)", path)
-        if kind not in ("audio", "lyric"):
-            raise InputError(f"segment {k} has unknown guidance kind {kind!r}", path)
-        if kind == "lyric" and not s["guidance"].get("text"):
-            raise InputError(f"segment {k} is lyric-guided but has no text", path)
-        prev_end = end

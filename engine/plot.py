@@ -76,15 +76,16 @@ def plot_plan(plan: dict, out_path: str | Path) -> Path:
         ax_o.axvline(b, color="0.6", lw=0.4, alpha=0.6)
     ax_o.set_ylabel("onset strength\n(grey: beats)")
     x = [v for s in segs for v in (s["start"], s["end"])]
-    ax_r.plot(x, [s["fps"] for s in segs for _ in (0, 1)], color="tab:green", label="images / s")
-    ax_r.set_ylabel("generation rate\n(images / s)")
+    ax_r.plot(x, [s["rate"] for s in segs for _ in (0, 1)], color="tab:green", label="steps / s")
+    ax_r.set_ylabel("generation rate\n(steps / s)")
     ax_i = ax_r.twinx()
     ax_i.plot(x, [s["intensity"] for s in segs for _ in (0, 1)], color="tab:purple", lw=0.8, ls=":")
     ax_i.set_ylabel("intensity (0-1)", color="tab:purple")
     for s in segs:
-        if s["guidance"]["kind"] == "lyric":
-            ax_r.axvspan(s["start"], s["end"], ymin=0, ymax=0.06, color="tab:blue", lw=0)
-    ax_r.set_xlabel("song time (s)   | blue bar: lyric-guided segment")
+        for p in s["parts"]:
+            if p["kind"] == "lyric":
+                ax_r.axvspan(p["start"], p["end"], ymin=0, ymax=0.06, color="tab:blue", lw=0)
+    ax_r.set_xlabel("song time (s)   | blue bar: lyric-guided span")
     ax_r.set_xlim(span[0], span[1])
     fig.tight_layout()
     out_path = Path(out_path)

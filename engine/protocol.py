@@ -34,7 +34,7 @@ EXIT_INTERRUPTED = 130
 
 # ---------------------------------------------------------------- documents
 
-PLAN_KIND, PLAN_VERSION = "m2v-plan", 1
+PLAN_KIND, PLAN_VERSION = "m2v-plan", 2
 MANIFEST_KIND, MANIFEST_VERSION = "m2v-render", 2
 INFO_KIND, INFO_VERSION = "m2v-info", 1
 SEGMENT_SETTINGS_KIND, SEGMENT_SETTINGS_VERSION = "m2v-segment-settings", 1
@@ -42,9 +42,35 @@ ANALYSIS_SUMMARY_KIND, ANALYSIS_SUMMARY_VERSION = "m2v-analysis-summary", 1
 
 # ---------------------------------------------------------------- defaults
 
-#: Analysis defaults: the CLI, the plan builder and the add-on's properties all read these.
-ANALYSIS_DEFAULTS = {"granularity": "scenes", "min_length": 3.0, "target_length": 8.0, "min_fps": 2.0, "max_fps": 8.0}
-RENDER_DEFAULTS = {"size": (256, 256), "cutouts": 32, "lr": 0.1}
+#: The two workloads. ``paper``: the authors' method end to end (every beat a segment, 10 + 110 x intensity
+#: optimisation steps per second of music, 512x512, 32 cutouts of their ``latest`` kind, Adam lr 0.1, eq. 2).
+#: ``draft``: a preview that a CPU renders in reasonable time. ``auto`` picks ``paper`` on a GPU, ``draft`` on
+#: a CPU. Any flag overrides its preset's value.
+PRESETS: dict[str, dict] = {
+    "paper": {
+        "granularity": "beats",
+        "min_rate": 10.0,
+        "max_rate": 120.0,
+        "size": (512, 512),
+        "cutouts": 32,
+        "cut_method": "latest",
+        "lr": 0.1,
+    },
+    "draft": {
+        "granularity": "scenes",
+        "min_rate": 2.0,
+        "max_rate": 8.0,
+        "size": (256, 256),
+        "cutouts": 32,
+        "cut_method": "crops",
+        "lr": 0.1,
+    },
+}
+PRESET_CHOICES = ("auto", "paper", "draft")
+#: How cutouts are taken: the authors' ``latest`` (whole image pooled, kornia augments) or random ``crops``.
+CUT_METHODS = ("latest", "crops")
+#: Settings no preset changes: the CLI, the plan builder and the add-on's properties all read these.
+ANALYSIS_DEFAULTS = {"min_length": 3.0, "target_length": 8.0, "fps": 24.0}
 
 # ---------------------------------------------------------------- files in a render folder
 

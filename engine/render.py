@@ -34,11 +34,11 @@ MAX_SEED = (1 << 63) - 1
 class RenderSettings:
     """Everything a user controls that changes the frames (all recorded in the manifest and the cache keys)."""
 
-    width: int = 256
-    height: int = 256
+    width: int = 512
+    height: int = 512
     cutouts: int = 32
+    cut_method: str = "latest"
     cut_pow: float = 1.0
-    steps_per_image: int = 1
     lr: float = 0.1
     seed: int = 0
     style: str | None = None
@@ -54,7 +54,10 @@ class RenderSettings:
         check_number(self.height, "--size height", 16, 8192, integer=True)
         check_number(self.cutouts, "--cutouts", 1, 1024, integer=True)
         check_number(self.cut_pow, "cut power", 0, 10, lo_open=True)
-        check_number(self.steps_per_image, "--steps-per-image", 1, 10000, integer=True)
+        from engine.cutouts import CUT_METHODS
+
+        if self.cut_method not in CUT_METHODS:
+            raise InputError(f"--cut-method must be one of {', '.join(CUT_METHODS)}, not {self.cut_method!r}")
         check_number(self.lr, "--lr", 0, 10, lo_open=True)
         check_number(self.seed, "--seed", 0, MAX_SEED, integer=True)
         check_number(self.style_weight, "--style-weight", 0, 100)
@@ -113,12 +116,20 @@ def segment_keys(plan: dict, song_16k: np.ndarray, settings: RenderSettings, mod
 
     keys, prev = [], None
     for seg in plan["segments"]:
+        parts = [
+            [round(float(p["start"]), 4), round(float(p["end"]), 4), p["kind"], p.get("text")]
+            + ([audio_digest(song_16k, p["start"], p["end"])] if p["kind"] == "audio" else [])
+            for p in seg["parts"]
+        ]
         payload = {
             "start": round(float(seg["start"]), 4),
             "end": round(float(seg["end"]), 4),
+            "steps": int(seg["steps"]),
             "images": int(seg["images"]),
-            "guidance": {"kind": seg["guidance"]["kind"], "text": seg["guidance"].get("text")},
-            "audio": audio_digest(song_16k, seg["start"], seg["end"]),
+            "parts": parts,
+            "prompt": seg.get("prompt"),
+            "prompt_weight": float(seg.get("prompt_weight", 1.0)),
+            "take": int(seg.get("take", 0)),
             "settings": settings.key_fields(),
             "models": model_ids,
         }
@@ -195,6 +206,14 @@ class Work:
     reused: bool
 
 
+class _Pending:
+    """A frame whose pixels the next step decodes, and what must be written after it (in order)."""
+
+    def __init__(self, key: str, segment: int, record: dict, event: dict) -> None:
+        self.key, self.segment, self.record, self.event = key, segment, record, event
+        self.after: list = []
+
+
 class RenderJob:
     """The loop over a plan's images, and the events and records around it."""
 
@@ -206,6 +225,8 @@ class RenderJob:
         self.total = sum(int(s["images"]) for s in self.segs)
         self.done = 0
         self.t_images, self.n_images = 0.0, 0
+        self.pending: _Pending | None = None
+        self.writer: FrameWriter | None = None
 
     def work(self) -> list[Work]:
         out = []
@@ -229,56 +250,85 @@ class RenderJob:
             for w in todo
         ]
         self.store.compact("running")
-        steps = sum(int(s["images"]) * getattr(self.source.settings, "steps_per_image", 1) for s in self.segs)
         self.progress.emit(
             "start",
             segments=len(self.segs),
             total=self.total,
-            steps=steps,
+            steps=sum(int(s["steps"]) for s in self.segs),
             out=str(self.store.out_dir),
             layout=not self.source.stateful,
             device=str(getattr(getattr(self.source, "optimizer", None), "device", "cpu")),
         )
         with FrameWriter(self.store, self.progress, self.state_dir) as writer:
-            cancelled = self._loop(todo, writer, stop)
+            self.writer = writer
+            cancelled = self._loop(todo, stop)
+            self._flush()
             writer.call(self._finish, cancelled)
         return EXIT_CANCELLED if cancelled else EXIT_OK
 
-    def _loop(self, todo: list[Work], writer: FrameWriter, stop: StopFlag) -> bool:
+    # ------------------------------------------------------------ ordering
+
+    def _then(self, fn, *args, **kw) -> None:
+        """Run ``fn`` on the writer thread after every frame rendered so far, the pending one included."""
+        if self.pending is not None:
+            self.pending.after.append((fn, args, kw))
+        else:
+            self.writer.call(fn, *args, **kw)
+
+    def _resolve(self, rgb: np.ndarray) -> None:
+        """The pending frame's pixels have arrived: write it, then what waited for it."""
+        p, self.pending = self.pending, None
+        if p is None:
+            return
+        self.writer.frame(p.key, p.segment, p.record, rgb, p.event)
+        for fn, args, kw in p.after:
+            self.writer.call(fn, *args, **kw)
+
+    def _flush(self) -> None:
+        """Decode the pending frame now (before a jump of the latent, a cancel or the end)."""
+        if self.pending is not None:
+            self._resolve(self.source.decode())
+
+    # ------------------------------------------------------------ the loop
+
+    def _loop(self, todo: list[Work], stop: StopFlag) -> bool:
         clock = Clock()
         for w in todo:
             if w.reused:
                 self.done += w.images
-                writer.call(self.store.use, w.key)
-                writer.call(self._segment_end, w.k, True, self.done)
+                self._then(self.store.use, w.key)
+                self._then(self._segment_end, w.k, True, self.done)
                 continue
             self.done += w.first
-            writer.call(self.store.begin, w.k, w.key, w.images)
-            if w.first < w.images:
-                self.source.seek(w.k, w.first, self.keys, self.state_dir, self._warn(writer))
-            seg = self.segs[w.k]
-            writer.emit(
-                "segment_start",
-                segment=w.k,
-                start=seg["start"],
-                end=seg["end"],
-                images=w.images,
-                steps=w.images * getattr(self.source.settings, "steps_per_image", 1),
-                resumed_at=w.first,
-            )
+            self._then(self.store.begin, w.k, w.key, w.images)
+            self._then(self._segment_start, w)
+            if w.first < w.images and self.source.stateful and not self.source.at(w.k, w.first):
+                self._flush()  # the latent is about to jump: the pending frame needs its own decode
+                self.source.seek(w.k, w.first, self.keys, self.state_dir, self._warn)
             for i in range(w.first, w.images):
-                self._image(w, i, writer)
-                snap = self.source.stateful and (stop.stop or clock.elapsed() >= self.snapshot_every)
-                if snap:
-                    writer.snapshot(w.key, i + 1, self.source.state())
+                self._image(w, i)
+                if self.source.stateful and (stop.stop or clock.elapsed() >= self.snapshot_every):
+                    self.writer.snapshot(w.key, i + 1, self.source.state())
                     clock.reset()
                 if stop.stop:
                     return True
-            writer.call(self.store.finish, w.key)
-            writer.call(self._segment_end, w.k, False, self.done)
+            self._then(self.store.finish, w.key)
+            self._then(self._segment_end, w.k, False, self.done)
         return False
 
-    def _image(self, w: Work, i: int, writer: FrameWriter) -> None:
+    def _segment_start(self, w: Work) -> None:
+        seg = self.segs[w.k]
+        self.progress.emit(
+            "segment_start",
+            segment=w.k,
+            start=seg["start"],
+            end=seg["end"],
+            images=w.images,
+            steps=int(seg["steps"]),
+            resumed_at=w.first,
+        )
+
+    def _image(self, w: Work, i: int) -> None:
         t0 = time.monotonic()
         rgb, loss = self.source.run_image(w.k, i)
         self.t_images += time.monotonic() - t0
@@ -294,10 +344,16 @@ class RenderJob:
         eta = (self.total - self.done) * self.t_images / self.n_images
         event = {"segment": w.k, "index": i, "done": self.done, "total": self.total, "file": record["file"]}
         event.update(eta_s=round(eta, 1), **({"loss": round(loss, 5)} if loss is not None else {}))
-        writer.frame(w.key, w.k, record, rgb, event)
+        frame = _Pending(w.key, w.k, record, event)
+        if self.source.lookahead:
+            self._resolve(rgb)  # the previous image, decoded by this image's first step
+            self.pending = frame
+        else:
+            self.pending = frame
+            self._resolve(rgb)
 
-    def _warn(self, writer: FrameWriter):
-        return lambda message: writer.emit("warning", message=message)
+    def _warn(self, message: str) -> None:
+        self._then(self.progress.emit, "warning", message=message)
 
     def _segment_end(self, k: int, reused: bool, done: int) -> None:
         """(writer thread) The event the add-on turns into an image strip: everything it needs, no file to read."""

@@ -149,6 +149,48 @@ def follow(scene) -> None:
 # ---------------------------------------------------------------- analyze
 
 
+def scene_fps(scene) -> float:
+    return scene.render.fps / scene.render.fps_base
+
+
+def effective(st) -> dict:
+    """The values a render will use: the preset's (Auto: what the last Analyze chose), or the Custom fields."""
+    if st.preset == "custom":
+        return {
+            "granularity": st.granularity,
+            "min_rate": st.min_rate,
+            "max_rate": st.max_rate,
+            "size": (st.width, st.height),
+            "cutouts": st.cutouts,
+            "cut_method": st.cut_method,
+        }
+    name = st.preset if st.preset != "auto" else (st.resolved_preset or "draft")
+    return dict(protocol.PRESETS[name])
+
+
+def preset_args(st, fps: float | None, rates: bool, look: bool) -> list[str]:
+    """Engine flags for the chosen preset: its name, or (Custom) every value the editor set."""
+    if st.preset != "custom":
+        out = ["--preset", st.preset]
+    else:
+        out = ["--preset", "draft"]
+        if rates:
+            out += ["--min-rate", repr(float(st.min_rate)), "--max-rate", repr(float(st.max_rate))]
+        if look:
+            out += [
+                "--size",
+                str(st.width),
+                str(st.height),
+                "--cutouts",
+                str(st.cutouts),
+                "--cut-method",
+                st.cut_method,
+            ]
+    if fps is not None:
+        out += ["--fps", repr(float(fps))]
+    return out
+
+
 def start_analyze(scene) -> EngineJob:
     st = scene.m2v
     strip = vse.song_strip(scene, st.song_strip)
@@ -162,19 +204,18 @@ def start_analyze(scene) -> EngineJob:
         f"{t0:.4f}",
         "--end",
         f"{t1:.4f}",
-        "--granularity",
-        st.granularity,
         "--min-length",
-        str(st.min_length),
+        repr(float(st.min_length)),
         "--target-length",
-        str(st.target_length),
-        "--min-fps",
-        str(st.min_fps),
-        "--max-fps",
-        str(st.max_fps),
+        repr(float(st.target_length)),
+        "--device",
+        preferences.device(),
+        *preset_args(st, scene_fps(scene), rates=True, look=False),
         "-o",
         str(out / "analysis.json"),
     ]
+    if st.preset == "custom":
+        args += ["--granularity", st.granularity]
     if st.lyrics_file:
         lyr = Path(bpy.path.abspath(st.lyrics_file))
         if not lyr.exists():
@@ -187,12 +228,75 @@ def start_analyze(scene) -> EngineJob:
             if ev["code"] == protocol.EXIT_OK:
                 plan = read_document(out / "analysis.json", protocol.PLAN_KIND, protocol.PLAN_VERSION)
                 apply_markers(scene, plan, ctx["timing"])
+                remember_analysis(scene, plan)
                 scene.m2v.status = f"analysed: {len(scene_segment_frames(scene)) + 1} segments"
                 _undo_push("m2v Analyze")
             else:
                 scene.m2v.status = f"analysis failed: {job.error}"
 
     return _start(scene, "analyze", [args], handle)
+
+
+def remember_analysis(scene, plan: dict) -> None:
+    """Keep what the panel needs to re-cost moved markers and to snap cuts to beats, in the .blend."""
+    a = plan["analysis"]
+    summary = {
+        "kind": protocol.ANALYSIS_SUMMARY_KIND,
+        "version": protocol.ANALYSIS_SUMMARY_VERSION,
+        "preset": a.get("preset"),
+        "levels": a.get("levels"),
+        "calibration": a.get("calibration"),
+        "device": (plan.get("estimate") or {}).get("device"),
+        "beats": plan.get("beats", []),
+        "span": plan["song"]["span"],
+    }
+    scene.m2v.analysis_json = json.dumps(summary)
+    if a.get("preset") in protocol.PRESETS:
+        scene.m2v.resolved_preset = a["preset"]
+
+
+def analysis_summary(scene) -> dict | None:
+    text = scene.m2v.analysis_json
+    if not text:
+        return None
+    try:
+        return protocol.check_document(
+            json.loads(text), protocol.ANALYSIS_SUMMARY_KIND, protocol.ANALYSIS_SUMMARY_VERSION
+        )
+    except ValueError:
+        return None
+
+
+_ESTIMATES: dict[tuple, str] = {}
+
+
+def estimate_text(scene) -> str:
+    """``N steps · ≈ T on <device>`` for the markers and settings as they are now ('' before an Analyze)."""
+    summary = analysis_summary(scene)
+    if summary is None or not summary.get("levels"):
+        return ""
+    st = scene.m2v
+    try:
+        strip = vse.song_strip(scene, st.song_strip)
+    except M2VError:
+        return ""
+    timing = strip_timing(scene, strip)
+    v = effective(st)
+    frames = tuple(scene_segment_frames(scene))
+    sig = (frames, tuple(sorted(v.items())), scene_fps(scene), timing, st.analysis_json.__hash__())
+    if sig not in _ESTIMATES:
+        span = timing.visible_span()
+        bounds = timeline.boundaries_from_frames(list(frames), timing, span)
+        counts = protocol.segment_counts(summary["levels"], bounds, v["min_rate"], v["max_rate"], scene_fps(scene))
+        steps, images = sum(c[2] for c in counts), sum(c[3] for c in counts)
+        text = f"{steps} steps, {images} images"
+        cal = summary.get("calibration")
+        if cal:
+            sec = protocol.estimate_seconds(cal, steps, images, v["size"][0], v["size"][1], v["cutouts"])
+            text += f" \u00b7 \u2248 {protocol.format_duration(sec)} on {summary.get('device') or cal.get('device')}"
+        _ESTIMATES.clear()
+        _ESTIMATES[sig] = text
+    return _ESTIMATES[sig]
 
 
 def remove_m2v_markers(scene) -> None:
@@ -252,10 +356,9 @@ def start_render(scene, layout: bool = False, extra_model_args: list[str] | None
         str(song_path(strip)),
         "--boundaries",
         ",".join(f"{b:.4f}" for b in bounds),
-        "--min-fps",
-        str(st.min_fps),
-        "--max-fps",
-        str(st.max_fps),
+        "--device",
+        preferences.device(),
+        *preset_args(st, scene_fps(scene), rates=True, look=False),
         "-o",
         str(out / "plan.json"),
     ]
@@ -268,9 +371,7 @@ def start_render(scene, layout: bool = False, extra_model_args: list[str] | None
         str(out / "plan.json"),
         "--out",
         str(frames_dir),
-        "--size",
-        str(st.width),
-        str(st.height),
+        *preset_args(st, None, rates=False, look=True),
         "--seed",
         str(st.seed),
         "--device",

@@ -35,18 +35,34 @@ class SEQUENCER_PT_m2v(bpy.types.Panel):
         row.prop(st, "lyrics_file")
         row.operator("m2v.import_lyrics", text="", icon="FILEBROWSER")
         box = layout.box()
-        box.prop(st, "granularity")
-        if st.granularity == "scenes":
+        box.prop(st, "preset")
+        if st.preset == "auto" and st.resolved_preset:
+            box.label(text=f"Auto chose {st.resolved_preset.title()} at the last Analyze", icon="INFO")
+        custom = box.column(align=True)
+        custom.enabled = st.preset == "custom"
+        v = jobs.effective(st)
+        if st.preset == "custom":
+            custom.prop(st, "granularity")
+            row = custom.row(align=True)
+            row.prop(st, "min_rate")
+            row.prop(st, "max_rate")
+            row = custom.row(align=True)
+            row.prop(st, "width")
+            row.prop(st, "height")
+            row = custom.row(align=True)
+            row.prop(st, "cutouts")
+            row.prop(st, "cut_method", text="")
+        else:
+            custom.label(text=f"{v['granularity']}, {v['min_rate']:g}-{v['max_rate']:g} steps/s")
+            custom.label(text=f"{v['size'][0]}x{v['size'][1]}, {v['cutouts']} {v['cut_method']} cutouts")
+        if v["granularity"] == "scenes":
             row = box.row(align=True)
             row.prop(st, "min_length")
             row.prop(st, "target_length")
-        row = box.row(align=True)
-        row.prop(st, "min_fps")
-        row.prop(st, "max_fps")
+        cost = jobs.estimate_text(context.scene)
+        if cost:
+            box.label(text=cost, icon="TIME")
         box = layout.box()
-        row = box.row(align=True)
-        row.prop(st, "width")
-        row.prop(st, "height")
         box.prop(st, "seed")
         box.prop(st, "style")
         box.prop(st, "output_dir")

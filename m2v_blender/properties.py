@@ -8,7 +8,6 @@ from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, Po
 from .contract import protocol
 
 _A = protocol.ANALYSIS_DEFAULTS
-_R = protocol.RENDER_DEFAULTS
 
 BLEND_TYPES = [
     (t, t.replace("_", " ").title(), "")
@@ -22,6 +21,27 @@ def _running(self) -> bool:
     return jobs.is_running(self.id_data)
 
 
+_P = protocol.PRESETS
+
+PRESET_ITEMS = [
+    ("auto", "Auto", "Paper on a GPU, Draft on a CPU (decided by the engine at Analyze)"),
+    ("paper", "Paper", "The authors' workload: every beat, 10-120 steps/s, 512x512, their cutouts"),
+    ("draft", "Draft", "A fast preview: scene changes, 2-8 steps/s, 256x256"),
+    ("custom", "Custom", "Your own values below"),
+]
+
+
+def _preset_changed(self, context) -> None:
+    """Choosing Custom starts from the values of the preset in use, so nothing jumps."""
+    if self.preset == "custom":
+        base = _P.get(self.resolved_preset or "draft", _P["draft"])
+        self.granularity = base["granularity"]
+        self.min_rate, self.max_rate = base["min_rate"], base["max_rate"]
+        self.width, self.height = base["size"]
+        self.cutouts = base["cutouts"]
+        self.cut_method = base["cut_method"]
+
+
 class M2VSceneSettings(bpy.types.PropertyGroup):
     song_strip: StringProperty(
         name="Song Strip", description="Sound strip to use (empty: the active or only sound strip)"
@@ -29,13 +49,17 @@ class M2VSceneSettings(bpy.types.PropertyGroup):
     lyrics_file: StringProperty(
         name="Lyrics", description="Timed lyrics: .lrc, .srt, .vtt or .csv", subtype="FILE_PATH"
     )
+    preset: EnumProperty(name="Preset", items=PRESET_ITEMS, default="auto", update=_preset_changed)
+    resolved_preset: StringProperty(
+        name="Preset in Use", default="", description="What Auto chose at the last Analyze (paper or draft)"
+    )
     granularity: EnumProperty(
         name="Cut At",
         items=[
             ("scenes", "Scene Changes", "Cut where the music changes most"),
             ("beats", "Every Beat", "One segment per beat, as in the paper"),
         ],
-        default=_A["granularity"],
+        default=_P["draft"]["granularity"],
     )
     min_length: FloatProperty(
         name="Min Length",
@@ -53,22 +77,28 @@ class M2VSceneSettings(bpy.types.PropertyGroup):
         unit="TIME_ABSOLUTE",
         description="Target mean scene length (seconds)",
     )
-    min_fps: FloatProperty(
+    min_rate: FloatProperty(
         name="Min Rate",
-        default=_A["min_fps"],
+        default=_P["draft"]["min_rate"],
         min=0.1,
-        max=60.0,
-        description="Images per second in the quietest segment",
+        max=1000.0,
+        description="Optimisation steps per second of music in the quietest segment",
     )
-    max_fps: FloatProperty(
+    max_rate: FloatProperty(
         name="Max Rate",
-        default=_A["max_fps"],
+        default=_P["draft"]["max_rate"],
         min=0.1,
-        max=60.0,
-        description="Images per second in the loudest segment",
+        max=1000.0,
+        description="Optimisation steps per second in the loudest segment",
     )
-    width: IntProperty(name="Width", default=_R["size"][0], min=16, max=4096, step=16)
-    height: IntProperty(name="Height", default=_R["size"][1], min=16, max=4096, step=16)
+    width: IntProperty(name="Width", default=_P["draft"]["size"][0], min=16, max=4096, step=16)
+    height: IntProperty(name="Height", default=_P["draft"]["size"][1], min=16, max=4096, step=16)
+    cutouts: IntProperty(name="Cutouts", default=_P["draft"]["cutouts"], min=1, max=256)
+    cut_method: EnumProperty(
+        name="Cut Method",
+        items=[(m, m.title(), "") for m in protocol.CUT_METHODS],
+        default=_P["draft"]["cut_method"],
+    )
     seed: IntProperty(name="Seed", default=0, min=0)
     style: StringProperty(
         name="Style", description="Optional text style prompt for the whole song, e.g. 'oil painting'"
@@ -87,6 +117,9 @@ class M2VSceneSettings(bpy.types.PropertyGroup):
     opacity: FloatProperty(name="Opacity", default=1.0, min=0.0, max=1.0, subtype="FACTOR")
     lyrics_json: StringProperty(
         name="Lyric Texts", description="Full lyric texts behind the lyric markers (JSON)", default="[]"
+    )
+    analysis_json: StringProperty(
+        name="Analysis", default="", description="The last analysis: level curve, beats, device calibration (JSON)"
     )
     # Live state (shown in the panel, not user settings).
     running: BoolProperty(name="Running", get=_running, description="m2v is working on this scene")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,8 @@ import soundfile as sf
 from engine.synth import Section, synth_song
 
 REPO = Path(__file__).resolve().parents[1]
+# The engine's cache (device calibration) in a folder of this test session, never the user's own.
+os.environ.setdefault("M2V_CACHE", tempfile.mkdtemp(prefix="m2v-test-cache-"))
 SHARED = REPO.parent / "shared"
 FANTASMA = SHARED / "data" / "songs" / "fantasma"
 

@@ -181,8 +181,10 @@ def test_render_with_models_cancel_resume_and_pump(built, song, tmp_path, small_
         install({str(zip_path)!r})
         jobs = sys.modules["bl_ext.user_default.m2v.jobs"]
         scene, strip = song_scene({str(wav)!r}, {str(out) + "/"!r}, trim_start=0, trim_end=0)
+        scene.m2v.preset = "custom"
         scene.m2v.width = scene.m2v.height = 32
-        scene.m2v.min_fps, scene.m2v.max_fps = 1.0, 2.0
+        scene.m2v.min_rate, scene.m2v.max_rate = 1.0, 2.0
+        scene.m2v.cut_method = "crops"
         for f in (strip.frame_final_start + 120, strip.frame_final_start + 240):
             scene.timeline_markers.new("m2v S0%d" % (f // 120), frame=f)
         extra = {model_args(small_models)!r}

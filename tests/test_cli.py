@@ -28,16 +28,20 @@ def test_analyze_writes_plan_and_plot(sectioned_wav, tmp_path):
         str(png),
         "--granularity",
         "beats",
-        "--min-fps",
+        "--preset",
+        "draft",
+        "--min-rate",
         "1",
-        "--max-fps",
+        "--max-rate",
         "4",
+        "--no-estimate",
     )
     assert proc.returncode == 0, proc.stderr
     plan = json.loads(out.read_text())
     assert plan["analysis"]["granularity"] == "beats"
     assert np.median([s["end"] - s["start"] for s in plan["segments"]]) < 0.7
-    assert any(s["guidance"]["text"] == "hello there" for s in plan["segments"])
+    assert any(p["text"] == "hello there" for s in plan["segments"] for p in s["parts"])
+    assert all(1 <= s["rate"] <= 4 for s in plan["segments"])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     from PIL import Image
 
@@ -47,7 +51,7 @@ def test_analyze_writes_plan_and_plot(sectioned_wav, tmp_path):
 
 def test_plan_command_and_bad_lyrics_exit_2(sectioned_wav, tmp_path):
     out = tmp_path / "p.json"
-    proc = run_engine("plan", str(sectioned_wav), "--boundaries", "0,4.5,12.25", "-o", str(out))
+    proc = run_engine("plan", str(sectioned_wav), "--boundaries", "0,4.5,12.25", "-o", str(out), "--no-estimate")
     assert proc.returncode == 0, proc.stderr
     assert [(s["start"], s["end"]) for s in json.loads(out.read_text())["segments"]] == [(0.0, 4.5), (4.5, 12.25)]
     bad = tmp_path / "bad.lrc"
@@ -63,7 +67,7 @@ def test_main_job_layout_runs_offline_on_the_synthesised_demo(tmp_path):
     assert proc.returncode == 0, proc.stderr
     plan = json.loads((tmp_path / "out" / "plan.json").read_text())
     assert (tmp_path / "out" / "plan.png").stat().st_size > 10_000
-    assert sum(s["guidance"]["kind"] == "lyric" for s in plan["segments"]) >= 3
+    assert sum(p["kind"] == "lyric" for s in plan["segments"] for p in s["parts"]) >= 3
     assert 95 < plan["analysis"]["tempo_bpm"] < 105  # the demo is synthesised at 100 bpm
     from engine.export import probe
 

@@ -142,7 +142,8 @@ def test_engine_events_carry_the_declared_fields_and_feed_the_addon(tmp_path, se
     proc = run_engine("--events", "plan", str(sectioned_wav), "--boundaries", "0,3.2,7.92,12", "-o", str(plan))
     assert proc.returncode == 0, proc.stderr
     planned = [protocol.check_event(json.loads(line)) for line in proc.stdout.splitlines()]
-    assert [e["event"] for e in planned] == ["planned"] and planned[0]["output"] == str(plan)
+    assert [e["event"] for e in planned] == ["estimate", "planned"] and planned[1]["output"] == str(plan)
+    assert planned[0]["steps"] == planned[1]["steps"] and planned[0]["seconds"] > 0
     doc = json.loads(plan.read_text())
     protocol.check_document(doc, protocol.PLAN_KIND, protocol.PLAN_VERSION)
     out = tmp_path / "lay"

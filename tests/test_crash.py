@@ -34,7 +34,10 @@ def plan_path(tmp_path_factory):
     wav = write_song(d / "song.wav", s.y, s.sr)
     lrc = d / "song.lrc"
     lrc.write_text("[00:03.10]a paper boat on a river\n", encoding="utf-8")
-    plan = plan_from_boundaries(wav, [0.0, 2.5, 5.0, 8.0], lyrics_path=lrc, min_fps=1.5, max_fps=2.5)
+    # Two images a second of two steps each: 16 images.
+    plan = plan_from_boundaries(
+        wav, [0.0, 2.5, 5.0, 8.0], preset="draft", lyrics_path=lrc, min_rate=4, max_rate=4, fps=2
+    )
     path = d / "plan.json"
     write_json_atomic(plan, path)
     return path
@@ -58,8 +61,8 @@ def _cmd(plan_path, out, small_models, every="0"):
         "7",
         "--lr",
         "0.3",
-        "--steps-per-image",
-        "2",
+        "--cut-method",
+        "crops",
         "--snapshot-every",
         every,
         *model_args(small_models),
@@ -167,13 +170,14 @@ def test_resume_points_ahead_of_the_frames_are_never_used(plan_path, small_model
 def test_damaged_and_hostile_resume_points(plan_path, small_models, reference, tmp_path):
     out = tmp_path / "out"
     assert _run(plan_path, out, small_models, fault="frame.renamed:9").returncode == -signal.SIGKILL
-    states = sorted((out / "state").glob("*.pt"))
-    assert states
-    newest = max(states, key=lambda p: p.stat().st_mtime_ns)
-    newest.write_bytes(newest.read_bytes()[:100])  # truncated by a full disk, say
+    states = sorted((out / "state").glob("*.pt"), key=lambda p: p.stat().st_mtime_ns)
+    assert len(states) >= 3
+    for p in states[1:]:
+        p.write_bytes(p.read_bytes()[:100])  # truncated by a full disk, say: all but the oldest
     proc = _run(plan_path, out, small_models, every="1000")
     assert proc.returncode == 0, proc.stderr
-    assert "damaged resume point, skipped" in proc.stderr and newest.name in proc.stderr
+    assert "damaged resume point, skipped" in proc.stderr
+    assert any(p.name in proc.stderr for p in states[1:]) and states[0].name not in proc.stderr
     assert _frames(out) == reference
     # A crafted pickle where a resume point belongs: refused by name, nothing executed.
     evil = out / "state" / (json.loads((out / "manifest.json").read_text())["segments"][0]["key"] + "-00001.pt")

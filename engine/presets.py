@@ -1,0 +1,38 @@
+"""Resolving ``--preset auto|paper|draft`` and filling in what the user did not set.
+
+``paper`` is the authors' workload; ``draft`` a preview a CPU renders in
+reasonable time. ``auto`` takes ``paper`` where a GPU is found (CUDA or
+Apple's MPS) and ``draft`` on a CPU, and says so.
+"""
+
+from __future__ import annotations
+
+from engine.errors import InputError
+from engine.protocol import PRESET_CHOICES, PRESETS
+
+
+def resolve_preset(name: str, device: str = "auto") -> tuple[str, str]:
+    """The preset to use and the device it was chosen for (``cuda``, ``mps`` or ``cpu``)."""
+    from engine.models import pick_device
+
+    if name not in PRESET_CHOICES:
+        raise InputError(f"--preset must be one of {', '.join(PRESET_CHOICES)}, not {name!r}")
+    dev = pick_device(device).type
+    if name != "auto":
+        return name, dev
+    return ("paper" if dev in ("cuda", "mps") else "draft"), dev
+
+
+def preset_value(preset: str, key: str, given):
+    """``given`` where the user set it, else the preset's value."""
+    return PRESETS[preset][key] if given is None else given
+
+
+def describe(preset: str) -> str:
+    """``paper (beats, 10-120 steps/s, 512x512, 32 latest cutouts)``."""
+    p = PRESETS[preset]
+    w, h = p["size"]
+    return (
+        f"{preset} ({p['granularity']}, {p['min_rate']:g}-{p['max_rate']:g} steps/s, {w}x{h}, "
+        f"{p['cutouts']} {p['cut_method']} cutouts)"
+    )
