@@ -25,7 +25,7 @@ class Section:
     bpm : float
         Tempo.
     pattern : str
-        Drum pattern: ``rock``, ``metal``, ``four`` (four on the floor), ``sparse`` or ``none``.
+        Drum pattern: ``rock``, ``metal``, ``four`` (four on the floor), ``sparse``, ``blast`` or ``none``.
     timbre : str
         Chord timbre: ``soft`` (sines), ``bright`` (saw-like), ``organ`` (odd harmonics).
     gain : float
@@ -83,6 +83,13 @@ def _hat(sr: int, rng: np.random.Generator) -> np.ndarray:
     return 0.12 * noise * _env(n, 0.012, sr)
 
 
+def _china(sr: int, rng: np.random.Generator) -> np.ndarray:
+    """A loud, trashy cymbal: bright noise with a long decay."""
+    n = int(0.6 * sr)
+    noise = 0.7 * np.diff(rng.standard_normal(n + 1)) + 0.4 * rng.standard_normal(n)
+    return noise * _env(n, 0.15, sr)
+
+
 def _tone(midi: float, n: int, sr: int, timbre: str) -> np.ndarray:
     f = 440.0 * 2 ** ((midi - 69) / 12)
     t = np.arange(n) / sr
@@ -105,6 +112,10 @@ PATTERNS: dict[str, list[tuple[str, float]]] = {
     "metal": [("kick", x / 2) for x in range(8)] + [("snare", 1), ("snare", 3), ("crash", 0), ("crash", 2)],
     "four": [("kick", x) for x in range(4)] + [("hat", x + 0.5) for x in range(4)] + [("snare", 1), ("snare", 3)],
     "sparse": [("kick", 0), ("snare", 2)] + [("hat", x) for x in range(4)],
+    # Traditional blast beat: kick and snare alternating on 16ths, a china cymbal with the kick on every beat.
+    "blast": [("kick", x / 2) for x in range(8)]
+    + [("snare", x / 2 + 0.25) for x in range(8)]
+    + [("china", x) for x in range(4)],
     "none": [],
 }
 
@@ -130,6 +141,8 @@ def synth_song(sections: list[Section], sr: int = SR, seed: int = 0, lead_in: fl
     """
     rng = np.random.default_rng(seed)
     drums = {"kick": _kick(sr, rng), "snare": _snare(sr, rng), "hat": _hat(sr, rng)}
+    # Its own noise stream: songs without it keep the exact samples they always had.
+    drums["china"] = _china(sr, np.random.default_rng([seed, 1]))
     drums["crash"] = 0.6 * np.concatenate([drums["hat"] * 2, np.zeros(int(0.1 * sr))]) + 0.0
     total = lead_in + sum(s.bars * 4 * 60.0 / s.bpm for s in sections) + 1.0
     y = np.zeros(int(total * sr) + sr)
