@@ -139,6 +139,13 @@ def _add_render_args(p: argparse.ArgumentParser, with_preset: bool = True) -> No
         metavar="S",
         help="seconds of rendering between resume points (default 15)",
     )
+    p.add_argument(
+        "--cache-cap-mb",
+        type=_number(0, 1e9, name="--cache-cap-mb"),
+        default=None,
+        metavar="MB",
+        help="keep frames of earlier takes and edits up to this size (default: the render's own size, at least 1 GiB)",
+    )
     _add_model_args(p)
 
 
@@ -186,6 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("song", help="audio file")
     p.add_argument("--boundaries", required=True, metavar="T0,T1,...", help="segment boundaries in seconds, increasing")
+    p.add_argument(
+        "--segment-settings",
+        metavar="FILE.json",
+        help="per-segment prompt, prompt_weight and take, matched by start time (kind m2v-segment-settings)",
+    )
     _add_plan_args(p)
 
     r = sub.add_parser(
@@ -277,7 +289,8 @@ def _render_kwargs(args: argparse.Namespace) -> dict:
     from engine.snapshots import DEFAULT_INTERVAL
 
     every = args.snapshot_every if args.snapshot_every is not None else DEFAULT_INTERVAL
-    return {"device": args.device, "snapshot_every": every}
+    cap = None if args.cache_cap_mb is None else int(args.cache_cap_mb * 1e6)
+    return {"device": args.device, "snapshot_every": every, "cache_cap_bytes": cap}
 
 
 def _load(paths, device_name: str):
@@ -471,6 +484,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from engine.plan import parse_boundaries, plan_from_boundaries
 
     _check_plan_outputs(args)
+    entries = None
+    if args.segment_settings:
+        from engine.segment_settings import load_segment_settings
+
+        entries = load_segment_settings(args.segment_settings)
     preset, _ = _preset_for_plan(args)
     plan = plan_from_boundaries(
         args.song,
@@ -481,6 +499,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
         max_rate=args.max_rate,
         fps=args.fps,
     )
+    if entries:
+        from engine.segment_settings import apply_segment_settings
+
+        plan["warnings"] += apply_segment_settings(plan, entries)
     _warn(plan, args)
     _estimate(plan, args, args.preset)
     _emit(plan, args)

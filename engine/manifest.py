@@ -34,6 +34,9 @@ from engine.protocol import (
     check_document,
 )
 
+#: Frames of segments the plan no longer uses are kept up to this much at least (see RenderStore.prune).
+DEFAULT_STALE_CAP = 1 << 30
+
 
 def segment_key(payload: dict, prev_key: str | None) -> str:
     """Content key of one segment's render (hex SHA-256) from what its frames depend on."""
@@ -226,9 +229,22 @@ class RenderStore:
         e = self.entries.get(key)
         return "pending" if e is None else e.status
 
-    def prune(self, live: set[str]) -> None:
-        """Delete entries (frames and folders) of segments no longer in the plan: only m2v's own folders."""
-        for key in [k for k in self.entries if k not in live]:
+    def prune(self, live: set[str], cap_bytes: int | None = None) -> None:
+        """Keep recent other takes, drop the rest: entries not in the plan, least recently used first.
+
+        Segments the plan no longer uses (an earlier take or prompt, a moved cut) stay on disk while their
+        frames add up to at most ``cap_bytes`` (default: as much as the plan's own frames, and at least
+        1 GiB), so switching back to an earlier take re-uses its frames. Only m2v's own folders are deleted.
+        """
+        size = {k: sum(int(f.get("bytes", 0)) for f in e.frames.values()) for k, e in self.entries.items()}
+        if cap_bytes is None:
+            cap_bytes = max(DEFAULT_STALE_CAP, sum(size[k] for k in live if k in size))
+        stale = sorted((k for k in self.entries if k not in live), key=lambda k: self.entries[k].used)
+        total = sum(size[k] for k in stale)
+        for key in stale:
+            if total <= cap_bytes:
+                break
+            total -= size[key]
             folder = self.out_dir / self.entries[key].folder
             if folder.is_dir() and folder.name.startswith(SEGMENT_DIR_PREFIX):
                 shutil.rmtree(folder, ignore_errors=True)

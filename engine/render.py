@@ -164,6 +164,7 @@ def render(
     stop: StopFlag | None = None,
     device: str = "auto",
     snapshot_every: float = DEFAULT_INTERVAL,
+    cache_cap_bytes: int | None = None,
 ) -> int:
     """Render a plan into ``out_dir``; returns an exit code (0 done, 3 cancelled).
 
@@ -173,6 +174,9 @@ def render(
         Loaded models (not needed for ``settings.layout``).
     snapshot_every : float
         Seconds of rendering between resume points.
+    cache_cap_bytes : int, optional
+        Frames of segments the plan no longer uses (earlier takes, moved cuts) kept on disk, at most
+        (default: as much as the plan's own frames, and at least 1 GiB).
     """
     progress, stop = progress or Progress(), stop or StopFlag()
     settings.validate()
@@ -187,7 +191,7 @@ def render(
         header = {"song": plan["song"], "settings": settings.key_fields(), "models": source.ids(), "status": "running"}
         store = RenderStore.open(out_dir, header)
         try:
-            job = RenderJob(plan, keys, store, source, progress, snapshot_every)
+            job = RenderJob(plan, keys, store, source, progress, snapshot_every, cache_cap_bytes)
             code = job.run(stop)
         finally:
             store.close()
@@ -217,8 +221,9 @@ class _Pending:
 class RenderJob:
     """The loop over a plan's images, and the events and records around it."""
 
-    def __init__(self, plan: dict, keys: list[str], store: RenderStore, source, progress, snapshot_every: float):
+    def __init__(self, plan, keys, store: RenderStore, source, progress, snapshot_every: float, cache_cap=None):
         self.plan, self.keys, self.store, self.source, self.progress = plan, keys, store, source, progress
+        self.cache_cap = cache_cap
         self.segs = plan["segments"]
         self.state_dir = store.out_dir / STATE_DIR
         self.snapshot_every = snapshot_every
@@ -379,7 +384,7 @@ class RenderJob:
             self.store.compact("cancelled")
             self.progress.emit("cancelled", done=self.done, total=self.total)
             return
-        self.store.prune(set(self.keys))
+        self.store.prune(set(self.keys), self.cache_cap)
         prune_snapshots(self.state_dir, self.keys)
         self.store.compact("done")
         self.progress.emit("done", done=self.done, total=self.total, out=str(self.store.out_dir))

@@ -229,6 +229,7 @@ def start_analyze(scene) -> EngineJob:
                 plan = read_document(out / "analysis.json", protocol.PLAN_KIND, protocol.PLAN_VERSION)
                 apply_markers(scene, plan, ctx["timing"])
                 remember_analysis(scene, plan)
+                sync_segments(scene)
                 scene.m2v.status = f"analysed: {len(scene_segment_frames(scene)) + 1} segments"
                 _undo_push("m2v Analyze")
             else:
@@ -323,19 +324,94 @@ def apply_markers(scene, plan: dict, timing: timeline.StripTiming) -> None:
     scene.m2v.lyrics_json = json.dumps(texts, ensure_ascii=False)
 
 
+def cut_markers(scene) -> list:
+    """The markers that count as cuts (see ``timeline.CUT_RULE``), in timeline order."""
+    return sorted((m for m in scene.timeline_markers if timeline.is_cut_marker(m.name)), key=lambda m: m.frame)
+
+
 def scene_segment_frames(scene) -> list[int]:
-    return sorted(m.frame for m in scene.timeline_markers if timeline.is_segment_marker(m.name))
+    return [m.frame for m in cut_markers(scene)]
+
+
+def stored_lyrics(scene) -> list[str]:
+    try:
+        texts = json.loads(scene.m2v.lyrics_json or "[]")
+    except ValueError:
+        return []
+    return [t if isinstance(t, str) else "" for t in texts] if isinstance(texts, list) else []
 
 
 def scene_lyrics(scene, timing: timeline.StripTiming) -> list[tuple[float, str]]:
-    texts = json.loads(scene.m2v.lyrics_json or "[]")
+    """Each lyric marker's time and words: the marker's name is the truth (see ``timeline.lyric_text``)."""
+    texts = stored_lyrics(scene)
     out = []
     for m in scene.timeline_markers:
         i = timeline.lyric_index(m.name)
-        if i is not None:
-            text = texts[i] if 0 <= i < len(texts) else m.name.split(" ", 2)[-1]
+        if i is None:
+            continue
+        text = timeline.lyric_text(m.name, texts[i] if 0 <= i < len(texts) else None)
+        if text:
             out.append((round(timing.time_at(m.frame), 4), text))
     return out
+
+
+# ---------------------------------------------------------------- segments: cuts, prompts, takes
+
+
+def sync_segments(scene) -> None:
+    """Make ``scene.m2v.segments`` one item per segment, each keeping its settings with its cut marker.
+
+    An item belongs to the cut marker of its name (the first segment, which no marker starts, has the
+    name ""); where several markers share a name, to the one nearest its last known frame. Moving
+    markers keeps each segment's prompt and take with its segment; a deleted cut drops its item.
+    """
+    items = scene.m2v.segments
+    cuts = [("", None)] + [(m.name, m.frame) for m in cut_markers(scene)]
+    old = [(it.cut, it.frame, it.prompt, it.prompt_weight, it.take) for it in items]
+    taken = set()
+    matched = []
+    for name, frame in cuts:
+        cands = [j for j, o in enumerate(old) if o[0] == name and j not in taken]
+        j = min(cands, key=lambda j: abs(old[j][1] - (frame or 0)), default=None)
+        if j is not None:
+            taken.add(j)
+        matched.append((name, frame, old[j] if j is not None else None))
+    want = [(n, f or 0, *(o[2:] if o else ("", 1.0, 0))) for n, f, o in matched]
+    if want == old:
+        return
+    items.clear()
+    for name, frame, prompt, weight, take in want:
+        it = items.add()
+        it.cut, it.frame, it.prompt, it.prompt_weight, it.take = name, frame, prompt, weight, take
+
+
+def segment_settings_doc(scene, timing: timeline.StripTiming, bounds: list[float]) -> dict:
+    """The editor's prompts and takes for the engine (``--segment-settings``), by segment start time."""
+    sync_segments(scene)
+    entries = []
+    for it in scene.m2v.segments:
+        if not (it.prompt.strip() or it.take):
+            continue
+        start = bounds[0] if not it.cut else round(timing.time_at(it.frame), 4)
+        if bounds[0] <= start < bounds[-1]:
+            prompt = it.prompt.strip() or None
+            entries.append({"start": start, "prompt": prompt, "prompt_weight": it.prompt_weight, "take": it.take})
+    return {"kind": protocol.SEGMENT_SETTINGS_KIND, "version": protocol.SEGMENT_SETTINGS_VERSION, "segments": entries}
+
+
+def snap_cuts(scene) -> int:
+    """Move every cut to the nearest beat of the last analysis (within half a beat); returns how many moved."""
+    summary = analysis_summary(scene)
+    if summary is None or not summary.get("beats"):
+        return 0
+    timing = strip_timing(scene, vse.song_strip(scene, scene.m2v.song_strip))
+    moved = 0
+    for m in cut_markers(scene):
+        frame = timing.frame_at(timeline.snap_to_beat(timing.time_at(m.frame), summary["beats"]))
+        if frame != m.frame:
+            m.frame = frame
+            moved += 1
+    return moved
 
 
 # ---------------------------------------------------------------- render
@@ -348,9 +424,13 @@ def start_render(scene, layout: bool = False, extra_model_args: list[str] | None
     timing = strip_timing(scene, strip)
     span = timing.visible_span()
     out = output_dir(scene)
+    if st.snap_cuts:
+        snap_cuts(scene)
     bounds = timeline.boundaries_from_frames(scene_segment_frames(scene), timing, span)
     lyr = out / "markers_lyrics.csv"
     entries = scene_lyrics(scene, timing)
+    settings_path = out / "segment_settings.json"
+    settings_path.write_text(json.dumps(segment_settings_doc(scene, timing, bounds), indent=1), encoding="utf-8")
     plan_args = [
         "plan",
         str(song_path(strip)),
@@ -359,6 +439,8 @@ def start_render(scene, layout: bool = False, extra_model_args: list[str] | None
         "--device",
         preferences.device(),
         *preset_args(st, scene_fps(scene), rates=True, look=False),
+        "--segment-settings",
+        str(settings_path),
         "-o",
         str(out / "plan.json"),
     ]

@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import bpy
-from bpy.props import BoolProperty, StringProperty
+from bpy.props import BoolProperty, IntProperty, StringProperty
 
-from . import jobs, preferences
+from . import jobs, preferences, timeline, vse
 from .contract import engine_root, protocol
 from .engine_client import EngineJob
 from .errors import M2VError
@@ -118,6 +118,124 @@ class M2V_OT_import_lyrics(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class M2V_OT_add_cut(bpy.types.Operator):
+    """Cut the music video at the playhead (snapped to the nearest beat when Snap Cuts to Beats is on)"""
+
+    bl_idname = "m2v.add_cut"
+    bl_label = "Add Cut at Playhead"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        scene = context.scene
+        frame = scene.frame_current
+        if scene.m2v.snap_cuts:
+            summary = jobs.analysis_summary(scene)
+            try:
+                timing = jobs.strip_timing(scene, vse.song_strip(scene, scene.m2v.song_strip))
+            except M2VError:
+                timing = None
+            if summary and summary.get("beats") and timing:
+                frame = timing.frame_at(timeline.snap_to_beat(timing.time_at(frame), summary["beats"]))
+        if any(m.frame == frame for m in jobs.cut_markers(scene)):
+            self.report({"WARNING"}, f"there is already a cut at frame {frame}")
+            return {"CANCELLED"}
+        marker = scene.timeline_markers.new(
+            timeline.next_cut_name([m.name for m in scene.timeline_markers]), frame=frame
+        )
+        jobs.sync_segments(scene)
+        self.report({"INFO"}, f"cut {marker.name} at frame {frame}")
+        return {"FINISHED"}
+
+
+class M2V_OT_remove_cut(bpy.types.Operator):
+    """Remove the selected cuts, or else the cut that starts the segment under the playhead"""
+
+    bl_idname = "m2v.remove_cut"
+    bl_label = "Remove Cut"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        scene = context.scene
+        cuts = jobs.cut_markers(scene)
+        chosen = [m for m in cuts if m.select] or [m for m in cuts if m.frame <= scene.frame_current][-1:]
+        if not chosen:
+            self.report({"WARNING"}, "no cut at or before the playhead (the first segment starts the song)")
+            return {"CANCELLED"}
+        names = [m.name for m in chosen]
+        for m in chosen:
+            scene.timeline_markers.remove(m)
+        jobs.sync_segments(scene)
+        self.report({"INFO"}, "removed " + ", ".join(names))
+        return {"FINISHED"}
+
+
+class M2V_OT_add_lyric(bpy.types.Operator):
+    """Add a lyric line at the playhead: from here on it guides the images, as a timed lyric does"""
+
+    bl_idname = "m2v.add_lyric"
+    bl_label = "Add Lyric at Playhead"
+    bl_options = {"REGISTER", "UNDO"}
+
+    text: StringProperty(name="Words", description="The lyric's words")
+
+    def invoke(self, context, event):
+        return context.window_manager.invoke_props_dialog(self)
+
+    def execute(self, context):
+        scene = context.scene
+        text = " ".join((self.text or scene.m2v.new_lyric).split())
+        if not text:
+            self.report({"ERROR"}, "type the lyric's words first")
+            return {"CANCELLED"}
+        i = timeline.next_lyric_index([m.name for m in scene.timeline_markers])
+        texts = jobs.stored_lyrics(scene)
+        texts += [""] * (i + 1 - len(texts))
+        texts[i] = text
+        scene.m2v.lyrics_json = json.dumps(texts, ensure_ascii=False)
+        marker = scene.timeline_markers.new(timeline.lyric_marker_name(i, text), frame=scene.frame_current)
+        self.report({"INFO"}, f"lyric {marker.name} at frame {scene.frame_current}")
+        return {"FINISHED"}
+
+
+class M2V_OT_reroll(bpy.types.Operator):
+    """Another take of this segment: new random draws for it alone (the segments after it follow from it)"""
+
+    bl_idname = "m2v.reroll"
+    bl_label = "Re-roll"
+    bl_options = {"REGISTER", "UNDO"}
+
+    index: IntProperty(name="Segment", default=-1, description="Segment (0 is the first); -1: the selected one")
+
+    def execute(self, context):
+        st = context.scene.m2v
+        jobs.sync_segments(context.scene)
+        i = st.segments_index if self.index < 0 else self.index
+        if not 0 <= i < len(st.segments):
+            self.report({"ERROR"}, f"there is no segment {i + 1}")
+            return {"CANCELLED"}
+        st.segments[i].take += 1
+        self.report({"INFO"}, f"segment {i + 1}: take {st.segments[i].take} (Render to see it)")
+        return {"FINISHED"}
+
+
+class M2V_OT_snap_cuts(bpy.types.Operator):
+    """Move every cut to the nearest beat of the last analysis"""
+
+    bl_idname = "m2v.snap_cuts"
+    bl_label = "Snap Cuts to Beats"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        try:
+            n = jobs.snap_cuts(context.scene)
+        except M2VError as e:
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        jobs.sync_segments(context.scene)
+        self.report({"INFO"}, f"{n} cut(s) moved to the nearest beat")
+        return {"FINISHED"}
+
+
 def _tool_job(op, context, kind: str, python: Path, commands: list[list[str]], module: bool, on_event=None) -> set[str]:
     """Install, Fetch and Check: the same job path as Analyze and Render (no frozen UI)."""
     scene = context.scene
@@ -217,6 +335,11 @@ def check_text(info: dict) -> str:
 
 
 CLASSES = (
+    M2V_OT_add_cut,
+    M2V_OT_remove_cut,
+    M2V_OT_add_lyric,
+    M2V_OT_reroll,
+    M2V_OT_snap_cuts,
     M2V_OT_analyze,
     M2V_OT_render,
     M2V_OT_cancel_render,

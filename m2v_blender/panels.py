@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import jobs, vse
+from . import jobs, timeline, vse
 from .errors import M2VError
 
 
@@ -84,9 +84,85 @@ class SEQUENCER_PT_m2v(bpy.types.Panel):
             col.label(text=st.status)
 
 
+def _segment_rows(scene) -> list[tuple[float, str]]:
+    """(start time, guidance in use) per segment, from the markers as they are now (no engine needed)."""
+    try:
+        timing = jobs.strip_timing(scene, vse.song_strip(scene, scene.m2v.song_strip))
+    except M2VError:
+        return []
+    t0, t1 = timing.visible_span()
+    starts = [t0] + [timing.time_at(m.frame) for m in jobs.cut_markers(scene)]
+    lyrics = sorted(jobs.scene_lyrics(scene, timing))
+    rows = []
+    for k, start in enumerate(starts):
+        end = starts[k + 1] if k + 1 < len(starts) else t1
+        words = [text for t, text in lyrics if start <= t < end]
+        rows.append(
+            (start, f"\u266a {words[0]}" + (f" (+{len(words) - 1})" if len(words) > 1 else "") if words else "audio")
+        )
+    return rows
+
+
+class M2V_UL_segments(bpy.types.UIList):
+    """Segments: start, guidance in use, prompt, take, Re-roll."""
+
+    def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index):
+        rows = _segment_rows(context.scene)
+        start, guidance = rows[index] if index < len(rows) else (0.0, "")
+        row = layout.row(align=True)
+        row.label(text=f"{int(start // 60)}:{start % 60:05.2f}")
+        sub = row.row()
+        sub.scale_x = 1.4
+        sub.label(text=("prompt" if item.prompt.strip() and item.prompt_weight >= 1 else guidance)[:28])
+        row.prop(item, "prompt", text="")
+        row.prop(item, "take", text="")
+        row.operator("m2v.reroll", text="", icon="FILE_REFRESH").index = index
+
+
+class SEQUENCER_PT_m2v_segments(bpy.types.Panel):
+    bl_space_type = "SEQUENCE_EDITOR"
+    bl_region_type = "UI"
+    bl_category = "Music Video"
+    bl_label = "Segments"
+    bl_parent_id = "SEQUENCER_PT_m2v"
+
+    def draw(self, context):
+        layout = self.layout
+        st = context.scene.m2v
+        layout.label(text=timeline.CUT_RULE, icon="INFO")
+        row = layout.row(align=True)
+        row.operator("m2v.add_cut", icon="ADD")
+        row.operator("m2v.remove_cut", icon="REMOVE")
+        row = layout.row(align=True)
+        row.prop(st, "snap_cuts")
+        row.operator("m2v.snap_cuts", text="", icon="SNAP_ON")
+        row = layout.row(align=True)
+        row.prop(st, "new_lyric", text="")
+        row.operator("m2v.add_lyric", text="Add Lyric", icon="OUTLINER_OB_FONT").text = st.new_lyric
+        layout.template_list("M2V_UL_segments", "", st, "segments", st, "segments_index", rows=4)
+        if 0 <= st.segments_index < len(st.segments):
+            item = st.segments[st.segments_index]
+            layout.prop(item, "prompt_weight")
+
+
+def marker_menu(self, context) -> None:
+    layout = self.layout
+    layout.separator()
+    layout.operator("m2v.add_cut", icon="ADD")
+    layout.operator("m2v.remove_cut", icon="REMOVE")
+    layout.operator("m2v.add_lyric", icon="OUTLINER_OB_FONT")
+
+
+CLASSES = (SEQUENCER_PT_m2v, M2V_UL_segments, SEQUENCER_PT_m2v_segments)
+
+
 def register() -> None:
-    bpy.utils.register_class(SEQUENCER_PT_m2v)
+    for c in CLASSES:
+        bpy.utils.register_class(c)
+    bpy.types.SEQUENCER_MT_marker.append(marker_menu)
 
 
 def unregister() -> None:
-    bpy.utils.unregister_class(SEQUENCER_PT_m2v)
+    bpy.types.SEQUENCER_MT_marker.remove(marker_menu)
+    for c in reversed(CLASSES):
+        bpy.utils.unregister_class(c)

@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+from bpy.props import (
+    BoolProperty,
+    CollectionProperty,
+    EnumProperty,
+    FloatProperty,
+    IntProperty,
+    PointerProperty,
+    StringProperty,
+)
 
 from .contract import protocol
 
@@ -40,6 +48,25 @@ def _preset_changed(self, context) -> None:
         self.width, self.height = base["size"]
         self.cutouts = base["cutouts"]
         self.cut_method = base["cut_method"]
+
+
+class M2VSegmentSettings(bpy.types.PropertyGroup):
+    """One segment's direction: a prompt and a take, kept with the cut marker that starts the segment."""
+
+    cut: StringProperty(name="Cut", description="Name of the cut marker that starts this segment ('' for the first)")
+    frame: IntProperty(name="Frame", description="Where that marker was when last seen")
+    prompt: StringProperty(
+        name="Prompt", description="What this segment should show: replaces (or mixes with) its lyric or audio"
+    )
+    prompt_weight: FloatProperty(
+        name="Weight",
+        default=1.0,
+        min=0.0,
+        max=1.0,
+        subtype="FACTOR",
+        description="1: the prompt replaces the lyric or audio guidance; below 1 it mixes with it",
+    )
+    take: IntProperty(name="Take", default=0, min=0, description="Another take changes only this segment's draws")
 
 
 class M2VSceneSettings(bpy.types.PropertyGroup):
@@ -118,6 +145,14 @@ class M2VSceneSettings(bpy.types.PropertyGroup):
     lyrics_json: StringProperty(
         name="Lyric Texts", description="Full lyric texts behind the lyric markers (JSON)", default="[]"
     )
+    segments: CollectionProperty(type=M2VSegmentSettings, name="Segments")
+    segments_index: IntProperty(name="Segment", default=0)
+    snap_cuts: BoolProperty(
+        name="Snap Cuts to Beats",
+        default=True,
+        description="Cuts move to the nearest beat of the last analysis (at Add Cut and at Render)",
+    )
+    new_lyric: StringProperty(name="Lyric", description="Words for Add Lyric at Playhead")
     analysis_json: StringProperty(
         name="Analysis", default="", description="The last analysis: level curve, beats, device calibration (JSON)"
     )
@@ -129,6 +164,7 @@ class M2VSceneSettings(bpy.types.PropertyGroup):
 
 
 def register() -> None:
+    bpy.utils.register_class(M2VSegmentSettings)
     bpy.utils.register_class(M2VSceneSettings)
     bpy.types.Scene.m2v = PointerProperty(type=M2VSceneSettings)
 
@@ -136,3 +172,4 @@ def register() -> None:
 def unregister() -> None:
     del bpy.types.Scene.m2v
     bpy.utils.unregister_class(M2VSceneSettings)
+    bpy.utils.unregister_class(M2VSegmentSettings)

@@ -72,7 +72,52 @@ def is_m2v_marker(name: str) -> bool:
 
 
 def is_segment_marker(name: str) -> bool:
+    """m2v's own cut markers (``m2v S07``)."""
     return _SEGMENT.match(name) is not None
+
+
+#: The rule for what counts as a cut (shown in the panel): m2v's ``m2v S…`` markers, and any marker whose
+#: name starts with the word "cut" (press M, then rename the marker to "cut", "Cut 3", "cut: drop" ...).
+CUT_RULE = "Cuts: markers named \u201cm2v S\u2026\u201d, or whose name starts with \u201ccut\u201d"
+_CUT_WORD = re.compile(r"^cut\b", re.IGNORECASE)
+
+
+def is_cut_marker(name: str) -> bool:
+    return is_segment_marker(name) or _CUT_WORD.match(name.strip()) is not None
+
+
+def next_cut_name(names: list[str]) -> str:
+    """A new ``m2v S..`` name that no marker has yet."""
+    used = [int(m.group(1)) for n in names if (m := _SEGMENT.match(n))]
+    return segment_marker_name(max(used, default=0))
+
+
+def next_lyric_index(names: list[str]) -> int:
+    return max((i for n in names if (i := lyric_index(n)) is not None), default=-1) + 1
+
+
+def lyric_text(name: str, stored: str | None) -> str | None:
+    """The words a lyric marker stands for: the name is the truth.
+
+    The stored full text only fills in what Blender's 63-byte limit cut off,
+    and only while the marker still has the name m2v gave it; a renamed
+    marker means its new words (an emptied one, no guidance).
+    """
+    m = _LYRIC.match(name)
+    if m is None:
+        return None
+    if stored and name == lyric_marker_name(int(m.group(1)) - 1, stored):
+        return stored
+    return (m.group(2) or "").strip() or None
+
+
+def snap_to_beat(t: float, beats: list[float]) -> float:
+    """The nearest beat within half a beat of ``t`` (``t`` itself when there is none)."""
+    if len(beats) < 2:
+        return t
+    i = min(range(len(beats)), key=lambda j: abs(beats[j] - t))
+    half = 0.5 * (beats[min(i + 1, len(beats) - 1)] - beats[max(i - 1, 0)]) / (2 if 0 < i < len(beats) - 1 else 1)
+    return beats[i] if abs(beats[i] - t) <= half else t
 
 
 def lyric_index(name: str) -> int | None:

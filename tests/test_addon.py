@@ -105,6 +105,7 @@ def test_analyze_edit_markers_render_layout_and_rerender(built, song, tmp_path, 
         scene.m2v.lyrics_file = {str(lrc)!r}
         scene.m2v.target_length = 4.0
         scene.m2v.min_length = 2.0
+        scene.m2v.snap_cuts = False  # markers exactly where the editor drops them
         scene.timeline_markers.new("intro", frame=120)          # the editor's own marker
         try:  # the editor's own strip, where m2v wants to put its strips
             strips_of(scene).new_effect(name="grade", type="COLOR", channel=2, frame_start=300, length=40)

@@ -241,7 +241,12 @@ def test_moving_one_boundary_rerenders_from_that_segment_only(tmp_path, song, sm
     assert ends == {0: True, 1: True, 2: False, 3: False}
     after = _frames(out)
     assert after[:2] == before[:2]
-    # The stale segments' own files are pruned; the reused ones stay.
+    # The replaced segments stay on disk (switching back re-uses them) until a cache cap says otherwise.
+    assert (out / before_dirs[2]).exists() and (out / before_dirs[0]).exists()
+    q = Quiet()
+    assert render(a_path, out, _settings(), _loader(small_models, a_path, out), q) == 0
+    assert all(e["reused"] for e in q.events if e["event"] == "segment_end")  # back to the first plan: no render
+    assert render(b_path, out, _settings(), _loader(small_models, b_path, out), Quiet(), cache_cap_bytes=0) == 0
     assert not (out / before_dirs[2]).exists() and (out / before_dirs[0]).exists()
     # Nothing after the change is stale: a fresh render of the moved plan gives the same frames.
     fresh = tmp_path / "fresh"
