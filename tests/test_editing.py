@@ -174,3 +174,67 @@ def test_add_cut_shortcut_shadows_nothing_of_blenders():
                 taken.append((name, item[0]))
     assert taken == []
     assert json.dumps(ADD_CUT_KEY) == json.dumps({"type": "M", "value": "PRESS", "shift": True})
+
+
+def test_presets_and_the_cost_shown_in_the_panel(built, song, tmp_path):  # noqa: F811
+    wav, lrc, dur = song
+    zip_path = next(built.glob("m2v-*.zip"))
+    out = tmp_path / "out"
+    res = blender(
+        f"""
+        import bpy, json, sys
+        install({str(zip_path)!r})
+        jobs = sys.modules["bl_ext.user_default.m2v.jobs"]
+        scene, strip = song_scene({str(wav)!r}, {str(out) + "/"!r}, trim_start=0, trim_end=0)
+        st = scene.m2v
+        st.lyrics_file = {str(lrc)!r}
+        st.snap_cuts = False
+        assert st.preset == "auto"
+        assert bpy.ops.m2v.analyze() == {{"FINISHED"}}
+        plan = json.load(open({str(out / "analysis.json")!r}))
+        after_analyze = jobs.estimate_text(scene)
+        timing = jobs.strip_timing(scene, strip)
+        for m in list(scene.timeline_markers):
+            if m.name.startswith("m2v S"):
+                m.frame += 37  # the editor moves the cuts
+        scene.timeline_markers.new("cut", frame=timing.frame_at(2.0))
+        after_cut = jobs.estimate_text(scene)
+        assert bpy.ops.m2v.render(layout=True) == {{"FINISHED"}}
+        draft_totals = json.load(open({str(out / "plan.json")!r}))["totals"]
+        st.preset = "custom"
+        st.width = st.height = 512
+        bigger = jobs.estimate_text(scene)
+        st.preset = "paper"
+        paper = jobs.estimate_text(scene)
+        assert bpy.ops.m2v.render(layout=True) == {{"FINISHED"}}
+        used = json.load(open({str(out / "plan.json")!r}))
+        emit(resolved=st.resolved_preset, totals=plan["totals"], estimate=plan.get("estimate"), texts=[after_analyze, after_cut, bigger, paper],
+             draft_totals=draft_totals,
+             used=used["analysis"]["preset"], granularity=used["analysis"].get("granularity"),
+             rates=[used["analysis"]["min_rate"], used["analysis"]["max_rate"]], fps=used["analysis"]["fps"],
+             images=used["totals"]["images"], paper_steps=used["totals"]["steps"], strips=len(m2v_strips(scene)),
+             segments=len(used["segments"]))
+    """,
+        tmp_path,
+    )[0]
+    import re
+
+    assert res["resolved"] == "draft"  # Auto on a CPU
+    first = res["texts"][0]
+    steps = int(re.match(r"(\d+) steps", first).group(1))
+    assert steps == res["totals"]["steps"]  # the panel's arithmetic is the engine's
+    assert "\u2248" in first and res["estimate"]["device"] in first
+    secs = [t.split("\u2248")[1] for t in res["texts"]]
+
+    def counts(text):
+        m = re.match(r"(\d+) steps, (\d+) images", text)
+        return {"steps": int(m.group(1)), "images": int(m.group(2))}
+
+    # After the editor moved and added cuts, the panel shows what the engine then plans for those markers.
+    assert counts(res["texts"][1]) == res["draft_totals"]
+    assert secs[2] != secs[1]  # 512x512 costs more than 256x256
+    assert counts(res["texts"][3])["steps"] > 5 * steps  # 10-120 steps/s against 2-8
+    # Render with the Paper preset: the plan carries the paper's rates and the scene's frame rate caps images.
+    assert res["used"] == "paper" and res["rates"] == [10.0, 120.0] and abs(res["fps"] - 29.97) < 0.01
+    assert res["images"] <= round(dur * 29.97) + res["segments"] and res["strips"] == res["segments"]
+    assert counts(res["texts"][3]) == {"steps": res["paper_steps"], "images": res["images"]}
