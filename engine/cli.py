@@ -169,6 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--events", action="store_true", help="JSON events on stdout (for the Blender add-on)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    _add_job_parsers(sub)
+    _add_tool_parsers(sub)
+    return parser
+
+
+def _add_job_parsers(sub) -> None:
+    """analyze, plan, run and render."""
     a = sub.add_parser(
         "analyze",
         help="find scene changes, rates and guidance in a song",
@@ -230,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out", required=True, help="output folder (frames, manifest.json, state)")
     _add_render_args(m)
 
+
+def _add_tool_parsers(sub) -> None:
+    """export, models and info."""
     e = sub.add_parser("export", help="write an MP4 of a finished render with the song")
     e.add_argument("render_dir", help="the render's output folder")
     e.add_argument("-o", "--output", required=True, metavar="VIDEO.mp4")
@@ -248,7 +258,6 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="versions, the device torch finds, and the model files")
     i.add_argument("--models", help="models folder (default: $M2V_MODELS or the per-user data folder)")
     i.add_argument("--json", action="store_true", help="one JSON document (the add-on's Check)")
-    return parser
 
 
 # ---------------------------------------------------------------- helpers

@@ -235,6 +235,23 @@ def preset_rates(preset: str, min_rate: float | None, max_rate: float | None, fp
     }
 
 
+def _check_analysis_args(preset, granularity, min_length, target_length, start, end) -> str:
+    """Validate what ``analyze`` is given; returns the granularity to use."""
+    if preset not in PRESETS:
+        raise InputError(f"--preset must be one of {', '.join(PRESETS)}, not {preset!r}")
+    granularity = granularity or PRESETS[preset]["granularity"]
+    if granularity not in GRANULARITIES:
+        raise InputError(f"granularity must be one of {', '.join(GRANULARITIES)}, not {granularity!r}")
+    check_number(min_length, "--min-length", 0, 3600, lo_open=True)
+    check_number(target_length, "--target-length", 0, 3600, lo_open=True)
+    if target_length < min_length:
+        raise InputError(f"--target-length ({target_length}) is below --min-length ({min_length})")
+    for name, v in (("--start", start), ("--end", end)):
+        if v is not None:
+            check_number(v, name, 0)
+    return granularity
+
+
 def analyze(
     song_path: str | Path,
     *,
@@ -275,18 +292,7 @@ def analyze(
     dict
         The plan (see the README).
     """
-    if preset not in PRESETS:
-        raise InputError(f"--preset must be one of {', '.join(PRESETS)}, not {preset!r}")
-    granularity = granularity or PRESETS[preset]["granularity"]
-    if granularity not in GRANULARITIES:
-        raise InputError(f"granularity must be one of {', '.join(GRANULARITIES)}, not {granularity!r}")
-    check_number(min_length, "--min-length", 0, 3600, lo_open=True)
-    check_number(target_length, "--target-length", 0, 3600, lo_open=True)
-    if target_length < min_length:
-        raise InputError(f"--target-length ({target_length}) is below --min-length ({min_length})")
-    for name, v in (("--start", start), ("--end", end)):
-        if v is not None:
-            check_number(v, name, 0)
+    granularity = _check_analysis_args(preset, granularity, min_length, target_length, start, end)
     rates = preset_rates(preset, min_rate, max_rate, fps)
     check_rates(rates["min_rate"], rates["max_rate"], rates["fps"])
     lyrics = _lyrics(lyrics_path)

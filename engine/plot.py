@@ -28,26 +28,41 @@ def plot_plan(plan: dict, out_path: str | Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib import cm
 
     from engine.features import compute_features
 
     span = plan["song"]["span"]
     song = load_song(plan["song"]["path"], start=span[0], end=span[1], min_duration=0.0)
     feats = compute_features(song.y, song.sr)
-    t_frames = song.offset + feats.frames_to_time(np.arange(feats.n_frames))
-    segs = plan["segments"]
     fig, axes = plt.subplots(3, 1, figsize=(14, 7.5), sharex=True, gridspec_kw={"height_ratios": [2, 1.4, 1.4]})
     ax_w, ax_o, ax_r = axes
-    step = max(1, len(song.y) // 20000)
-    t_wave = song.offset + np.arange(0, len(song.y), step) / song.sr
-    ax_w.plot(t_wave, song.y[::step], lw=0.4, color="0.35")
-    colors = cm.viridis
-    for s in segs:
-        ax_w.axvspan(s["start"], s["end"], color=colors(s["intensity"]), alpha=0.25, lw=0)
-    for s in segs[1:]:
+    _draw_song(ax_w, plan, song)
+    for s in plan["segments"][1:]:
         for ax in axes:
             ax.axvline(s["start"], color="crimson", lw=1.0, alpha=0.8)
+    ax_o.plot(song.offset + feats.frames_to_time(np.arange(feats.n_frames)), feats.onset, lw=0.6, color="tab:orange")
+    for b in plan.get("beats", []):
+        ax_o.axvline(b, color="0.6", lw=0.4, alpha=0.6)
+    ax_o.set_ylabel("onset strength\n(grey: beats)")
+    _draw_rates(ax_r, plan["segments"])
+    ax_r.set_xlim(span[0], span[1])
+    fig.tight_layout()
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path, dpi=110)
+    plt.close(fig)
+    return out_path
+
+
+def _draw_song(ax_w, plan: dict, song) -> None:
+    """The waveform shaded by intensity, with the lyric lines and a title."""
+    from matplotlib import cm
+
+    segs = plan["segments"]
+    step = max(1, len(song.y) // 20000)
+    ax_w.plot(song.offset + np.arange(0, len(song.y), step) / song.sr, song.y[::step], lw=0.4, color="0.35")
+    for s in segs:
+        ax_w.axvspan(s["start"], s["end"], color=cm.viridis(s["intensity"]), alpha=0.25, lw=0)
     for ly in plan.get("lyrics", []):
         if ly.get("past_end"):
             continue
@@ -63,18 +78,18 @@ def plot_plan(plan: dict, out_path: str | Path) -> Path:
             color="tab:blue",
             transform=ax_w.get_xaxis_transform(),
         )
-    title = Path(plan["song"]["path"]).name
     tempo = plan["analysis"].get("tempo_bpm")
     ax_w.set_title(
-        f"{title}: {len(segs)} segments ({plan['analysis'].get('granularity', 'from boundaries')})"
+        f"{Path(plan['song']['path']).name}: {len(segs)} segments "
+        f"({plan['analysis'].get('granularity', 'from boundaries')})"
         + (f", {tempo:.1f} bpm" if tempo else "")
         + "  | red: cuts, blue: lyrics, shade: intensity"
     )
     ax_w.set_ylabel("waveform")
-    ax_o.plot(t_frames, feats.onset, lw=0.6, color="tab:orange")
-    for b in plan.get("beats", []):
-        ax_o.axvline(b, color="0.6", lw=0.4, alpha=0.6)
-    ax_o.set_ylabel("onset strength\n(grey: beats)")
+
+
+def _draw_rates(ax_r, segs: list[dict]) -> None:
+    """Steps per second and intensity per segment, lyric-guided spans underneath."""
     x = [v for s in segs for v in (s["start"], s["end"])]
     ax_r.plot(x, [s["rate"] for s in segs for _ in (0, 1)], color="tab:green", label="steps / s")
     ax_r.set_ylabel("generation rate\n(steps / s)")
@@ -86,10 +101,3 @@ def plot_plan(plan: dict, out_path: str | Path) -> Path:
             if p["kind"] == "lyric":
                 ax_r.axvspan(p["start"], p["end"], ymin=0, ymax=0.06, color="tab:blue", lw=0)
     ax_r.set_xlabel("song time (s)   | blue bar: lyric-guided span")
-    ax_r.set_xlim(span[0], span[1])
-    fig.tight_layout()
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=110)
-    plt.close(fig)
-    return out_path

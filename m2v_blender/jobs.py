@@ -399,15 +399,25 @@ def segment_settings_doc(scene, timing: timeline.StripTiming, bounds: list[float
     return {"kind": protocol.SEGMENT_SETTINGS_KIND, "version": protocol.SEGMENT_SETTINGS_VERSION, "segments": entries}
 
 
+def beat_snapper(scene):
+    """``frame -> frame`` on the nearest beat of the last analysis (identity before an analysis)."""
+    summary = analysis_summary(scene)
+    try:
+        timing = strip_timing(scene, vse.song_strip(scene, scene.m2v.song_strip))
+    except M2VError:
+        timing = None
+    if summary is None or not summary.get("beats") or timing is None:
+        return lambda frame: frame
+    beats = summary["beats"]
+    return lambda frame: timing.frame_at(timeline.snap_to_beat(timing.time_at(frame), beats))
+
+
 def snap_cuts(scene) -> int:
     """Move every cut to the nearest beat of the last analysis (within half a beat); returns how many moved."""
-    summary = analysis_summary(scene)
-    if summary is None or not summary.get("beats"):
-        return 0
-    timing = strip_timing(scene, vse.song_strip(scene, scene.m2v.song_strip))
+    snap = beat_snapper(scene)
     moved = 0
     for m in cut_markers(scene):
-        frame = timing.frame_at(timeline.snap_to_beat(timing.time_at(m.frame), summary["beats"]))
+        frame = snap(m.frame)
         if frame != m.frame:
             m.frame = frame
             moved += 1

@@ -9,7 +9,7 @@ from pathlib import Path
 import bpy
 from bpy.props import BoolProperty, IntProperty, StringProperty
 
-from . import jobs, preferences, timeline, vse
+from . import jobs, preferences, timeline
 from .contract import engine_root, protocol
 from .engine_client import EngineJob
 from .errors import M2VError
@@ -127,15 +127,7 @@ class M2V_OT_add_cut(bpy.types.Operator):
 
     def execute(self, context):
         scene = context.scene
-        frame = scene.frame_current
-        if scene.m2v.snap_cuts:
-            summary = jobs.analysis_summary(scene)
-            try:
-                timing = jobs.strip_timing(scene, vse.song_strip(scene, scene.m2v.song_strip))
-            except M2VError:
-                timing = None
-            if summary and summary.get("beats") and timing:
-                frame = timing.frame_at(timeline.snap_to_beat(timing.time_at(frame), summary["beats"]))
+        frame = jobs.beat_snapper(scene)(scene.frame_current) if scene.m2v.snap_cuts else scene.frame_current
         if any(m.frame == frame for m in jobs.cut_markers(scene)):
             self.report({"WARNING"}, f"there is already a cut at frame {frame}")
             return {"CANCELLED"}
