@@ -5,7 +5,7 @@
 
 Idempotent: a stamp file in the environment records what was installed; a
 second run with the same requirements only verifies the imports. Standard
-library only, so Blender's bundled Python or any Python 3.10+ can run it.
+library only, so Blender's bundled Python or any Python 3.11+ can run it (the engine stack needs 3.11).
 Progress lines go to stdout as ``[step/total] text`` (the add-on shows them).
 """
 
@@ -82,6 +82,12 @@ def main(argv: list[str] | None = None) -> int:
 
     env = Path(args.env).expanduser().resolve()
     py = env_python(env)
+    version = subprocess.run(
+        [args.python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], capture_output=True, text=True
+    ).stdout.strip()
+    if tuple(int(x) for x in (version or "0.0").split(".")) < (3, 11):
+        print(f"error: the engine needs Python 3.11 or newer; {args.python} is {version or 'not runnable'}", file=sys.stderr)
+        return 2
     files = [ENGINE_REQS, NODEPS_REQS] + ([DEV_REQS] if args.dev else [])
     digest = requirements_digest(files, args.device)
     stamp_path = env / STAMP
