@@ -17,6 +17,7 @@ import scipy.fft
 
 from engine.beats import beat_grid
 from engine.features import Features
+from engine.protocol import ANALYSIS_DEFAULTS
 
 GRANULARITIES = ("beats", "scenes")
 
@@ -73,8 +74,8 @@ def scene_boundaries(
     feats: Features,
     beat_frames: np.ndarray,
     duration: float,
-    min_length: float = 3.0,
-    target_length: float = 8.0,
+    min_length: float = ANALYSIS_DEFAULTS["min_length"],
+    target_length: float = ANALYSIS_DEFAULTS["target_length"],
 ) -> np.ndarray:
     """Beat indices where scenes change.
 
@@ -128,8 +129,8 @@ def segment_bounds(
     beat_frames: np.ndarray,
     duration: float,
     granularity: str = "scenes",
-    min_length: float = 3.0,
-    target_length: float = 8.0,
+    min_length: float = ANALYSIS_DEFAULTS["min_length"],
+    target_length: float = ANALYSIS_DEFAULTS["target_length"],
 ) -> np.ndarray:
     """Segment boundaries in seconds (relative to the analysed signal), from 0 to ``duration``.
 
