@@ -17,7 +17,8 @@ Image ``i`` of a segment holds the slot ``[a, b)`` of song time (see
 timeline frame whenever the footage's frame grid and the timeline's agree
 (the usual case: a movie strip on the song's timeline); a slot shorter than
 a footage frame, with no frame starting inside it, follows the frame showing
-at ``a``. Everything here is a pure function of the frame times, so a resumed
+at ``a``. A segment's first image follows the frame starting nearest to the
+segment's start, where the add-on starts its strip. Everything here is a pure function of the frame times, so a resumed
 render picks exactly the frames an uninterrupted one picked.
 """
 
@@ -38,7 +39,7 @@ from engine.files import check_number, file_sha256
 #: Still images (read with PIL); anything else that is a file is opened as a movie (PyAV).
 STILL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".tga")
 #: Slack for float arithmetic on frame times (seconds): far below any frame's length.
-EPS = 1e-5
+EPS = 1e-7
 #: Decode forward instead of seeking when the wanted frame is at most this many frames ahead.
 SEEK_WINDOW = 48
 
@@ -67,8 +68,17 @@ class FootageTiming:
         return (tm - self.offset) / self.speed
 
 
-def pick_frame(times: list[float], end: float, timing: FootageTiming, a: float, b: float) -> int | None:
+def pick_frame(
+    times: list[float], end: float, timing: FootageTiming, a: float, b: float, first: bool = False
+) -> int | None:
     """The footage frame an image with the song-time slot ``[a, b)`` follows, or None where there is no footage.
+
+    A footage frame "starts in the slot" by the rule that decides which image a timeline frame shows
+    (``protocol.image_at``: ``floor((t - start) / slot + 1e-6)``), so a frame the add-on shows with an
+    image is the frame that image follows, even where the plan's boundaries are rounded. A segment's
+    ``first`` image is shown from the timeline frame *nearest* to the segment's start (the add-on's strip
+    starts there, and ``image_at`` clamps to the first image), so it follows the footage frame starting
+    nearest to ``a``.
 
     Parameters
     ----------
@@ -80,14 +90,18 @@ def pick_frame(times: list[float], end: float, timing: FootageTiming, a: float, 
     a, b : float
         The image's slot in song seconds.
     """
-    ta, tb = timing.movie_time(a), timing.movie_time(b)
-    if ta >= end - EPS or tb <= times[0] + EPS:
+    slack = 1e-6 * (b - a)
+    ta, tb = timing.movie_time(a - slack), timing.movie_time(b - slack)
+    if timing.movie_time(a) >= end - EPS or tb <= times[0]:
         return None
-    j = bisect.bisect_left(times, ta - EPS)
-    if j < len(times) and times[j] < tb - EPS:
-        t_song = max(a, timing.song_time(times[j]))
+    j = bisect.bisect_left(times, ta)
+    if first:
+        near = timing.movie_time(a)
+        j = min((k for k in (j - 1, j) if 0 <= k < len(times)), key=lambda k: abs(times[k] - near), default=j)
+    if j < len(times) and times[j] < tb:
+        t_song = timing.song_time(times[j]) if first else max(a, timing.song_time(times[j]))
     else:
-        j = bisect.bisect_right(times, ta + EPS) - 1
+        j = bisect.bisect_right(times, timing.movie_time(a) + EPS) - 1
         if j < 0:
             return None
         t_song = a
@@ -228,9 +242,9 @@ class Footage:
     def __len__(self) -> int:
         return len(self.times)
 
-    def pick(self, timing: FootageTiming, a: float, b: float) -> int | None:
+    def pick(self, timing: FootageTiming, a: float, b: float, first: bool = False) -> int | None:
         """The frame index an image with slot ``[a, b)`` follows (see :func:`pick_frame`)."""
-        return pick_frame(self.times, self.end, timing, a, b)
+        return pick_frame(self.times, self.end, timing, a, b, first)
 
     def _read_still(self, p: Path) -> np.ndarray:
         from PIL import Image, UnidentifiedImageError
@@ -253,4 +267,4 @@ class Footage:
 
 def segment_frames(footage: Footage, timing: FootageTiming, seg: dict) -> list[int | None]:
     """The footage frame of each image of a segment (None: no footage there)."""
-    return [footage.pick(timing, a, b) for a, b in image_slots(seg)]
+    return [footage.pick(timing, a, b, first=i == 0) for i, (a, b) in enumerate(image_slots(seg))]

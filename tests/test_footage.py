@@ -141,6 +141,11 @@ def test_each_image_follows_the_frame_that_starts_in_its_slot():
     # Frame boundaries on the timeline grid: the first frame starting in the slot.
     assert pick_frame(times, end, t, 10 / float(NTSC), 12 / float(NTSC)) == 10
     assert pick_frame(times, end, t, 10.5 / float(NTSC), 12 / float(NTSC)) == 11
+    # Boundaries are rounded to 0.1 ms in a plan: a segment's first image follows the frame starting nearest
+    # to the segment's start (its strip starts at the nearest timeline frame), the others the rule above.
+    assert pick_frame(times, end, t, 10 / float(NTSC) + 4e-5, 12 / float(NTSC)) == 11
+    assert pick_frame(times, end, t, 10 / float(NTSC) + 4e-5, 12 / float(NTSC), first=True) == 10
+    assert pick_frame(times, end, t, 10.6 / float(NTSC), 12 / float(NTSC), first=True) == 11
     # A slot shorter than a frame, with no frame starting inside it: the frame showing at its start.
     assert pick_frame(times, end, t, 10.2 / float(NTSC), 10.6 / float(NTSC)) == 10
     # Offset: the movie time shown at song time 0; speed: movie seconds per song second.
