@@ -181,9 +181,9 @@ def _add_footage_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--init-weight",
         type=_number(0, 1e6, name="--init-weight"),
-        default=1.0,
+        default=0.0,
         metavar="W",
-        help="L2 pull of each step towards the footage frame, as VQGAN-CLIP's --init_weight (%(default)s; 0: off)",
+        help="L2 pull of each step towards the footage frame, as VQGAN-CLIP's --init_weight (%(default)s: off)",
     )
     g.add_argument(
         "--init-space",

@@ -53,7 +53,7 @@ class RenderSettings:
     footage_speed: float = 1.0  # movie seconds per song second
     footage_span: tuple[float, float] | None = None  # song seconds where the footage is visible
     footage_fps: float | None = None  # an image sequence's rate
-    init_weight: float = 1.0  # L2 pull towards the footage frame (VQGAN-CLIP's --init_weight)
+    init_weight: float = 0.0  # L2 pull towards the footage frame (VQGAN-CLIP's --init_weight; off by default)
     init_space: str = "latent"  # ... of its encoding ("latent") or of its pixels ("pixel")
     footage_blend: float = 0.5  # share of the previous generated latent kept when an image starts
     # Motion (engine.motion): the previous image moved before each image's steps.

@@ -329,7 +329,9 @@ def test_motion_moves_content_between_frames_in_the_direction_asked(plan, movie,
 def test_lookahead_cache_and_resume_with_footage_and_motion(plan, movie, roundtrip_models, tmp_path):
     plan_path, p = plan
     path, _ = movie
-    kw = dict(lr=0.3, footage=str(path), footage_offset=0.5, footage_span=(0.7, 3.0), zoom=0.2, rotate=8.0)
+    kw = dict(
+        lr=0.3, footage=str(path), footage_offset=0.5, footage_span=(0.7, 3.0), init_weight=1.0, zoom=0.2, rotate=8.0
+    )
     whole = tmp_path / "whole"
     assert render(plan_path, whole, _settings(**kw), load_small(roundtrip_models), Collect()) == 0
     saved = [_pixels(whole, f) for f in _frames(whole)]
