@@ -81,6 +81,19 @@ def test_blender_shows_the_frames_the_engine_picks(built, tmp_path, blender_pyth
             out[name] = footage.footage_args(sc, m, song)
             m.mute = True
         emit(args=out)
+        class Layout:  # records what the panel's box draws
+            def __init__(self): self.props = []
+            def __getattr__(self, name): return lambda *a, **k: self
+            def prop(self, data, name, **k): self.props.append(name); return self
+            def prop_search(self, data, name, *a, **k): self.props.append(name); return self
+        drawn = []
+        for strip_name, custom in (("", False), ("ntsc", True)):
+            sc.m2v.footage_strip, sc.m2v.use_motion = strip_name, custom
+            box = Layout()
+            footage.draw_box(box, sc)
+            drawn.append(box.props)
+        emit(drawn=drawn, known=[p.identifier for p in sc.m2v.bl_rna.properties])
+        sc.m2v.footage_strip = ""
         for name in out:
             for s in all_strips(sc):
                 s.mute = s.name != name
@@ -88,7 +101,11 @@ def test_blender_shows_the_frames_the_engine_picks(built, tmp_path, blender_pyth
     """,
         tmp_path,
         blender_python,
-    )[0]
+    )
+    drawn = res[1]
+    assert drawn["drawn"][0] == ["footage_strip", "use_motion"] and len(drawn["drawn"][1]) == 9
+    assert all(name in drawn["known"] for props in drawn["drawn"] for name in props)
+    res = res[0]
     song_time = lambda f: (f - 101) / FPS  # noqa: E731
     for name, args in res["args"].items():
         timing = FootageTiming(
