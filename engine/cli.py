@@ -24,6 +24,8 @@ from engine.protocol import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    INIT_SPACES,
+    MOTION_DRIVES,
     PRESET_CHOICES,
     PRESETS,
     make_event,
@@ -60,7 +62,8 @@ def _add_rate_args(p: argparse.ArgumentParser) -> None:
         "--preset",
         choices=PRESET_CHOICES,
         default="auto",
-        help="paper: the authors' workload; draft: a fast preview; auto: paper on a GPU, draft on a CPU (%(default)s)",
+        help="paper: the authors' workload; draft: a fast preview; musicvideo: paper with motion that follows the "
+        "music; auto: paper on a GPU, draft on a CPU (%(default)s)",
     )
     p.add_argument(
         "--min-rate",
@@ -108,7 +111,8 @@ def _add_render_args(p: argparse.ArgumentParser, with_preset: bool = True) -> No
             "--preset",
             choices=PRESET_CHOICES,
             default="auto",
-            help="paper, draft, or auto: the plan's preset (else paper on a GPU, draft on a CPU)",
+            help="paper, draft, musicvideo (paper + motion), or auto: the plan's preset (else paper on a GPU, "
+            "draft on a CPU)",
         )
     p.add_argument("--layout", action="store_true", help="preview: a titled card per image, no models needed")
     p.add_argument("--size", nargs=2, type=_number(16, 8192, integer=True, name="--size"), metavar=("W", "H"))
@@ -132,6 +136,8 @@ def _add_render_args(p: argparse.ArgumentParser, with_preset: bool = True) -> No
         default=0.0,
         help="eq. 1: cancel latent changes smaller than lr x this between images (0: off)",
     )
+    _add_footage_args(p)
+    _add_motion_args(p)
     p.add_argument(
         "--snapshot-every",
         type=_number(0, 86400, name="--snapshot-every"),
@@ -147,6 +153,89 @@ def _add_render_args(p: argparse.ArgumentParser, with_preset: bool = True) -> No
         help="keep frames of earlier takes and edits up to this size (default: the render's own size, at least 1 GiB)",
     )
     _add_model_args(p)
+
+
+def _add_footage_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("footage styling", "each image starts from, and is pulled towards, a footage frame")
+    g.add_argument("--footage", metavar="MOVIE", help="a movie, a still image, or a folder of images (a sequence)")
+    g.add_argument(
+        "--footage-offset",
+        type=_number(-1e7, 1e7, name="--footage-offset"),
+        default=0.0,
+        metavar="S",
+        help="the movie time (seconds) shown at song time 0 (%(default)s)",
+    )
+    g.add_argument(
+        "--footage-speed",
+        type=_number(0, 1000, lo_open=True, name="--footage-speed"),
+        default=1.0,
+        metavar="X",
+        help="movie seconds per song second (%(default)s)",
+    )
+    g.add_argument(
+        "--footage-span",
+        nargs=2,
+        type=_number(-1e7, 1e7, name="--footage-span"),
+        metavar=("A", "B"),
+        help="song seconds where the footage is visible (default: wherever the movie plays)",
+    )
+    g.add_argument(
+        "--footage-fps",
+        type=_number(0, 1000, lo_open=True, name="--footage-fps"),
+        metavar="F",
+        help="frames per second of an image-sequence folder",
+    )
+    g.add_argument(
+        "--init-weight",
+        type=_number(0, 1e6, name="--init-weight"),
+        default=0.0,
+        metavar="W",
+        help="L2 pull of each step towards the footage frame, as VQGAN-CLIP's --init_weight (%(default)s: off)",
+    )
+    g.add_argument(
+        "--init-space",
+        choices=INIT_SPACES,
+        default="latent",
+        help="measure that pull on the frame's encoding (latent, VQGAN-CLIP's) or its pixels (%(default)s)",
+    )
+    g.add_argument(
+        "--footage-blend",
+        type=_number(0, 1, name="--footage-blend"),
+        default=0.5,
+        metavar="B",
+        help="share of the previous generated image kept when an image starts; 0: restart from the footage "
+        "frame, as VQGAN-CLIP's video styling (%(default)s)",
+    )
+
+
+def _add_motion_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "motion", "move the previous image before each image's steps (off, except in the musicvideo preset)"
+    )
+    g.add_argument(
+        "--zoom",
+        type=_number(-0.9, 10, name="--zoom"),
+        metavar="F",
+        help="zoom per beat at full onset strength (music) or per second (steady): 0.03 magnifies 3%%",
+    )
+    g.add_argument(
+        "--rotate",
+        type=_number(-3600, 3600, name="--rotate"),
+        metavar="DEG",
+        help="degrees per second at full intensity, counter-clockwise",
+    )
+    g.add_argument(
+        "--shift",
+        nargs=2,
+        type=_number(-1e5, 1e5, name="--shift"),
+        metavar=("DX", "DY"),
+        help="pixels per second at full intensity (x right, y up)",
+    )
+    g.add_argument(
+        "--motion-drive",
+        choices=MOTION_DRIVES,
+        help="music: zoom pulses on beats by onset strength, drift by segment intensity; steady: constant",
+    )
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -265,7 +354,7 @@ def _add_tool_parsers(sub) -> None:
 
 def settings_from_args(args: argparse.Namespace, preset: str):
     """Render settings: the flags the user gave, the preset's values for the rest."""
-    from engine.presets import preset_value
+    from engine.presets import motion_value, preset_value
     from engine.render import RenderSettings
 
     size = preset_value(preset, "size", args.size)
@@ -281,6 +370,18 @@ def settings_from_args(args: argparse.Namespace, preset: str):
         prompt_average=args.prompt_average,
         l1_weight=args.l1_weight,
         layout=args.layout,
+        footage=args.footage,
+        footage_offset=args.footage_offset,
+        footage_speed=args.footage_speed,
+        footage_span=tuple(args.footage_span) if args.footage_span else None,
+        footage_fps=args.footage_fps,
+        init_weight=args.init_weight,
+        init_space=args.init_space,
+        footage_blend=args.footage_blend,
+        zoom=motion_value(preset, "zoom", args.zoom),
+        rotate=motion_value(preset, "rotate", args.rotate),
+        shift=tuple(motion_value(preset, "shift", args.shift)),
+        motion_drive=motion_value(preset, "motion_drive", args.motion_drive),
     )
     s.validate()
     return s
@@ -302,10 +403,10 @@ def _render_kwargs(args: argparse.Namespace) -> dict:
     return {"device": args.device, "snapshot_every": every, "cache_cap_bytes": cap}
 
 
-def _load(paths, device_name: str):
+def _load(paths, device_name: str, settings=None):
     from engine.models import load_models, pick_device
 
-    return load_models(paths, pick_device(device_name))
+    return load_models(paths, pick_device(device_name), encoder=bool(settings and settings.needs_encoder))
 
 
 # ---------------------------------------------------------------- commands
@@ -326,7 +427,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     preset, _ = resolve_preset(preset, args.device)
     settings = settings_from_args(args, preset)
     print(f"render settings: {describe(preset)} preset, {settings.width}x{settings.height}", file=sys.stderr)
-    models = None if args.layout else _load(model_paths_from_args(args), args.device)
+    models = None if args.layout else _load(model_paths_from_args(args), args.device, settings)
     stop = StopFlag()
     stop.install()
     code = render(args.plan, args.out, settings, models, Progress(), stop, **_render_kwargs(args))
@@ -600,7 +701,7 @@ def _run_render(args: argparse.Namespace, out: Path, settings) -> int:
     from engine.protocol import EXIT_CANCELLED
     from engine.render import StopFlag, render
 
-    models = None if args.layout else _load(_run_models(args), args.device)
+    models = None if args.layout else _load(_run_models(args), args.device, settings)
     stop = StopFlag()
     stop.install()
     frames = out / ("layout" if args.layout else "frames")

@@ -117,8 +117,10 @@ class Models:
         return self.paths.ids()
 
 
-def load_models(paths: ModelPaths, device: object = "cpu") -> Models:
+def load_models(paths: ModelPaths, device: object = "cpu", encoder: bool = False) -> Models:
     """Build and load the VQGAN, CLIP and Wav2CLIP models on ``device``.
+
+    ``encoder`` also loads the VQGAN's encoder now (footage, motion); otherwise it is loaded on first use.
 
     Raises
     ------
@@ -139,7 +141,7 @@ def load_models(paths: ModelPaths, device: object = "cpu") -> Models:
             f"the audio encoder's embedding ({audio.embed_dim}) does not match CLIP's ({clip.embed_dim})",
             paths.audio_encoder,
         )
-    vqgan = load_vqgan(paths.vqgan_config, paths.vqgan_ckpt)
+    vqgan = load_vqgan(paths.vqgan_config, paths.vqgan_ckpt, with_encoder=encoder)
     return Models(vqgan.to(device), clip.to(device), audio.to(device), paths, warnings)
 
 

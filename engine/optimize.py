@@ -44,6 +44,21 @@ def cpu_copy(obj):
     return obj
 
 
+class InitPull:
+    """VQGAN-CLIP's ``--init_weight``: ``weight / 2`` times the mean squared distance to an init picture.
+
+    ``space`` ``latent`` measures it between the latent and the picture's encoding (VQGAN-CLIP's own term),
+    ``pixel`` between the decoded image and the picture itself (``(1, 3, H, W)`` in [0, 1]).
+    """
+
+    def __init__(self, target, weight: float, space: str = "latent") -> None:
+        self.target, self.weight, self.space = target, float(weight), space
+
+    def loss(self, z, image):
+        x = z if self.space == "latent" else image.float()
+        return (x - self.target).pow(2).mean() * (self.weight / 2)
+
+
 class Optimizer:
     """The latent, its Adam state, and the step (the models stay frozen)."""
 
@@ -83,7 +98,14 @@ class Optimizer:
             return False
         return True
 
-    def step(self, targets: list, seed: int, anchor=None) -> tuple:
+    def set_latent(self, z) -> None:
+        """Move the latent to ``z`` and keep Adam's moments (the image moved, or its footage frame came in)."""
+        import torch
+
+        with torch.no_grad():
+            self.z.copy_(z)
+
+    def step(self, targets: list, seed: int, anchor=None, pull: InitPull | None = None) -> tuple:
         """One optimisation step.
 
         Parameters
@@ -94,6 +116,8 @@ class Optimizer:
             Fixes the step's cutouts and augments.
         anchor : Tensor, optional
             The previous image's final latent: eq. 1 pulls towards it (``l1_weight``).
+        pull : InitPull, optional
+            An L2 pull towards a footage frame, added to the loss.
 
         Returns
         -------
@@ -111,6 +135,8 @@ class Optimizer:
             cuts = make_cutouts(out.float(), s.cutouts, self.clip.input_size, seed, s.cut_method, s.cut_pow, s.noise)
             emb = self.clip.embed_images(cuts)
         loss = sum(w * spherical_distance(emb, t[None]).mean() for t, w in targets)
+        if pull is not None and pull.weight > 0:
+            loss = loss + pull.loss(z, out)
         loss.backward()
         opt.step()
         with torch.no_grad():

@@ -185,7 +185,18 @@ def build_plan(
     if beats is not None:
         plan["analysis"]["tempo_bpm"] = beats.tempo
         plan["beats"] = [round(song.offset + float(t), 4) for t in feats.frames_to_time(beats.frames)]
+        plan["beat_strength"] = beat_strength(feats.onset, beats.frames)
     return plan
+
+
+def beat_strength(onset: np.ndarray, frames: np.ndarray) -> list[float]:
+    """Each beat's onset strength, 0-1: the envelope's peak within a frame of the beat over the song's 95th
+    percentile (what drives the zoom pulses of ``engine.motion``)."""
+    if len(onset) == 0 or len(frames) == 0:
+        return []
+    ref = float(np.percentile(onset, 95)) or 1.0
+    idx = np.clip(np.asarray(frames, dtype=int)[:, None] + np.arange(-1, 2)[None, :], 0, len(onset) - 1)
+    return [round(float(min(1.0, max(0.0, v / ref))), 3) for v in onset[idx].max(axis=1)]
 
 
 def preset_totals(levels: dict, bounds: list[float], preset: str, fps: float) -> dict:
@@ -389,6 +400,8 @@ def plan_from_boundaries(
         rates=rates,
         analysis=analysis,
         lyrics_path=str(lyrics_path) if lyrics_path else None,
+        # The beats drive motion (engine.motion); they never change the segments given here.
+        beats=track_beats(feats.onset, feats.frame_rate),
     )
     if preset != "paper":
         bounds = [s["start"] for s in plan["segments"]] + [plan["segments"][-1]["end"]]

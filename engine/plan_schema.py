@@ -125,6 +125,7 @@ def validate_plan(plan: dict, path: str | Path = "<plan>") -> None:
     prev_end = None
     for k, s in enumerate(segs):
         prev_end = validate_segment(k, s, prev_end, float(song["duration"]), path)
+    validate_beats(plan, path)
     lyrics = plan.get("lyrics", [])
     if not isinstance(lyrics, list):
         raise InputError("the plan's lyrics must be a list", path)
@@ -132,3 +133,25 @@ def validate_plan(plan: dict, path: str | Path = "<plan>") -> None:
         if not isinstance(ly, dict) or not isinstance(ly.get("text"), str):
             raise InputError(f"lyric {j} has no text", path)
         _num(ly.get("time"), f"lyric {j} time", 0, None, path=path)
+
+
+def validate_beats(plan: dict, path: str | Path) -> None:
+    """``beats`` (seconds, increasing) and ``beat_strength`` (0-1, one per beat) are optional; motion reads them."""
+    beats = plan.get("beats")
+    if beats is None:
+        return
+    if not isinstance(beats, list):
+        raise InputError("the plan's beats must be a list of times", path)
+    prev = None
+    for j, t in enumerate(beats):
+        t = _num(t, f"beat {j} time", 0, None, path=path)
+        if prev is not None and t < prev:
+            raise InputError(f"beat {j} at {t} s comes before beat {j - 1} ({prev} s)", path)
+        prev = t
+    strength = plan.get("beat_strength")
+    if strength is None:
+        return
+    if not isinstance(strength, list) or len(strength) != len(beats):
+        raise InputError("the plan's beat_strength must hold one number per beat", path)
+    for j, v in enumerate(strength):
+        _num(v, f"beat {j} strength", 0, 1, path=path)

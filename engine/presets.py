@@ -1,14 +1,15 @@
-"""Resolving ``--preset auto|paper|draft`` and filling in what the user did not set.
+"""Resolving ``--preset auto|paper|draft|musicvideo`` and filling in what the user did not set.
 
 ``paper`` is the authors' workload; ``draft`` a preview a CPU renders in
-reasonable time. ``auto`` takes ``paper`` where a GPU is found (CUDA or
-Apple's MPS) and ``draft`` on a CPU, and says so.
+reasonable time; ``musicvideo`` the paper's workload with motion that follows
+the music. ``auto`` takes ``paper`` where a GPU is found (CUDA or Apple's
+MPS) and ``draft`` on a CPU, and says so.
 """
 
 from __future__ import annotations
 
 from engine.errors import InputError
-from engine.protocol import PRESET_CHOICES, PRESETS
+from engine.protocol import MOTION_OFF, MOTION_PRESETS, PRESET_CHOICES, PRESETS
 
 
 def resolve_preset(name: str, device: str = "auto") -> tuple[str, str]:
@@ -28,11 +29,20 @@ def preset_value(preset: str, key: str, given):
     return PRESETS[preset][key] if given is None else given
 
 
+def motion_value(preset: str, key: str, given):
+    """``given`` where the user set it, else the preset's motion (none outside ``musicvideo``)."""
+    return MOTION_PRESETS.get(preset, MOTION_OFF)[key] if given is None else given
+
+
 def describe(preset: str) -> str:
     """``paper (beats, 10-120 steps/s, 512x512, 32 latest cutouts)``."""
     p = PRESETS[preset]
     w, h = p["size"]
-    return (
+    text = (
         f"{preset} ({p['granularity']}, {p['min_rate']:g}-{p['max_rate']:g} steps/s, {w}x{h}, "
-        f"{p['cutouts']} {p['cut_method']} cutouts)"
+        f"{p['cutouts']} {p['cut_method']} cutouts"
     )
+    m = MOTION_PRESETS.get(preset)
+    if m:
+        text += f", a {m['zoom']:g} zoom pulse a beat and {m['rotate']:g} deg/s drift"
+    return text + ")"

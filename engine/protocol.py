@@ -42,7 +42,7 @@ ANALYSIS_SUMMARY_KIND, ANALYSIS_SUMMARY_VERSION = "m2v-analysis-summary", 1
 
 # ---------------------------------------------------------------- defaults
 
-#: The two workloads. ``paper``: the authors' method end to end (every beat a segment, 10 + 110 x intensity
+#: The workloads. ``paper``: the authors' method end to end (every beat a segment, 10 + 110 x intensity
 #: optimisation steps per second of music, 512x512, 32 cutouts of their ``latest`` kind, Adam lr 0.1, eq. 2).
 #: ``draft``: a preview that a CPU renders in reasonable time. ``auto`` picks ``paper`` on a GPU, ``draft`` on
 #: a CPU. Any flag overrides its preset's value.
@@ -66,7 +66,18 @@ PRESETS: dict[str, dict] = {
         "lr": 0.1,
     },
 }
-PRESET_CHOICES = ("auto", "paper", "draft")
+# ``musicvideo``: the paper's workload with motion that follows the music (:data:`MOTION_PRESETS`).
+PRESETS["musicvideo"] = dict(PRESETS["paper"])
+PRESET_CHOICES = ("auto", "paper", "draft", "musicvideo")
+#: Motion per preset (``engine.motion``): zoom per beat at full onset strength, rotation in degrees and shift
+#: in pixels (x right, y up) per second at full intensity. Presets not listed have no motion.
+MOTION_PRESETS: dict[str, dict] = {
+    "musicvideo": {"zoom": 0.03, "rotate": 2.0, "shift": (0.0, 0.0), "motion_drive": "music"},
+}
+MOTION_OFF = {"zoom": 0.0, "rotate": 0.0, "shift": (0.0, 0.0), "motion_drive": "music"}
+MOTION_DRIVES = ("music", "steady")
+#: How footage pulls each image (``--init-space``): L2 to its encoding in the latent, or to its pixels.
+INIT_SPACES = ("latent", "pixel")
 #: How cutouts are taken: the authors' ``latest`` (whole image pooled, kornia augments) or random ``crops``.
 CUT_METHODS = ("latest", "crops")
 #: Settings no preset changes: the CLI, the plan builder and the add-on's properties all read these.

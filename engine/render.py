@@ -47,6 +47,20 @@ class RenderSettings:
     l1_weight: float = 0.0  # eq. 1; 0 turns it off
     noise: float = 0.1
     layout: bool = False
+    # Footage styling (engine.footage): each image starts from, and is pulled towards, its footage frame.
+    footage: str | None = None
+    footage_offset: float = 0.0  # movie seconds shown at song time 0
+    footage_speed: float = 1.0  # movie seconds per song second
+    footage_span: tuple[float, float] | None = None  # song seconds where the footage is visible
+    footage_fps: float | None = None  # an image sequence's rate
+    init_weight: float = 0.0  # L2 pull towards the footage frame (VQGAN-CLIP's --init_weight; off by default)
+    init_space: str = "latent"  # ... of its encoding ("latent") or of its pixels ("pixel")
+    footage_blend: float = 0.5  # share of the previous generated latent kept when an image starts
+    # Motion (engine.motion): the previous image moved before each image's steps.
+    zoom: float = 0.0
+    rotate: float = 0.0
+    shift: tuple[float, float] = (0.0, 0.0)
+    motion_drive: str = "music"
 
     def validate(self) -> None:
         """Every number finite and in range; raises InputError naming the flag."""
@@ -65,9 +79,63 @@ class RenderSettings:
         check_number(self.noise, "noise", 0, 10)
         if self.style is not None and not self.style.strip():
             raise InputError("--style is empty; leave it out for no style")
+        self.footage_timing().validate()
+        if self.footage_fps is not None:
+            check_number(self.footage_fps, "--footage-fps", 0, 1000, lo_open=True)
+        check_number(self.init_weight, "--init-weight", 0, 1e6)
+        check_number(self.footage_blend, "--footage-blend", 0, 1)
+        from engine.protocol import INIT_SPACES
+
+        if self.init_space not in INIT_SPACES:
+            raise InputError(f"--init-space must be one of {', '.join(INIT_SPACES)}, not {self.init_space!r}")
+        if self.footage is not None and not str(self.footage).strip():
+            raise InputError("--footage is empty; leave it out for no footage")
+        if self.footage is not None and not Path(self.footage).expanduser().exists():
+            raise InputError("--footage not found", self.footage)
+        self.motion().validate()
+
+    def footage_timing(self):
+        from engine.footage import FootageTiming
+
+        span = tuple(self.footage_span) if self.footage_span is not None else None
+        return FootageTiming(offset=self.footage_offset, speed=self.footage_speed, span=span)
+
+    def motion(self):
+        from engine.motion import MotionSettings
+
+        return MotionSettings(zoom=self.zoom, rotate=self.rotate, shift=tuple(self.shift), drive=self.motion_drive)
+
+    @property
+    def needs_encoder(self) -> bool:
+        """Footage or motion turn pictures into latents: the VQGAN's encoder is loaded for them only."""
+        return not self.layout and (self.footage is not None or self.motion().active)
 
     def key_fields(self) -> dict:
+        """What every segment's key holds. Footage and motion enter per segment instead (:func:`segment_keys`):
+        the frames and moves a segment uses, so a changed footage strip re-renders from what it covers on, and
+        a render without them keeps the keys it always had."""
+        return {k: v for k, v in asdict(self).items() if k not in PER_SEGMENT_FIELDS}
+
+    def record(self) -> dict:
+        """Every setting, for the manifest."""
         return asdict(self)
+
+
+#: Settings that enter the cache keys per segment (as the footage frames and motion each segment uses).
+PER_SEGMENT_FIELDS = (
+    "footage",
+    "footage_offset",
+    "footage_speed",
+    "footage_span",
+    "footage_fps",
+    "init_weight",
+    "init_space",
+    "footage_blend",
+    "zoom",
+    "rotate",
+    "shift",
+    "motion_drive",
+)
 
 
 class StopFlag:
@@ -110,12 +178,16 @@ def load_plan_song(plan: dict, progress) -> np.ndarray:
     return song.y
 
 
-def segment_keys(plan: dict, song_16k: np.ndarray, settings: RenderSettings, model_ids: dict) -> list[str]:
-    """The chained cache key of every segment (see :mod:`engine.manifest`)."""
+def segment_keys(plan: dict, song_16k: np.ndarray, settings: RenderSettings, model_ids: dict, extras=None) -> list[str]:
+    """The chained cache key of every segment (see :mod:`engine.manifest`).
+
+    ``extras(k)`` adds what only the frame source knows about segment ``k`` (the footage frames and the
+    motion it uses); a segment it adds nothing to keeps the key it had without footage and motion.
+    """
     from engine.guidance import audio_digest
 
     keys, prev = [], None
-    for seg in plan["segments"]:
+    for k, seg in enumerate(plan["segments"]):
         parts = [
             [round(float(p["start"]), 4), round(float(p["end"]), 4), p["kind"], p.get("text")]
             + ([audio_digest(song_16k, p["start"], p["end"])] if p["kind"] == "audio" else [])
@@ -133,6 +205,8 @@ def segment_keys(plan: dict, song_16k: np.ndarray, settings: RenderSettings, mod
             "settings": settings.key_fields(),
             "models": model_ids,
         }
+        if extras is not None:
+            payload.update(extras(k))
         prev = segment_key(payload, prev)
         keys.append(prev)
     return keys
@@ -152,7 +226,10 @@ def make_source(plan: dict, settings: RenderSettings, models, song_16k: np.ndarr
     settings = fit_size(settings, models.vqgan.factor, lambda m: progress.emit("warning", message=m))
     for w in models.warnings:
         progress.emit("warning", message=w)
-    return ModelSource(plan, settings, models, song_16k, dev), settings
+    source = ModelSource(plan, settings, models, song_16k, dev)
+    for w in source.warnings():
+        progress.emit("warning", message=w)
+    return source, settings
 
 
 def render(
@@ -184,14 +261,25 @@ def render(
     plan = load_plan(plan_path)
     song_16k = load_plan_song(plan, progress)
     source, settings = make_source(plan, settings, models, song_16k, device, progress)
-    keys = segment_keys(plan, song_16k, settings, source.ids())
+    try:
+        return _render_into(
+            plan, song_16k, out_dir, settings, source, progress, stop, (snapshot_every, cache_cap_bytes)
+        )
+    finally:
+        source.close()
+
+
+def _render_into(plan, song_16k, out_dir: Path, settings, source, progress, stop, policy: tuple) -> int:
+    """The part of a render that writes: keys, the folder's lock, its cache, the job (``policy``: snapshot
+    interval and cache cap)."""
+    keys = segment_keys(plan, song_16k, settings, source.ids(), source.key_extras)
     out_dir.mkdir(parents=True, exist_ok=True)
     with FolderLock(out_dir, LOCK_FILE):
         remove_temp_files(out_dir, (SEGMENT_DIR_PREFIX, STATE_DIR))
-        header = {"song": plan["song"], "settings": settings.key_fields(), "models": source.ids(), "status": "running"}
+        header = {"song": plan["song"], "settings": settings.record(), "models": source.ids(), "status": "running"}
         store = RenderStore.open(out_dir, header)
         try:
-            job = RenderJob(plan, keys, store, source, progress, snapshot_every, cache_cap_bytes)
+            job = RenderJob(plan, keys, store, source, progress, *policy)
             code = job.run(stop)
         finally:
             store.close()
@@ -345,6 +433,7 @@ class RenderJob:
             "time": round(seg["start"] + i * (seg["end"] - seg["start"]) / w.images, 4),
             "file": f"{segment_folder(w.k, w.key)}/frame_{i:05d}.png",
             **({"loss": round(loss, 6)} if loss is not None else {}),
+            **self.source.frame_info(w.k, i),
         }
         eta = (self.total - self.done) * self.t_images / self.n_images
         event = {"segment": w.k, "index": i, "done": self.done, "total": self.total, "file": record["file"]}

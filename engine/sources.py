@@ -10,6 +10,13 @@ latent after its own steps, and the first forward pass of the next image's
 first step decodes exactly that latent, so ``run_image`` returns the
 *previous* image and a render never pays for a decode of its own per image
 (only :meth:`ModelSource.decode`, before a jump or at the end).
+
+Footage and motion change the latent *before* an image's first step (the
+previous image moved and re-encoded, the footage frame blended in), so that
+first forward pass no longer sees the previous image. For those images the
+source decodes the previous latent itself, before changing it, and returns
+that: the same pixels, one decoder pass (which motion needs anyway, to move
+the picture).
 """
 
 from __future__ import annotations
@@ -33,6 +40,15 @@ class LayoutSource:
         from engine import __version__
 
         return {"layout": __version__}
+
+    def key_extras(self, k: int) -> dict:
+        return {}
+
+    def frame_info(self, k: int, i: int) -> dict:
+        return {}
+
+    def close(self) -> None:
+        pass
 
     def seek(self, k: int, i: int, keys: list[str], state_dir: Path, warn) -> int:
         return 0
@@ -61,9 +77,124 @@ class ModelSource:
         self.images = [int(s["images"]) for s in plan["segments"]]
         self.pos: tuple[int, int] | None = None
         self._schedules: dict[int, list[list[int]]] = {}
+        self.motion = settings.motion()
+        self.footage = self.timing = None
+        if settings.footage is not None:
+            from engine.footage import Footage
+
+            self.footage = Footage(settings.footage, settings.footage_fps)
+            self.timing = settings.footage_timing()
+        if settings.needs_encoder:
+            models.vqgan.require_encoder()  # fails here, before the render starts, if the file has none
+        self._frames: dict[int, list] = {}
+        self._moves: dict[int, list] = {}
+        self._encoded: tuple | None = None  # (frame index, picture, latent) of the last footage frame encoded
 
     def ids(self) -> dict:
         return self.models.ids()
+
+    def close(self) -> None:
+        if self.footage is not None:
+            self.footage.close()
+
+    # ------------------------------------------------------------ footage and motion
+
+    def warnings(self) -> list[str]:
+        """What the user should know before the render: footage that covers nothing, motion with no beats."""
+        out = []
+        if self.footage is not None and not any(
+            j is not None for k in range(len(self.images)) for j in self.footage_frames(k)
+        ):
+            out.append(
+                f"the footage {self.settings.footage} covers none of the plan's images: check --footage-offset, "
+                "--footage-speed and --footage-span"
+            )
+        m = self.motion
+        if m.active and m.drive == "music" and m.zoom != 0 and not self.plan.get("beats"):
+            out.append("the plan has no beats (an older m2v made it): no zoom pulses; plan it again to get them")
+        return out
+
+    def footage_frames(self, k: int) -> list:
+        """The footage frame each image of segment ``k`` follows (None: none)."""
+        if self.footage is None:
+            return [None] * self.images[k]
+        if k not in self._frames:
+            from engine.footage import segment_frames
+
+            self._frames[k] = segment_frames(self.footage, self.timing, self.plan["segments"][k])
+        return self._frames[k]
+
+    def moves(self, k: int) -> list:
+        """How each image of segment ``k`` moves the previous one."""
+        if k not in self._moves:
+            from engine.motion import segment_motion
+
+            self._moves[k] = segment_motion(self.plan, k, self.motion)
+        return self._moves[k]
+
+    def key_extras(self, k: int) -> dict:
+        """Segment ``k``'s footage frames and moves, for its cache key (nothing where it uses neither)."""
+        out: dict = {}
+        frames = self.footage_frames(k)
+        if any(j is not None for j in frames):
+            s = self.settings
+            out["footage"] = {
+                "content": self.footage.digest,
+                "frames": frames,
+                "init_weight": s.init_weight,
+                "init_space": s.init_space,
+                "blend": s.footage_blend,
+            }
+        if self.motion.active:
+            out["motion"] = [m.key() for m in self.moves(k)]
+        return out
+
+    def frame_info(self, k: int, i: int) -> dict:
+        """What the manifest records about image ``i`` beyond its file: the footage frame it followed."""
+        j = self.footage_frames(k)[i]
+        return {} if j is None else {"footage": j}
+
+    def _footage_latent(self, j: int):
+        """Footage frame ``j`` at the render size: the picture (``(1, 3, H, W)`` in [0, 1]) and its encoding."""
+        import torch
+
+        if self._encoded is None or self._encoded[0] != j:
+            s, dev = self.settings, self.optimizer.device
+            rgb = self.footage.frame(j, s.width, s.height)
+            picture = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float().div(255).to(dev)
+            self._encoded = (j, picture, self.models.vqgan.encode(picture))
+        return self._encoded[1], self._encoded[2]
+
+    def _before_steps(self, k: int, i: int):
+        """Move the previous image and bring in the footage frame; returns ``(previous image or None, pull)``.
+
+        Motion: the previous image, moved, is encoded back into the latent (VQGAN-CLIP's zoom video).
+        Footage: the latent becomes ``blend x latent + (1 - blend) x encoding`` of the image's footage frame
+        (the encoding alone at the render's very first image, where there is no previous image), and the
+        steps are pulled towards the frame. Adam's moments carry on: see the README.
+        """
+        from engine.optimize import InitPull
+
+        first = (k, i) == (0, 0)
+        move = None if first or not self.motion.active else self.moves(k)[i]
+        j = self.footage_frames(k)[i]
+        if (move is None or move.identity) and j is None:
+            return None, None
+        s, opt = self.settings, self.optimizer
+        prev = opt.decode()
+        z = opt.z.detach()
+        if move is not None and not move.identity:
+            from engine.motion import warp
+
+            z = self.models.vqgan.encode(warp(prev.float(), move))
+        pull = None
+        if j is not None:
+            picture, z_init = self._footage_latent(j)
+            blend = 0.0 if first else s.footage_blend
+            z = z_init if blend == 0 else blend * z + (1 - blend) * z_init
+            pull = InitPull(z_init if s.init_space == "latent" else picture, s.init_weight, s.init_space)
+        opt.set_latent(z)
+        return prev, pull
 
     # ------------------------------------------------------------ positions
 
@@ -134,15 +265,17 @@ class ModelSource:
 
         s, opt = self.settings, self.optimizer
         take = int(self.plan["segments"][k].get("take", 0))
+        before, pull = self._before_steps(k, i)
+        # Eq. 1 anchors to where the image starts: the previous image, moved and blended as above.
         anchor = opt.z.detach().clone() if s.l1_weight > 0 else None
         first = None
         for step, p in enumerate(self.schedule(k)[i]):
             seed = sub_seed(s.seed, k, *([f"take{take}"] if take else []), i, step)
-            out, loss = opt.step(self.targets(k, p), seed, anchor)
+            out, loss = opt.step(self.targets(k, p), seed, anchor, pull)
             if first is None:
                 first = out
         self.pos = (k, i + 1)
-        return to_rgb(first), loss
+        return to_rgb(before if before is not None else first), loss
 
     def decode(self) -> np.ndarray:
         """The current image (the latent after the last image run)."""

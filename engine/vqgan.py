@@ -8,8 +8,11 @@ Supported configs (taming's ``model.yaml``):
 - transformer configs (``cond_transformer.Net2NetTransformer``: sflckr, coco, faceshq) whose autoencoder
   sits under ``first_stage_model.*``.
 
-Only the generation path is built (codebook, ``post_quant_conv``, ``decoder``); the encoder and the
-training loss (LPIPS, discriminator) are never constructed.
+The generation path (codebook, ``post_quant_conv``, ``decoder``) is what every render loads. The
+encoder (``encoder``, ``quant_conv``, and for GumbelVQ ``quantize.proj``) is built only when a render
+needs to turn pictures into latents (footage styling, motion), from the same checkpoint with the same
+safety (:func:`load_encoder`); a render without them never pays for it. The training loss (LPIPS,
+discriminator) is never constructed.
 """
 
 from __future__ import annotations
@@ -156,6 +159,10 @@ class VQGAN(nn.Module):
             self.decoder = Decoder(**cfg.ddconfig)
         self.post_quant_conv = nn.Conv2d(cfg.embed_dim, cfg.ddconfig["z_channels"], 1)
         self.register_buffer("codebook", torch.zeros(cfg.n_embed, cfg.embed_dim))
+        # Not submodules: the decoder's state dict (and its strict key check) stays exactly the checkpoint's
+        # generation half, and a render that never encodes never builds or moves the encoder.
+        self.__dict__["_encoder"] = None
+        self.__dict__["source"] = None  # (config path, checkpoint path) where loaded from a file
 
     @property
     def factor(self) -> int:
@@ -179,8 +186,79 @@ class VQGAN(nn.Module):
         x = self.decoder(self.post_quant_conv(z_q))
         return clamp_with_grad(x.add(1).div(2), 0, 1)
 
+    # ------------------------------------------------------------ the encoder (pictures -> latents)
 
-def load_vqgan(config_path: str | Path, ckpt_path: str | Path) -> VQGAN:
+    @property
+    def has_encoder(self) -> bool:
+        return self._encoder is not None
+
+    def attach_encoder(self, encoder: VQGANEncoder) -> None:
+        """Use ``encoder`` for :meth:`encode` (moved to the codebook's device)."""
+        if encoder.cfg != self.cfg:
+            raise ValueError("the encoder was built for another VQGAN config")
+        self.__dict__["_encoder"] = encoder.to(self.codebook.device).eval().requires_grad_(False)
+
+    def require_encoder(self) -> VQGANEncoder:
+        """The encoder, loaded from this model's own checkpoint on first use.
+
+        Raises
+        ------
+        InputError
+            When the model was not loaded from a file, or its checkpoint has no (or a mismatched) encoder.
+        """
+        if self._encoder is None:
+            if self.source is None:
+                raise InputError("this VQGAN was not loaded from a checkpoint, so it has no encoder")
+            self.attach_encoder(load_encoder(*self.source))
+        return self._encoder
+
+    def _apply(self, fn, *args, **kwargs):
+        # ``.to(device)`` and friends: keep an attached encoder beside the decoder.
+        out = super()._apply(fn, *args, **kwargs)
+        if self._encoder is not None:
+            self._encoder._apply(fn, *args, **kwargs)
+        return out
+
+    @torch.no_grad()
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        """Image(s) in ``[0, 1]`` (``(B, 3, H, W)``, H and W multiples of :attr:`factor`) to latents of codebook vectors.
+
+        VQGAN-CLIP's ``model.encode(x * 2 - 1)``: encoder, ``quant_conv``, nearest codebook vector (GumbelVQ:
+        the most likely code, where taming would draw one at random).
+        """
+        enc = self.require_encoder()
+        return enc(image.to(self.codebook.dtype), self.codebook)
+
+
+class VQGANEncoder(nn.Module):
+    """The analysis half of a taming VQGAN: image -> pre-quantisation latent, then codebook vectors."""
+
+    def __init__(self, cfg: VQGANConfig):
+        super().__init__()
+        from taming.modules.diffusionmodules.model import Encoder
+
+        self.cfg = cfg
+        with contextlib.redirect_stdout(io.StringIO()):
+            self.encoder = Encoder(**cfg.ddconfig)
+        self.quant_conv = nn.Conv2d(cfg.ddconfig["z_channels"], cfg.embed_dim, 1)
+        if cfg.kind == "gumbel":
+            # GumbelQuantize's logits over the codes, from the quant_conv output (taming's GumbelVQ.encode).
+            self.proj = nn.Conv2d(cfg.ddconfig["z_channels"], cfg.n_embed, 1)
+
+    def forward(self, image: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+        f = self.cfg.factor
+        if image.shape[-1] % f or image.shape[-2] % f:
+            raise ValueError(f"image size {tuple(image.shape[-2:])} is not a multiple of {f}")
+        h = self.quant_conv(self.encoder(image * 2 - 1))
+        if self.cfg.kind == "gumbel":
+            idx = self.proj(h).argmax(1)
+            return codebook[idx].permute(0, 3, 1, 2).contiguous()
+        flat = h.movedim(1, 3)
+        d = flat.pow(2).sum(-1, keepdim=True) + codebook.pow(2).sum(1) - 2 * flat @ codebook.T
+        return codebook[d.argmin(-1)].permute(0, 3, 1, 2).contiguous()
+
+
+def load_vqgan(config_path: str | Path, ckpt_path: str | Path, with_encoder: bool = False) -> VQGAN:
     """Build a VQGAN from a taming config and load its checkpoint safely.
 
     Parameters
@@ -189,6 +267,8 @@ def load_vqgan(config_path: str | Path, ckpt_path: str | Path) -> VQGAN:
         taming ``model.yaml``.
     ckpt_path : str or Path
         Lightning ``last.ckpt`` (or any file holding the same ``state_dict``).
+    with_encoder : bool
+        Also build the encoder now (else :meth:`VQGAN.require_encoder` loads it on first use).
 
     Raises
     ------
@@ -196,10 +276,7 @@ def load_vqgan(config_path: str | Path, ckpt_path: str | Path) -> VQGAN:
         For unsupported configs, refused globals, missing or mismatched keys.
     """
     cfg = load_config(config_path)
-    obj = load_torch_file(ckpt_path)
-    sd = obj.get("state_dict", obj)
-    if not isinstance(sd, dict):
-        raise InputError("the checkpoint has no state_dict", ckpt_path)
+    sd = _state_dict(ckpt_path)
     p = cfg.prefix
     book_key = p + ("quantize.embed.weight" if cfg.kind == "gumbel" else "quantize.embedding.weight")
     if book_key not in sd:
@@ -210,7 +287,44 @@ def load_vqgan(config_path: str | Path, ckpt_path: str | Path) -> VQGAN:
     }
     part["codebook"] = sd[book_key]
     check_keys(model, part, ckpt_path, "VQGAN decoder")
+    model.__dict__["source"] = (Path(config_path), Path(ckpt_path))
+    if with_encoder:
+        model.attach_encoder(_encoder_from(cfg, sd, ckpt_path))
     return model.eval().requires_grad_(False)
+
+
+def _state_dict(ckpt_path: str | Path) -> dict:
+    obj = load_torch_file(ckpt_path)
+    sd = obj.get("state_dict", obj)
+    if not isinstance(sd, dict):
+        raise InputError("the checkpoint has no state_dict", ckpt_path)
+    return sd
+
+
+def _encoder_from(cfg: VQGANConfig, sd: dict, ckpt_path: str | Path) -> VQGANEncoder:
+    p = cfg.prefix
+    keep = ("encoder.", "quant_conv.") + (("quantize.proj.",) if cfg.kind == "gumbel" else ())
+    part = {k[len(p) :]: v for k, v in sd.items() if k.startswith(tuple(p + x for x in keep))}
+    part = {("proj." + k[len("quantize.proj.") :] if k.startswith("quantize.proj.") else k): v for k, v in part.items()}
+    if not part:
+        raise InputError(
+            "the checkpoint has no encoder weights (encoder.*, quant_conv.*): footage and motion need them", ckpt_path
+        )
+    enc = VQGANEncoder(cfg)
+    check_keys(enc, part, ckpt_path, "VQGAN encoder")
+    return enc.eval().requires_grad_(False)
+
+
+def load_encoder(config_path: str | Path, ckpt_path: str | Path) -> VQGANEncoder:
+    """The VQGAN's encoder from the same config and checkpoint as :func:`load_vqgan` (weights only, strict keys).
+
+    Raises
+    ------
+    InputError
+        For unsupported configs, refused globals, a checkpoint without encoder weights or mismatched keys.
+    """
+    cfg = load_config(config_path)
+    return _encoder_from(cfg, _state_dict(ckpt_path), ckpt_path)
 
 
 def use_fused_activation(enabled: bool = True) -> None:

@@ -86,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         [args.python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], capture_output=True, text=True
     ).stdout.strip()
     if tuple(int(x) for x in (version or "0.0").split(".")) < (3, 11):
-        print(f"error: the engine needs Python 3.11 or newer; {args.python} is {version or 'not runnable'}", file=sys.stderr)
+        print(
+            f"error: the engine needs Python 3.11 or newer; {args.python} is {version or 'not runnable'}",
+            file=sys.stderr,
+        )
         return 2
     files = [ENGINE_REQS, NODEPS_REQS] + ([DEV_REQS] if args.dev else [])
     digest = requirements_digest(files, args.device)

@@ -475,7 +475,12 @@ def start_render(scene, layout: bool = False, extra_model_args: list[str] | None
         render_args += ["--models", str(preferences.models_dir())] + list(extra_model_args or [])
         if st.style:
             render_args += ["--style", st.style]
-    state = {"keys": set(), "timing": timing}
+    from . import footage
+
+    # Footage and motion flags; generated strips go above the footage strip.
+    more, floor = footage.render_args(scene, timing) if not layout else ([], 0)
+    render_args += more
+    state = {"keys": set(), "timing": timing, "channel": floor}
 
     def handle(scene, job, ev):
         kind = ev["event"]
@@ -488,7 +493,7 @@ def start_render(scene, layout: bool = False, extra_model_args: list[str] | None
             stt.status = f"{ev['done']}/{ev['total']} images" + (f", about {eta:.0f} s left" if eta else "")
         elif kind == "segment_end":
             state["keys"].add(ev["key"])
-            place_segment(scene, state["timing"], ev)
+            place_segment(scene, state["timing"], ev, state["channel"])
         elif kind == protocol.CLIENT_EXIT:
             if ev["code"] == protocol.EXIT_OK:
                 drop_stale_strips(scene, state["keys"])
@@ -503,8 +508,10 @@ def start_render(scene, layout: bool = False, extra_model_args: list[str] | None
     return _start(scene, "render", [plan_args, render_args], handle)
 
 
-def place_segment(scene, timing: timeline.StripTiming, ev: dict) -> None:
-    """An image strip for a finished segment (a ``segment_end`` event), from its marker's frame to the next one's."""
+def place_segment(scene, timing: timeline.StripTiming, ev: dict, min_channel: int = 0) -> None:
+    """An image strip for a finished segment (a ``segment_end`` event), from its marker's frame to the next one's.
+
+    ``min_channel``: the lowest channel allowed (above the footage strip the frames follow)."""
     start, end = timing.frame_at(ev["start"]), timing.frame_at(ev["end"])
     if end <= start:
         return
@@ -518,7 +525,7 @@ def place_segment(scene, timing: timeline.StripTiming, ev: dict) -> None:
     strip = vse.top_strips(scene).new_image(
         name=f"m2v S{ev['segment'] + 1:02d}",
         filepath=str(Path(ev["dir"]) / files[0]),
-        channel=vse.free_channel(scene, st.channel, start, end),
+        channel=vse.free_channel(scene, max(st.channel, min_channel), start, end),
         frame_start=start,
         fit_method="FIT",
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import jobs, timeline, vse
+from . import footage, jobs, timeline, vse
 from .errors import M2VError
 
 
@@ -70,6 +70,7 @@ class SEQUENCER_PT_m2v(bpy.types.Panel):
         row.prop(st, "channel")
         row.prop(st, "blend_type", text="")
         box.prop(st, "opacity")
+        footage.draw_box(layout.box(), context.scene)
         running = jobs.is_running(context.scene)
         row = layout.row(align=True)
         row.enabled = not running

@@ -35,6 +35,7 @@ PRESET_ITEMS = [
     ("auto", "Auto", "Paper on a GPU, Draft on a CPU (decided by the engine at Analyze)"),
     ("paper", "Paper", "The authors' workload: every beat, 10-120 steps/s, 512x512, their cutouts"),
     ("draft", "Draft", "A fast preview: scene changes, 2-8 steps/s, 256x256"),
+    ("musicvideo", "Music Video", "Paper, with a zoom pulse on every beat and a drift that follows the loudness"),
     ("custom", "Custom", "Your own values below"),
 ]
 
@@ -155,6 +156,63 @@ class M2VSceneSettings(bpy.types.PropertyGroup):
     new_lyric: StringProperty(name="Lyric", description="Words for Add Lyric at Playhead")
     analysis_json: StringProperty(
         name="Analysis", default="", description="The last analysis: level curve, beats, device calibration (JSON)"
+    )
+    # Footage & Motion (m2v_blender/footage.py turns these into engine flags).
+    footage_strip: StringProperty(
+        name="Footage", description="Movie or image strip whose frames the generated images follow (empty: none)"
+    )
+    init_weight: FloatProperty(
+        name="Init Weight",
+        default=0.0,
+        min=0.0,
+        soft_max=1000.0,
+        description="Pull of every step towards the footage frame (VQGAN-CLIP's init weight; 0: off)",
+    )
+    init_space: EnumProperty(
+        name="Pull In",
+        items=[(v, v.title(), f"Measure the pull in {v} space") for v in protocol.INIT_SPACES],
+        default="latent",
+    )
+    footage_blend: FloatProperty(
+        name="Carry Over",
+        default=0.5,
+        min=0.0,
+        max=1.0,
+        subtype="FACTOR",
+        description="Share of the previous generated image kept when an image starts from its footage frame",
+    )
+    use_motion: BoolProperty(
+        name="Custom Motion", default=False, description="Set the motion here (else the preset's: Music Video moves)"
+    )
+    zoom: FloatProperty(
+        name="Zoom",
+        default=protocol.MOTION_PRESETS["musicvideo"]["zoom"],
+        min=-0.9,
+        max=10.0,
+        description="Zoom per beat at full onset strength (Music) or per second (Steady)",
+    )
+    rotate: FloatProperty(
+        name="Rotate",
+        default=protocol.MOTION_PRESETS["musicvideo"]["rotate"],
+        min=-3600.0,
+        max=3600.0,
+        description="Degrees per second at full intensity, counter-clockwise",
+    )
+    shift: bpy.props.FloatVectorProperty(
+        name="Shift",
+        size=2,
+        default=protocol.MOTION_PRESETS["musicvideo"]["shift"],
+        min=-1e5,
+        max=1e5,
+        description="Pixels per second at full intensity (x right, y up)",
+    )
+    motion_drive: EnumProperty(
+        name="Driven By",
+        items=[
+            ("music", "Music", "Zoom pulses on beats by onset strength, drift by segment intensity"),
+            ("steady", "Steady", "The same motion everywhere"),
+        ],
+        default="music",
     )
     # Live state (shown in the panel, not user settings).
     running: BoolProperty(name="Running", get=_running, description="m2v is working on this scene")

@@ -78,3 +78,15 @@ def m2v_strips(scene):
 def emit(**kw) -> None:
     sys.stdout.write("RESULT " + json.dumps(kw) + "\n")
     sys.stdout.flush()
+
+
+def render_vse_frames(scene, folder: str, frames, prefix: str = "f", size=(64, 48)) -> None:
+    """Render the sequencer at each timeline frame to ``folder/<prefix><frame:05d>.png`` (no view transform)."""
+    scene.view_settings.view_transform = "Standard"
+    scene.render.resolution_x, scene.render.resolution_y = size
+    scene.render.resolution_percentage = 100
+    scene.render.image_settings.file_format = "PNG"
+    for f in frames:
+        scene.frame_set(f)
+        scene.render.filepath = f"{folder}/{prefix}{f:05d}.png"
+        bpy.ops.render.render(write_still=True)

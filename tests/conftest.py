@@ -72,3 +72,11 @@ def small_models(tmp_path_factory):
     from tests.small_models import write_all
 
     return write_all(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def roundtrip_models(tmp_path_factory):
+    """The small models with a VQGAN whose encoder inverts its decoder (footage and motion tests)."""
+    from tests.small_models import write_all
+
+    return write_all(tmp_path_factory.mktemp("rt_models"), roundtrip=True)

@@ -82,11 +82,17 @@ WRITER = textwrap.dedent(
     sd = VQModelShape().state_dict()
     # Spread the codebook so random latents decode to varied images.
     sd["quantize.embedding.weight"] = torch.randn_like(sd["quantize.embedding.weight"])
+    if mode.startswith("state="):  # weights trained by the test helper, wrapped as Lightning wrote them
+        sd.update(torch.load(mode[len("state="):], weights_only=True))
     sd["loss.discriminator.main.0.weight"] = torch.randn(8, 3, 4, 4)
     if mode == "wrong-shape":
         sd["decoder.conv_in.weight"] = torch.randn(5, 5, 3, 3)
     if mode == "missing-key":
         del sd["decoder.conv_out.bias"]
+    if mode == "missing-encoder-key":
+        del sd["encoder.conv_out.bias"]
+    if mode == "wrong-encoder-shape":
+        sd["quant_conv.weight"] = torch.randn(5, 5, 1, 1)
     if mode == "transformer":
         sd = {"first_stage_model." + k: v for k, v in sd.items()}
         sd["transformer.tok_emb.weight"] = torch.randn(4, 4)
@@ -116,13 +122,13 @@ def write_stub_lightning(folder: Path) -> Path:
     return folder
 
 
-def write_vqgan(folder: Path, mode: str = "ok") -> tuple[Path, Path]:
+def write_vqgan(folder: Path, mode: str = "ok", config: str = VQGAN_YAML) -> tuple[Path, Path]:
     """Write ``model.yaml`` and a Lightning-shaped ``last.ckpt`` (``mode`` tampers with it)."""
     folder.mkdir(parents=True, exist_ok=True)
     cfg = folder / "model.yaml"
-    text = VQGAN_YAML
+    text = config
     if mode == "transformer":
-        inner = textwrap.indent(VQGAN_YAML.split("model:\n", 1)[1], "    ")
+        inner = textwrap.indent(config.split("model:\n", 1)[1], "    ")
         text = (
             "model:\n  target: taming.models.cond_transformer.Net2NetTransformer\n  params:\n"
             "    first_stage_config:\n" + inner
@@ -137,7 +143,7 @@ def write_vqgan(folder: Path, mode: str = "ok") -> tuple[Path, Path]:
             sys.executable,
             "-c",
             WRITER,
-            str(folder / "model.yaml") if mode != "transformer" else _flat_cfg(folder),
+            str(folder / "model.yaml") if mode != "transformer" else _flat_cfg(folder, config),
             str(ckpt),
             mode,
         ],
@@ -148,9 +154,139 @@ def write_vqgan(folder: Path, mode: str = "ok") -> tuple[Path, Path]:
     return cfg, ckpt
 
 
-def _flat_cfg(folder: Path) -> str:
+def synthetic_pictures(n: int, size: int, seed: int):
+    """``(n, 3, size, size)`` pictures in [0, 1]: a coloured block on a two-colour gradient, like the test footage."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    ramp = torch.linspace(0, 1, size)
+    a, b = torch.rand(n, 3, 1, 1, generator=g), torch.rand(n, 3, 1, 1, generator=g)
+    horizontal = torch.rand(n, 1, 1, 1, generator=g) < 0.5
+    t = torch.where(horizontal, ramp[None, None, None, :], ramp[None, None, :, None])
+    out = a + (b - a) * t
+    for j in range(n):
+        w, h = (int(v) for v in torch.randint(size // 6, size // 2, (2,), generator=g))
+        x, y = (int(v) for v in torch.randint(0, size - min(w, h), (2,), generator=g))
+        out[j, :, y : y + h, x : x + w] = torch.rand(3, 1, 1, generator=g)
+    return out.clamp(0, 1)
+
+
+#: The round-trip VQGAN's config: as :data:`VQGAN_YAML` but with 64 channels at full resolution, so every
+#: GroupNorm (32 groups) sees channel pairs, which :func:`roundtrip_vqgan_weights` relies on.
+ROUNDTRIP_YAML = VQGAN_YAML.replace("ch_mult: [1, 2]", "ch_mult: [2, 2]")
+#: Operating point of the normalised activations inside swish: nearly linear there (curvature 0.25%).
+_SWISH_AT, _SWISH_GAIN = 6.0, 0.3
+
+
+def _swish_line() -> tuple[float, float]:
+    """Value and slope of swish at :data:`_SWISH_AT`."""
+    import math
+
+    sig = 1 / (1 + math.exp(-_SWISH_AT))
+    return _SWISH_AT * sig, sig + _SWISH_AT * sig * (1 - sig)
+
+
+def roundtrip_vqgan_weights(seed: int = 0) -> dict:
+    """Weights, set by hand, for which the small VQGAN's encoder and decoder invert each other (no training).
+
+    A random VQGAN maps every picture to noise, so footage and motion tests need one that keeps what is
+    where; training one takes many minutes on a CPU. Here every residual branch and attention output is
+    zero (the blocks pass their input on), down- and upsampling average and copy, and each colour channel
+    travels as a pair ``(u, -u)`` (``u = 2 x - 1``) through the GroupNorms, which then divide it by its
+    root mean square over the picture and nothing else; swish is used where it is nearly linear. So
+    ``decode(encode(x))`` is the picture at half resolution, its contrast normalised per channel, its colours
+    snapped to a codebook of k-means centres of :func:`synthetic_pictures`' normalised colours.
+    """
+    import torch
+    import yaml
+    from taming.modules.diffusionmodules.model import Decoder, Encoder
+    from torch import nn
+
+    p = yaml.safe_load(ROUNDTRIP_YAML)["model"]["params"]
+    dd = p["ddconfig"]
+    torch.manual_seed(seed)
+    enc, dec = Encoder(**dd), Decoder(**dd)
+    qc, pqc = nn.Conv2d(dd["z_channels"], p["embed_dim"], 1), nn.Conv2d(p["embed_dim"], dd["z_channels"], 1)
+    s0, s1 = _swish_line()
+    with torch.no_grad():
+        for m in [*enc.modules(), *dec.modules()]:
+            name = type(m).__name__
+            if name == "ResnetBlock":
+                m.conv2.weight.zero_(), m.conv2.bias.zero_()
+                if m.in_channels != m.out_channels:
+                    _eye(m.nin_shortcut, 1)
+            elif name == "AttnBlock":
+                m.proj_out.weight.zero_(), m.proj_out.bias.zero_()
+            elif name == "Downsample":  # stride-2 conv on a (0, 1, 0, 1)-padded input: average each 2x2 block
+                m.conv.weight.zero_(), m.conv.bias.zero_()
+                for c in range(m.conv.out_channels):
+                    m.conv.weight[c, c, :2, :2] = 0.25
+            elif name == "Upsample":  # nearest, then the identity
+                _eye(m.conv, 3)
+            elif isinstance(m, nn.GroupNorm):
+                m.weight.fill_(_SWISH_GAIN), m.bias.fill_(_SWISH_AT)
+        for conv_in in (enc.conv_in, dec.conv_in):
+            conv_in.weight.zero_(), conv_in.bias.zero_()
+            k = conv_in.kernel_size[0] // 2
+            for c in range(3):
+                conv_in.weight[2 * c, c, k, k], conv_in.weight[2 * c + 1, c, k, k] = 1.0, -1.0
+        for conv_out in (enc.conv_out, dec.conv_out):  # undo swish's line: back to the normalised colour
+            conv_out.weight.zero_()
+            k = conv_out.kernel_size[0] // 2
+            for c in range(3):
+                conv_out.weight[c, 2 * c, k, k] = 1 / (_SWISH_GAIN * s1)
+            conv_out.bias.zero_()
+            conv_out.bias[:3] = -s0 / (_SWISH_GAIN * s1)
+        # The decoder's output is u, not u / rms(u): give it a typical contrast back.
+        dec.conv_out.weight.mul_(0.5), dec.conv_out.bias.mul_(0.5)
+        _eye(qc, 1), _eye(pqc, 1)
+        x = synthetic_pictures(64, 32, seed + 1) * 2 - 1
+        n = (x / x.pow(2).mean((2, 3), keepdim=True).sqrt()).movedim(1, 3).reshape(-1, 3)
+        book = torch.zeros(p["n_embed"], p["embed_dim"])
+        book[:, :3] = _kmeans(n, p["n_embed"], seed)
+    sd = {f"encoder.{k}": v for k, v in enc.state_dict().items()}
+    sd.update({f"decoder.{k}": v for k, v in dec.state_dict().items()})
+    sd.update({f"quant_conv.{k}": v for k, v in qc.state_dict().items()})
+    sd.update({f"post_quant_conv.{k}": v for k, v in pqc.state_dict().items()})
+    sd["quantize.embedding.weight"] = book
+    return {k: v.detach().clone().contiguous() for k, v in sd.items()}
+
+
+def _eye(conv, size: int) -> None:
+    """Make ``conv`` pass its first channels through unchanged (the rest zero)."""
+    conv.weight.zero_(), conv.bias.zero_()
+    k = size // 2
+    for c in range(min(conv.in_channels, conv.out_channels)):
+        conv.weight[c, c, k, k] = 1.0
+
+
+def _kmeans(points, k: int, seed: int, iterations: int = 20):
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    centres = points[torch.randperm(len(points), generator=g)[:k]].clone()
+    for _ in range(iterations):
+        idx = torch.cdist(points, centres).argmin(1)
+        for c in range(k):
+            members = points[idx == c]
+            if len(members):
+                centres[c] = members.mean(0)
+    return centres
+
+
+def write_roundtrip_vqgan(folder: Path) -> tuple[Path, Path]:
+    """The small VQGAN of :func:`roundtrip_vqgan_weights`, saved in the official file shape."""
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = folder / "_roundtrip.pt"
+    torch.save(roundtrip_vqgan_weights(), weights)
+    return write_vqgan(folder, mode=f"state={weights}", config=ROUNDTRIP_YAML)
+
+
+def _flat_cfg(folder: Path, config: str = VQGAN_YAML) -> str:
     p = folder / "_flat.yaml"
-    p.write_text(VQGAN_YAML)
+    p.write_text(config)
     return str(p)
 
 
@@ -218,8 +354,12 @@ def load_small(folder: Path, device: str = "cpu"):
     return load_models(paths, device)
 
 
-def write_all(folder: Path) -> Path:
-    write_vqgan(folder / "vqgan")
+def write_all(folder: Path, roundtrip: bool = False) -> Path:
+    """Every small model in ``folder``; ``roundtrip`` takes the VQGAN whose encoder inverts its decoder."""
+    if roundtrip:
+        write_roundtrip_vqgan(folder / "vqgan")
+    else:
+        write_vqgan(folder / "vqgan")
     write_clip(folder / "clip")
     write_wav2clip(folder)
     return folder

@@ -1,0 +1,157 @@
+"""Motion that follows the music: how each image moves the previous one before its own steps.
+
+VQGAN-CLIP's zoom video transforms the current image (zoom about the centre,
+shift), encodes it back into the latent and optimises on. m2v does the same
+per image, with amounts the music drives:
+
+- ``music``: a **zoom pulse on every beat**: a beat of onset strength ``s``
+  zooms by ``(1 + zoom) ** s`` in all, spread over the images after it along
+  a short exponential decay (``PULSE_DECAY`` seconds), so the total per beat
+  does not depend on how many images a second the segment has; **rotation
+  and shift drift** at ``rotate`` degrees and ``shift`` pixels per second,
+  scaled by the segment's intensity (quiet passages drift slowly, loud ones
+  fast).
+- ``steady``: no music: ``(1 + zoom)`` per second, and the full rotation and
+  shift per second, everywhere.
+
+Conventions: zoom above 0 magnifies (content grows from the centre);
+rotation in degrees, positive counter-clockwise on screen; shift in pixels,
+``x`` to the right and ``y`` up. Every amount is a pure function of the plan
+and the settings, so a resumed render moves its images exactly as an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass
+
+from engine.errors import InputError
+from engine.files import check_number
+
+DRIVES = ("music", "steady")
+#: Seconds over which a beat's zoom pulse decays to 1/e.
+PULSE_DECAY = 0.15
+
+
+@dataclass(frozen=True)
+class Motion:
+    """One image's transform of the previous image."""
+
+    zoom: float = 1.0  # scale factor about the centre (1: none)
+    angle: float = 0.0  # degrees, counter-clockwise
+    dx: float = 0.0  # pixels to the right
+    dy: float = 0.0  # pixels up
+
+    @property
+    def identity(self) -> bool:
+        return self.zoom == 1.0 and self.angle == 0.0 and self.dx == 0.0 and self.dy == 0.0
+
+    def key(self) -> list[float]:
+        return [round(self.zoom, 9), round(self.angle, 9), round(self.dx, 9), round(self.dy, 9)]
+
+
+@dataclass(frozen=True)
+class MotionSettings:
+    """The amounts a user sets (all 0: no motion)."""
+
+    zoom: float = 0.0  # per beat at full strength (music) or per second (steady)
+    rotate: float = 0.0  # degrees per second at full intensity
+    shift: tuple[float, float] = (0.0, 0.0)  # pixels per second at full intensity (x right, y up)
+    drive: str = "music"
+
+    @property
+    def active(self) -> bool:
+        return self.zoom != 0.0 or self.rotate != 0.0 or tuple(self.shift) != (0.0, 0.0)
+
+    def validate(self) -> None:
+        check_number(self.zoom, "--zoom", -0.9, 10)
+        check_number(self.rotate, "--rotate", -3600, 3600)
+        check_number(self.shift[0], "--shift x", -1e5, 1e5)
+        check_number(self.shift[1], "--shift y", -1e5, 1e5)
+        if self.drive not in DRIVES:
+            raise InputError(f"--motion-drive must be one of {', '.join(DRIVES)}, not {self.drive!r}")
+
+
+def pulse_mass(t_beat: float, a: float, b: float, decay: float = PULSE_DECAY) -> float:
+    """Share of a beat's exponential pulse (starting at ``t_beat``) that falls in ``[a, b)``."""
+    lo, hi = max(a, t_beat), max(b, t_beat)
+    if hi <= lo:
+        return 0.0
+    return math.exp(-(lo - t_beat) / decay) - math.exp(-(hi - t_beat) / decay)
+
+
+def beat_strengths(plan: dict) -> tuple[list[float], list[float]]:
+    """The plan's beat times and onset strengths (1 each where a plan has times only)."""
+    beats = [float(t) for t in plan.get("beats") or []]
+    strength = plan.get("beat_strength")
+    if strength is None or len(strength) != len(beats):
+        strength = [1.0] * len(beats)
+    return beats, [float(s) for s in strength]
+
+
+def segment_motion(plan: dict, k: int, settings: MotionSettings) -> list[Motion]:
+    """Each image's transform in segment ``k`` (identity everywhere when motion is off)."""
+    from engine.footage import image_slots
+
+    seg = plan["segments"][k]
+    slots = image_slots(seg)
+    if not settings.active:
+        return [Motion() for _ in slots]
+    log_zoom = math.log1p(settings.zoom)
+    if settings.drive == "steady":
+        drift = 1.0
+    else:
+        drift = float(seg.get("intensity", 0.5))
+        beats, strength = beat_strengths(plan)
+        # A pulse is spent (e^-12) a dozen decays after its beat: older beats cannot reach these images.
+        lo = bisect.bisect_left(beats, slots[0][0] - 12 * PULSE_DECAY)
+    out = []
+    for a, b in slots:
+        length = b - a
+        if settings.drive == "steady":
+            zoom_log = log_zoom * length
+        else:
+            zoom_log = 0.0
+            for t, s in zip(beats[lo:], strength[lo:]):
+                if t >= b:
+                    break
+                zoom_log += log_zoom * s * pulse_mass(t, a, b)
+        out.append(
+            Motion(
+                zoom=math.exp(zoom_log),
+                angle=settings.rotate * drift * length,
+                dx=settings.shift[0] * drift * length,
+                dy=settings.shift[1] * drift * length,
+            )
+        )
+    return out
+
+
+def affine_theta(m: Motion, width: int, height: int):
+    """The ``(1, 2, 3)`` matrix for ``affine_grid``: output pixel -> where to sample the input (normalised)."""
+    import torch
+
+    c, s = math.cos(math.radians(m.angle)), math.sin(math.radians(m.angle))
+    hw, hh = width / 2, height / 2
+    # In pixel units about the centre with y up, the forward map is out = zoom * R(angle) @ in + (dx, dy);
+    # grid_sample needs its inverse, in grid coordinates (x right, y down, each from -1 to 1).
+    z = m.zoom
+    theta = [
+        [c / z, -s * hh / (z * hw), -(c * m.dx + s * m.dy) / (z * hw)],
+        [s * hw / (z * hh), c / z, (c * m.dy - s * m.dx) / (z * hh)],
+    ]
+    return torch.tensor([theta], dtype=torch.float64)
+
+
+def warp(image, m: Motion):
+    """``image`` (``(1, C, H, W)``) moved by ``m``; uncovered edges are mirrored in (no black borders)."""
+    import torch.nn.functional as F
+
+    if m.identity:
+        return image
+    _, _, h, w = image.shape
+    theta = affine_theta(m, w, h).to(device=image.device, dtype=image.dtype)
+    grid = F.affine_grid(theta, list(image.shape), align_corners=False)
+    return F.grid_sample(image, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
