@@ -55,7 +55,8 @@ class FrameWriter:
         self.store, self.progress, self.state_dir = store, progress, state_dir
         self.queue: queue.Queue = queue.Queue(maxsize=maxsize)
         self.error: BaseException | None = None
-        self.bytes_written = 0
+        #: Bytes of frames and snapshots written, and how many snapshots (the benchmark reports them).
+        self.bytes_written = self.frame_bytes = self.snapshot_bytes = self.snapshots = 0
         self._thread = threading.Thread(target=self._run, name="m2v-writer", daemon=True)
 
     def __enter__(self) -> FrameWriter:
@@ -116,6 +117,7 @@ class FrameWriter:
             data = png_bytes(rgb)
             write_bytes_atomic(self.store.out_dir / record["file"], data, durable=True, point="frame")
             self.bytes_written += len(data)
+            self.frame_bytes += len(data)
             record = {**record, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
             self.store.add_frame(key, record)
             self.progress.emit("image", **event)
@@ -124,6 +126,8 @@ class FrameWriter:
             data = encode_state(state)
             save_snapshot(self.state_dir, key, images, data)
             self.bytes_written += len(data)
+            self.snapshot_bytes += len(data)
+            self.snapshots += 1
         elif kind == "call":
             _, fn, args, kw = item
             fn(*args, **kw)
