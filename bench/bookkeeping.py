@@ -33,7 +33,7 @@ writer's and the store's byte counters can be read.
 
 Prints per-thousand figures for the first and the last thousand images
 (overhead per image on the render thread, bytes written per image against
-the PNGs, resident memory), totals and the peak memory; the last line is
+the PNGs, resident memory), totals and the render's peak memory; the last line is
 ``overhead_ms=<mean of the last thousand> bytes_ratio=<all bytes written / PNG bytes>``.
 Goals: overhead at most 5 ms per image, ratio at most 1.1, both constant in
 the number of images.
@@ -79,14 +79,14 @@ def write_song(path: Path, seconds: float) -> Path:
     return path
 
 
-def segment_sizes(images: int) -> list[int]:
-    """Images per segment: 14 each, the remainder in a last, shorter one."""
-    sizes = [SEGMENT_IMAGES] * (images // SEGMENT_IMAGES)
-    return sizes + ([images % SEGMENT_IMAGES] if images % SEGMENT_IMAGES else [])
+def segment_sizes(images: int, per: int = SEGMENT_IMAGES) -> list[int]:
+    """Images per segment: ``per`` each, the remainder in a last, shorter one."""
+    sizes = [per] * (images // per)
+    return sizes + ([images % per] if images % per else [])
 
 
-def make_plan(song: Path, images: int) -> dict:
-    """A version-2 plan of beat segments, one audio guidance part each."""
+def make_plan(song: Path, images: int, seconds: float = SEGMENT_SECONDS, per: int = SEGMENT_IMAGES) -> dict:
+    """A version-2 plan of segments of ``seconds`` and ``per`` images, one audio guidance part each."""
     import soundfile as sf
 
     from engine import __version__
@@ -94,15 +94,15 @@ def make_plan(song: Path, images: int) -> dict:
     from engine.protocol import PLAN_KIND, PLAN_VERSION
 
     segments = []
-    for k, n in enumerate(segment_sizes(images)):
-        start, end = round(k * SEGMENT_SECONDS, 4), round((k + 1) * SEGMENT_SECONDS, 4)
+    for k, n in enumerate(segment_sizes(images, per)):
+        start, end = round(k * seconds, 4), round((k + 1) * seconds, 4)
         segments.append(
             {
                 "index": k,
                 "start": start,
                 "end": end,
                 "intensity": 0.5,
-                "rate": round(n / SEGMENT_SECONDS, 4),
+                "rate": round(n / seconds, 4),
                 "steps": n,
                 "images": n,
                 "parts": [{"start": start, "end": end, "kind": "audio", "text": None}],
@@ -178,6 +178,25 @@ class Meter:
 
     def __post_init__(self) -> None:
         self.gaps = np.full(self.total, np.nan)
+
+
+def reset_peak() -> bool:
+    """Start the peak-memory count again (Linux), so the song and plan made before the render do not count."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_mb() -> float:
+    """Peak resident memory since :func:`reset_peak` (Linux), else since the process began."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(x.split()[1]) for x in f if x.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def rss_mb() -> float:
@@ -303,9 +322,11 @@ def run_render(plan_path: Path, out_dir: Path, step_ms: float, snapshot_every: f
             try:
                 job = RenderJob(plan, keys, store, source, progress, snapshot_every)
                 source.job = job
+                job.rss_start, job.peak_reset = rss_mb(), reset_peak()
                 t0 = time.monotonic()
                 code = job.run(StopFlag())
                 job.wall = time.monotonic() - t0
+                job.peak = peak_mb()
             finally:
                 store.close()
     if code != 0:
@@ -364,8 +385,8 @@ def report(job, step_ms: float, floor_ms: float) -> str:
         f" snapshots {w.snapshot_bytes / 1e6:.1f} MB ({w.snapshots} of them),"
         f" journal+manifest {s.bytes_written / 1e6:.1f} MB; all {total / 1e6:.1f} MB"
     )
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"peak RSS {peak:.0f} MB")
+    during = "during the render" if job.peak_reset else "of the process"
+    print(f"RSS at the render's start {job.rss_start:.0f} MB (torch, numpy, the song); peak {during} {job.peak:.0f} MB")
     return f"overhead_ms={last['mean']:.2f} bytes_ratio={total / w.frame_bytes:.3f}"
 
 
