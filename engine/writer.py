@@ -1,21 +1,29 @@
 """The render's writer thread: frames, journal, snapshots and progress, off the step's critical path.
 
 The render thread hands each finished image to :class:`FrameWriter` and
-goes on with the next step at once. The writer encodes the PNG, hashes it,
-writes it atomically, appends its journal line and prints the ``image``
-event, in order; snapshots and segment ends pass through the same queue, so
-every event describes files that are already on disk. The queue is bounded:
-when the disk is slower than the model, the render thread waits instead of
-holding images in memory without limit.
+goes on with the next step at once. Encoder threads (see
+:func:`default_encoders`) turn images into PNG bytes and their SHA-256, in
+parallel where there are cores for it (zlib and hashlib release the GIL);
+the writer thread then writes each frame atomically, appends its journal
+line and prints the ``image`` event, strictly in order. Snapshots and segment ends pass through the same queue,
+so every event describes files that are already on disk.
+
+Frames in flight are bounded (``maxsize``): when the disk or the encoders
+are slower than the model, the render thread waits instead of holding
+images in memory without limit. Calls and snapshots take no frame slot, so
+a segment end never makes the render thread wait for a frame.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import os
 import queue
 import threading
 import time
+import zlib
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -28,12 +36,34 @@ _STOP = object()
 
 
 def png_bytes(rgb: np.ndarray) -> bytes:
-    """PNG of an ``(h, w, 3)`` uint8 image."""
+    """PNG of an ``(h, w, 3)`` uint8 image, deflated with zlib's RLE strategy.
+
+    On 512x512 photographs RLE encodes 3-4 times faster than zlib's default
+    (17-20 ms against 45-80 ms on one core) for files 0-12 % larger:
+    after PNG's row filters, textured images have few long matches to find.
+    The bytes are deterministic, so a resumed render's frames still equal an
+    uninterrupted one's.
+    """
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="PNG", optimize=False)
+    Image.fromarray(rgb).save(buf, format="PNG", optimize=False, compress_type=zlib.Z_RLE)
     return buf.getvalue()
+
+
+def encode_frame(rgb: np.ndarray) -> tuple[bytes, str]:
+    """PNG bytes of an image and their hex SHA-256 (runs on an encoder thread)."""
+    data = png_bytes(rgb)
+    return data, hashlib.sha256(data).hexdigest()
+
+
+def default_encoders() -> int:
+    """Encoder threads: one per core but one, up to 4.
+
+    One core stays with the render thread, which must wake the moment its step ends; one encoder at
+    about 20 ms a 512x512 frame already keeps up with 25 images a second.
+    """
+    return max(1, min(4, (os.cpu_count() or 1) - 1))
 
 
 class FrameWriter:
@@ -48,14 +78,23 @@ class FrameWriter:
     state_dir : Path
         Where snapshots go.
     maxsize : int
-        Images that may wait in the queue before the render thread blocks.
+        Images that may be in flight (queued, encoding or being written) before the render thread blocks.
+    encoders : int, optional
+        Threads that encode and hash frames (default :func:`default_encoders`).
     """
 
-    def __init__(self, store: RenderStore, progress, state_dir: Path, maxsize: int = 8) -> None:
+    def __init__(
+        self, store: RenderStore, progress, state_dir: Path, maxsize: int = 8, encoders: int | None = None
+    ) -> None:
         self.store, self.progress, self.state_dir = store, progress, state_dir
-        self.queue: queue.Queue = queue.Queue(maxsize=maxsize)
+        # Unbounded: what bounds memory is the frame slots; calls and snapshots are small and rate-limited.
+        self.queue: queue.Queue = queue.Queue()
+        self._slots = threading.Semaphore(maxsize)
+        self.encoders = encoders or default_encoders()
+        self._pool = ThreadPoolExecutor(self.encoders, thread_name_prefix="m2v-png")
         self.error: BaseException | None = None
-        self.bytes_written = 0
+        #: Bytes of frames and snapshots written, and how many snapshots (the benchmark reports them).
+        self.bytes_written = self.frame_bytes = self.snapshot_bytes = self.snapshots = 0
         self._thread = threading.Thread(target=self._run, name="m2v-writer", daemon=True)
 
     def __enter__(self) -> FrameWriter:
@@ -73,8 +112,19 @@ class FrameWriter:
         self.queue.put(item)
 
     def frame(self, key: str, segment: int, record: dict, rgb: np.ndarray, event: dict) -> None:
-        """Queue a finished image: ``record`` gets ``sha256`` and ``bytes``; ``event`` is the ``image`` event."""
-        self._put(("frame", key, segment, record, rgb, event))
+        """Queue a finished image: ``record`` gets ``sha256`` and ``bytes``; ``event`` is the ``image`` event.
+
+        Blocks while ``maxsize`` frames are in flight (back-pressure); the encoding starts at once.
+        """
+        if self.error is not None:
+            raise self.error
+        self._slots.acquire()
+        try:
+            encoded = self._pool.submit(encode_frame, rgb)
+        except BaseException:
+            self._slots.release()
+            raise
+        self.queue.put(("frame", key, segment, record, encoded, event))  # the writer frees the slot
 
     def snapshot(self, key: str, images: int, state: dict) -> None:
         """Queue a resume point (``state`` must already be a CPU copy)."""
@@ -92,6 +142,7 @@ class FrameWriter:
         if self._thread.is_alive():
             self.queue.put(_STOP)
             self._thread.join()
+        self._pool.shutdown(wait=True)
         if self.error is not None:
             raise self.error
 
@@ -102,31 +153,38 @@ class FrameWriter:
             item = self.queue.get()
             if item is _STOP:
                 return
-            if self.error is not None:
-                continue  # keep draining so the render thread never blocks on a dead writer
             try:
-                self._handle(item)
+                if self.error is None:  # else drain, so the render thread never blocks on a dead writer
+                    self._handle(item)
             except BaseException as e:  # noqa: BLE001 - handed to the render thread, which raises it
                 self.error = e
+            finally:
+                if item[0] == "frame":
+                    self._slots.release()
 
     def _handle(self, item) -> None:
         kind = item[0]
         if kind == "frame":
-            _, key, segment, record, rgb, event = item
-            data = png_bytes(rgb)
-            write_bytes_atomic(self.store.out_dir / record["file"], data, durable=True, point="frame")
-            self.bytes_written += len(data)
-            record = {**record, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-            self.store.add_frame(key, record)
-            self.progress.emit("image", **event)
+            self._write_frame(*item[1:])
         elif kind == "snapshot":
             _, key, images, state = item
             data = encode_state(state)
             save_snapshot(self.state_dir, key, images, data)
             self.bytes_written += len(data)
+            self.snapshot_bytes += len(data)
+            self.snapshots += 1
         elif kind == "call":
             _, fn, args, kw = item
             fn(*args, **kw)
+
+    def _write_frame(self, key: str, segment: int, record: dict, encoded: Future, event: dict) -> None:
+        """The frame file, durable, then its journal line, then its event: a line never names a missing file."""
+        data, digest = encoded.result()
+        write_bytes_atomic(self.store.out_dir / record["file"], data, durable=True, point="frame")
+        self.bytes_written += len(data)
+        self.frame_bytes += len(data)
+        self.store.add_frame(key, {**record, "sha256": digest, "bytes": len(data)})
+        self.progress.emit("image", **event)
 
 
 class Clock:

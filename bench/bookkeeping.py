@@ -1,0 +1,427 @@
+"""Benchmark: the render's bookkeeping per image, with the model step replaced by a fixed latent update.
+
+A synthetic render of ``--images`` images (default 20,000) at 512x512 goes
+through the real machinery: :class:`engine.render.RenderJob` with its
+one-image lookahead, :class:`engine.writer.FrameWriter` (PNG encode,
+SHA-256, durable atomic write, journal line, ``image`` event),
+:class:`engine.manifest.RenderStore` (journal, amortised compaction) and
+the time-based resume points of :mod:`engine.snapshots`. Only the frame
+source is synthetic: :class:`SyntheticSource` has the interface of
+:class:`engine.sources.ModelSource`, its state is the size of the real one
+at 512x512 (a 1x256x32x32 float32 latent and Adam's two moments), and its
+"step" adds a fixed update to the latent and makes a frame that encodes
+like a VQGAN frame (a smooth colour field that changes slowly, plus mild
+noise: about 450 KB of PNG at 512x512, within the 350-550 KB that real
+frames take).
+
+The step is paced like a GPU's: the render thread sleeps until ``--step-ms``
+(default 40 ms, 25 images/s, faster than the 8-10 images/s a 3-minute song
+in 10 minutes needs) has passed since the step began. A real step leaves the
+CPU in the same state: the Python thread waits for the GPU with the GIL
+released, and the writer thread has the CPU meanwhile. The step counts for
+exactly ``--step-ms`` (or its compute time, if longer); everything else on
+the render thread between two steps is the bookkeeping overhead: building
+the records, queueing (and any wait on the bounded queue, i.e.
+back-pressure), copying the state for a snapshot, segment ends, waking late
+because another thread held the GIL.
+
+The plan is a real plan file (validated by :func:`engine.plan.load_plan`)
+over a synthesised song: beat segments of 0.6 s with 14 images each, as
+the paper's beat-cut videos have. The same steps as
+:func:`engine.render.render` open the folder and run the job, so the
+writer's and the store's byte counters can be read.
+
+Prints per-thousand figures for the first and the last thousand images
+(overhead per image on the render thread, bytes written per image against
+the PNGs, resident memory), totals and the render's peak memory; the last line is
+``overhead_ms=<mean of the last thousand> bytes_ratio=<all bytes written / PNG bytes>``.
+Goals: overhead at most 5 ms per image, ratio at most 1.1, both constant in
+the number of images.
+
+Run: .venv/bin/python bench/bookkeeping.py [--images N] [--step-ms 40] [--out DIR --keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SEGMENT_SECONDS = 0.6  # one beat at 100 bpm
+SEGMENT_IMAGES = 14  # 23.3 images per second of music, as a 24 fps beat-cut video
+LATENT_CHANNELS, FACTOR = 256, 16  # the f16/16384 VQGAN's latent at 512x512: 1x256x32x32
+WINDOW = 1000
+
+
+# ------------------------------------------------------------ song and plan
+
+
+def write_song(path: Path, seconds: float) -> Path:
+    """A synthesised song at least ``seconds`` long (rock at 100 bpm, 2.4 s a bar)."""
+    import soundfile as sf
+
+    from engine.synth import Section, synth_song
+
+    bars = int(np.ceil(seconds / 2.4)) + 1
+    song = synth_song([Section(bars, 100, "rock", "soft", 0.5)], seed=5)
+    sf.write(path, song.y, song.sr)
+    return path
+
+
+def segment_sizes(images: int, per: int = SEGMENT_IMAGES) -> list[int]:
+    """Images per segment: ``per`` each, the remainder in a last, shorter one."""
+    sizes = [per] * (images // per)
+    return sizes + ([images % per] if images % per else [])
+
+
+def make_plan(song: Path, images: int, seconds: float = SEGMENT_SECONDS, per: int = SEGMENT_IMAGES) -> dict:
+    """A version-2 plan of segments of ``seconds`` and ``per`` images, one audio guidance part each."""
+    import soundfile as sf
+
+    from engine import __version__
+    from engine.files import file_sha256
+    from engine.protocol import PLAN_KIND, PLAN_VERSION
+
+    segments = []
+    for k, n in enumerate(segment_sizes(images, per)):
+        start, end = round(k * seconds, 4), round((k + 1) * seconds, 4)
+        segments.append(
+            {
+                "index": k,
+                "start": start,
+                "end": end,
+                "intensity": 0.5,
+                "rate": round(n / seconds, 4),
+                "steps": n,
+                "images": n,
+                "parts": [{"start": start, "end": end, "kind": "audio", "text": None}],
+                "prompt": None,
+                "prompt_weight": 1.0,
+                "take": 0,
+            }
+        )
+    return {
+        "version": PLAN_VERSION,
+        "kind": PLAN_KIND,
+        "engine": __version__,
+        "song": {"path": str(song), "sha256": file_sha256(song), "duration": sf.info(str(song)).duration},
+        "segments": segments,
+        "totals": {"steps": images, "images": images},
+        "lyrics": [],
+        "warnings": [],
+    }
+
+
+# ------------------------------------------------------------ the synthetic source
+
+
+class Frames:
+    """Frames that encode like VQGAN output: a smooth, slowly moving colour field plus mild noise.
+
+    A bank of ``bank`` frames along one period of the field is made once; frame ``n`` is bank entry
+    ``n % bank`` shifted by ``n // bank`` pixels, so every frame differs and making one is a copy.
+    """
+
+    def __init__(self, width: int, height: int, noise: float = 4.0, bank: int = 16, seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        y, x = np.mgrid[0:height, 0:width].astype(np.float32) / max(width, height)
+        self.bank = []
+        for j in range(bank):
+            t = 2 * np.pi * j / bank
+            rgb = np.stack(
+                [
+                    np.sin(2 * np.pi * 1.3 * x + np.cos(2 * np.pi * 2 * y) + t),
+                    np.sin(2 * np.pi * 1.7 * y + 1.0 - t),
+                    np.cos(2 * np.pi * 2.1 * (x + y) + t),
+                ],
+                -1,
+            )
+            rgb = 120 + 100 * rgb + rng.normal(0, noise, rgb.shape)
+            self.bank.append(np.clip(rgb, 0, 255).astype(np.uint8))
+
+    def frame(self, n: int) -> np.ndarray:
+        """Frame ``n`` (a new array: the writer keeps it until it is encoded)."""
+        return np.roll(self.bank[n % len(self.bank)], n // len(self.bank), axis=1)
+
+
+@dataclass
+class Sample:
+    """Counters read on the render thread when image ``n`` starts (the writer is a few images behind)."""
+
+    n: int
+    t: float
+    written: int
+    frame_bytes: int
+    rss_mb: float
+
+
+@dataclass
+class Meter:
+    """The render thread's time outside the step, per image, and the byte counters every thousand images."""
+
+    total: int
+    gaps: np.ndarray = field(init=False)
+    samples: list[Sample] = field(default_factory=list)
+    step_end: float | None = None
+    compute: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.gaps = np.full(self.total, np.nan)
+
+
+def reset_peak() -> bool:
+    """Start the peak-memory count again (Linux), so the song and plan made before the render do not count."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_mb() -> float:
+    """Peak resident memory since :func:`reset_peak` (Linux), else since the process began."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(x.split()[1]) for x in f if x.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def rss_mb() -> float:
+    """Resident memory now (Linux), else the peak so far."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class SyntheticSource:
+    """:class:`engine.sources.ModelSource`'s interface; a step is a fixed latent update and a sleep."""
+
+    stateful = True
+    lookahead = True
+
+    def __init__(self, plan: dict, settings, step_s: float) -> None:
+        import torch
+
+        self.plan, self.settings, self.step_s = plan, settings, step_s
+        self.images = [int(s["images"]) for s in plan["segments"]]
+        self.frames = Frames(settings.width, settings.height)
+        shape = (1, LATENT_CHANNELS, settings.height // FACTOR, settings.width // FACTOR)
+        self.z = torch.zeros(shape, requires_grad=True)
+        self.opt = torch.optim.Adam([self.z], lr=settings.lr)
+        self.z.grad = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+        self.opt.step()  # Adam's moments now exist: a snapshot is latent-plus-Adam sized
+        self.dz = torch.full(shape, 1e-3)
+        self.n = 0
+        self.pos: tuple[int, int] = (0, 0)
+        self.current = self.frames.frame(0)
+        self.meter = Meter(sum(self.images))
+        self.job = None  # set by the benchmark: the byte counters are read from its writer and store
+
+    def ids(self) -> dict:
+        return {"synthetic": "bench/bookkeeping.py"}
+
+    def norm(self, k: int, i: int) -> tuple[int, int]:
+        return (k + 1, 0) if i >= self.images[k] and k + 1 < len(self.images) else (k, i)
+
+    def at(self, k: int, i: int) -> bool:
+        return self.norm(*self.pos) == self.norm(k, i)
+
+    def seek(self, k: int, i: int, keys, state_dir, warn) -> int:
+        raise RuntimeError("the benchmark renders into a fresh folder: no seek expected")
+
+    def run_image(self, k: int, i: int) -> tuple[np.ndarray, float]:
+        """Image ``i`` of segment ``k``: the previous image (the lookahead), after a step of ``step_s``."""
+        import torch
+
+        t0 = time.monotonic()
+        m = self.meter
+        if m.step_end is not None:
+            m.gaps[self.n - 1] = t0 - m.step_end
+        if self.n % WINDOW == 0 or self.n == m.total - 1:
+            self._sample(t0)
+        previous = self.current
+        with torch.no_grad():
+            self.z.add_(self.dz)
+        self.n += 1
+        self.current = self.frames.frame(self.n)
+        self.pos = (k, i + 1)
+        m.compute += time.monotonic() - t0
+        left = t0 + self.step_s - time.monotonic()
+        if left > 0:
+            time.sleep(left)
+            m.step_end = t0 + self.step_s  # waking late (another thread holds the GIL) counts as overhead
+        else:
+            m.step_end = time.monotonic()
+        return previous, 1.0 / (1 + self.n)
+
+    def _sample(self, t: float) -> None:
+        w, s = self.job.writer, self.job.store
+        self.meter.samples.append(Sample(self.n, t, w.bytes_written + s.bytes_written, w.frame_bytes, rss_mb()))
+
+    def decode(self) -> np.ndarray:
+        return self.current
+
+    def state(self) -> dict:
+        from engine.optimize import cpu_copy
+
+        return {"z": cpu_copy(self.z), "opt": cpu_copy(self.opt.state_dict())}
+
+
+# ------------------------------------------------------------ the run
+
+
+def sleep_floor(step_s: float, n: int = 100) -> float:
+    """Mean ms a bare ``sleep(step_s)`` wakes late on this machine now, with no writer running.
+
+    On a shared or loaded machine the scheduler alone wakes the render thread late; this is the
+    part of the overhead that no bookkeeping can remove.
+    """
+    late = 0.0
+    for _ in range(n):
+        t = time.monotonic()
+        time.sleep(step_s)
+        late += time.monotonic() - t - step_s
+    return late / n * 1000
+
+
+def run_render(plan_path: Path, out_dir: Path, step_ms: float, snapshot_every: float):
+    """What :func:`engine.render.render` does once its source is made; returns the finished job."""
+    from engine.files import FolderLock
+    from engine.manifest import RenderStore
+    from engine.plan import load_plan
+    from engine.progress import Progress
+    from engine.protocol import LOCK_FILE
+    from engine.render import RenderJob, RenderSettings, StopFlag, load_plan_song, segment_keys
+
+    settings = RenderSettings(width=512, height=512)
+    plan = load_plan(plan_path)
+    with open(os.devnull, "w", encoding="utf-8") as sink:
+        progress = Progress(out=sink, bar=False)  # events are made and written as for the add-on
+        song_16k = load_plan_song(plan, progress)
+        source = SyntheticSource(plan, settings, step_ms / 1000)
+        keys = segment_keys(plan, song_16k, settings, source.ids())
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with FolderLock(out_dir, LOCK_FILE):
+            header = {"song": plan["song"], "settings": settings.key_fields(), "models": source.ids()}
+            store = RenderStore.open(out_dir, header)
+            try:
+                job = RenderJob(plan, keys, store, source, progress, snapshot_every)
+                source.job = job
+                job.rss_start, job.peak_reset = rss_mb(), reset_peak()
+                t0 = time.monotonic()
+                code = job.run(StopFlag())
+                job.wall = time.monotonic() - t0
+                job.peak = peak_mb()
+            finally:
+                store.close()
+    if code != 0:
+        raise SystemExit(f"the render ended with code {code}")
+    return job
+
+
+# ------------------------------------------------------------ the report
+
+
+def window(source: SyntheticSource, lo: int, hi: int) -> dict:
+    """Figures for images ``[lo, hi)``: overhead statistics and bytes per image between two samples."""
+    gaps = source.meter.gaps[lo:hi]
+    gaps = gaps[~np.isnan(gaps)] * 1000
+    by_n = {s.n: s for s in source.meter.samples}
+    a = by_n.get(lo, Sample(0, 0.0, 0, 0, 0.0))
+    b = by_n[hi] if hi in by_n else by_n[max(by_n)]
+    written, png = b.written - a.written, b.frame_bytes - a.frame_bytes
+    images = max(1, b.n - a.n)
+    return {
+        "mean": float(gaps.mean()),
+        "p50": float(np.percentile(gaps, 50)),
+        "p99": float(np.percentile(gaps, 99)),
+        "max": float(gaps.max()),
+        "kb": written / images / 1000,
+        "png_kb": png / images / 1000,
+        "ratio": written / max(1, png),
+        "rss": b.rss_mb,
+    }
+
+
+def report(job, step_ms: float, floor_ms: float) -> str:
+    source: SyntheticSource = job.source
+    n = source.meter.total
+    w, s = job.writer, job.store
+    first = window(source, 0, min(WINDOW, n))
+    last = window(source, max(0, n - WINDOW), n)
+    print(f"{n} images at 512x512, step {step_ms:g} ms, wall {job.wall:.1f} s ({n / job.wall:.1f} images/s)")
+    print(f"synthetic step compute {source.meter.compute / n * 1000:.2f} ms of the {step_ms:g} ms")
+    print(f"encoder threads {job.writer.encoders}; a bare sleep wakes {floor_ms:.2f} ms late on this machine now")
+    print()
+    print("images          overhead ms: mean    p50    p99     max | KB written/image  PNG KB  ratio | RSS MB")
+    for name, f in ((f"first {WINDOW}", first), (f"last {WINDOW}", last)):
+        print(
+            f"{name:<15} {f['mean']:17.2f} {f['p50']:6.2f} {f['p99']:6.2f} {f['max']:7.1f} |"
+            f" {f['kb']:16.1f} {f['png_kb']:7.1f} {f['ratio']:6.3f} | {f['rss']:6.0f}"
+        )
+    gaps = source.meter.gaps[~np.isnan(source.meter.gaps)] * 1000
+    total = w.bytes_written + s.bytes_written
+    print()
+    print(
+        f"all images: overhead mean {gaps.mean():.2f} ms, p99 {np.percentile(gaps, 99):.2f} ms, max {gaps.max():.1f} ms"
+    )
+    print(
+        f"bytes: PNG {w.frame_bytes / 1e6:.1f} MB ({w.frame_bytes / n / 1000:.1f} KB/image),"
+        f" snapshots {w.snapshot_bytes / 1e6:.1f} MB ({w.snapshots} of them),"
+        f" journal+manifest {s.bytes_written / 1e6:.1f} MB; all {total / 1e6:.1f} MB"
+    )
+    during = "during the render" if job.peak_reset else "of the process"
+    print(f"RSS at the render's start {job.rss_start:.0f} MB (torch, numpy, the song); peak {during} {job.peak:.0f} MB")
+    return f"overhead_ms={last['mean']:.2f} bytes_ratio={total / w.frame_bytes:.3f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=20_000)
+    ap.add_argument("--step-ms", type=float, default=40.0, help="the simulated GPU step (default 40 ms)")
+    ap.add_argument("--snapshot-every", type=float, default=None, help="seconds between resume points (default 15)")
+    ap.add_argument("--out", type=Path, default=None, help="render folder (default: a temporary one)")
+    ap.add_argument("--keep", action="store_true", help="keep the render folder")
+    args = ap.parse_args()
+    if args.images < 2:
+        ap.error("--images must be at least 2")
+    import torch
+
+    from engine.files import write_json_atomic
+    from engine.snapshots import DEFAULT_INTERVAL
+
+    torch.set_num_threads(1)  # a GPU render's torch uses no CPU threads for the step
+    work = Path(tempfile.mkdtemp(prefix="m2v-bookkeeping-"))
+    out = args.out or work / "out"
+    try:
+        song = write_song(work / "song.wav", len(segment_sizes(args.images)) * SEGMENT_SECONDS + 1.0)
+        plan_path = work / "plan.json"
+        write_json_atomic(make_plan(song, args.images), plan_path)
+        every = DEFAULT_INTERVAL if args.snapshot_every is None else args.snapshot_every
+        floor = sleep_floor(args.step_ms / 1000)
+        job = run_render(plan_path, out, args.step_ms, every)
+        last = report(job, args.step_ms, floor)
+    finally:
+        if not args.keep:
+            shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
+    print(last)
+
+
+if __name__ == "__main__":
+    main()
