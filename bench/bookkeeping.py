@@ -241,6 +241,9 @@ class SyntheticSource:
     def at(self, k: int, i: int) -> bool:
         return self.norm(*self.pos) == self.norm(k, i)
 
+    def frame_info(self, k: int, i: int) -> dict:
+        return {}  # no footage
+
     def seek(self, k: int, i: int, keys, state_dir, warn) -> int:
         raise RuntimeError("the benchmark renders into a fresh folder: no seek expected")
 
