@@ -16,9 +16,12 @@ frames take).
 
 The step is paced like a GPU's: the render thread sleeps until ``--step-ms``
 (default 40 ms, 25 images/s, faster than the 8-10 images/s a 3-minute song
-in 10 minutes needs) has passed since the step began. A real step leaves the
-CPU in the same state: the Python thread waits for the GPU with the GIL
-released, and the writer thread has the CPU meanwhile. The step counts for
+in 10 minutes needs) has passed since the step began. While a real step waits
+for the GPU, its Python thread has released the GIL and the writer and
+encoder threads have the CPU; but it also launches kernels with the GIL
+held, so ``--busy-ms`` (default 10 ms) of each step is pure-Python work,
+timed alone before the render and again during it: the difference is how
+much the other threads' Python work stretches a step. The step counts for
 exactly ``--step-ms`` (or its compute time, if longer); everything else on
 the render thread between two steps is the bookkeeping overhead: building
 the records, queueing (and any wait on the bounded queue, i.e.
@@ -175,9 +178,60 @@ class Meter:
     samples: list[Sample] = field(default_factory=list)
     step_end: float | None = None
     compute: float = 0.0
+    busy: float = 0.0
 
     def __post_init__(self) -> None:
         self.gaps = np.full(self.total, np.nan)
+
+
+class Busy:
+    """Python work that holds the GIL for about ``ms`` milliseconds, as a real step's kernel launches do.
+
+    A GPU step is not all sleep: its Python thread launches kernels with the GIL held, so the writer's
+    and encoders' own Python work can stretch the step. :meth:`calibrate` times the work alone, before
+    the render; the report compares its time during the render with that.
+    """
+
+    def __init__(self, ms: float) -> None:
+        self.ms, self.loops, self.alone = ms, 0, 0.0
+
+    def calibrate(self, rounds: int = 200) -> None:
+        self.loops = 20_000
+        t = time.perf_counter()
+        _spin(self.loops)
+        self.loops = max(1, int(self.loops * self.ms / 1000 / (time.perf_counter() - t)))
+        times = sorted(self.run() for _ in range(rounds))
+        self.alone = times[len(times) // 2]
+
+    def run(self) -> float:
+        t = time.perf_counter()
+        _spin(self.loops)
+        return time.perf_counter() - t
+
+
+def _spin(n: int) -> int:
+    x = 0
+    for i in range(n):
+        x ^= i
+    return x
+
+
+def png_strategies(frames: Frames, n: int = 20) -> dict:
+    """PNG size and encode time of ``n`` frames with zlib's RLE strategy (m2v's) and its default, for the report."""
+    import io
+    import zlib
+
+    from PIL import Image
+
+    out = {}
+    for name, kw in (("rle", {"compress_type": zlib.Z_RLE}), ("default", {})):
+        size, t = 0, time.perf_counter()
+        for k in range(n):
+            buf = io.BytesIO()
+            Image.fromarray(frames.frame(k * 37)).save(buf, format="PNG", optimize=False, **kw)
+            size += buf.tell()
+        out[name] = (size / n / 1000, (time.perf_counter() - t) / n * 1000)
+    return out
 
 
 def reset_peak() -> bool:
@@ -214,10 +268,10 @@ class SyntheticSource:
     stateful = True
     lookahead = True
 
-    def __init__(self, plan: dict, settings, step_s: float) -> None:
+    def __init__(self, plan: dict, settings, step_s: float, busy: Busy | None = None) -> None:
         import torch
 
-        self.plan, self.settings, self.step_s = plan, settings, step_s
+        self.plan, self.settings, self.step_s, self.busy = plan, settings, step_s, busy
         self.images = [int(s["images"]) for s in plan["segments"]]
         self.frames = Frames(settings.width, settings.height)
         shape = (1, LATENT_CHANNELS, settings.height // FACTOR, settings.width // FACTOR)
@@ -258,6 +312,8 @@ class SyntheticSource:
         if self.n % WINDOW == 0 or self.n == m.total - 1:
             self._sample(t0)
         previous = self.current
+        if self.busy is not None:
+            m.busy += self.busy.run()
         with torch.no_grad():
             self.z.add_(self.dz)
         self.n += 1
@@ -302,7 +358,7 @@ def sleep_floor(step_s: float, n: int = 100) -> float:
     return late / n * 1000
 
 
-def run_render(plan_path: Path, out_dir: Path, step_ms: float, snapshot_every: float):
+def run_render(plan_path: Path, out_dir: Path, step_ms: float, snapshot_every: float, busy: Busy | None = None):
     """What :func:`engine.render.render` does once its source is made; returns the finished job."""
     from engine.files import FolderLock
     from engine.manifest import RenderStore
@@ -316,7 +372,7 @@ def run_render(plan_path: Path, out_dir: Path, step_ms: float, snapshot_every: f
     with open(os.devnull, "w", encoding="utf-8") as sink:
         progress = Progress(out=sink, bar=False)  # events are made and written as for the add-on
         song_16k = load_plan_song(plan, progress)
-        source = SyntheticSource(plan, settings, step_ms / 1000)
+        source = SyntheticSource(plan, settings, step_ms / 1000, busy)
         keys = segment_keys(plan, song_16k, settings, source.ids())
         out_dir.mkdir(parents=True, exist_ok=True)
         with FolderLock(out_dir, LOCK_FILE):
@@ -326,15 +382,22 @@ def run_render(plan_path: Path, out_dir: Path, step_ms: float, snapshot_every: f
                 job = RenderJob(plan, keys, store, source, progress, snapshot_every)
                 source.job = job
                 job.rss_start, job.peak_reset = rss_mb(), reset_peak()
-                t0 = time.monotonic()
+                t0, cpu0, main0 = time.monotonic(), _process_cpu(), time.thread_time()
                 code = job.run(StopFlag())
                 job.wall = time.monotonic() - t0
+                # Every thread but this one: the writer and the encoders (torch runs one thread here).
+                job.helper_cpu = (_process_cpu() - cpu0) - (time.thread_time() - main0)
                 job.peak = peak_mb()
             finally:
                 store.close()
     if code != 0:
         raise SystemExit(f"the render ended with code {code}")
     return job
+
+
+def _process_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 # ------------------------------------------------------------ the report
@@ -345,8 +408,9 @@ def window(source: SyntheticSource, lo: int, hi: int) -> dict:
     gaps = source.meter.gaps[lo:hi]
     gaps = gaps[~np.isnan(gaps)] * 1000
     by_n = {s.n: s for s in source.meter.samples}
-    a = by_n.get(lo, Sample(0, 0.0, 0, 0, 0.0))
-    b = by_n[hi] if hi in by_n else by_n[max(by_n)]
+    # Samples fall every WINDOW images and on the last: take the nearest at or below each end.
+    a = by_n[max((n for n in by_n if n <= lo), default=min(by_n))]
+    b = by_n[max(n for n in by_n if n <= hi)]
     written, png = b.written - a.written, b.frame_bytes - a.frame_bytes
     images = max(1, b.n - a.n)
     return {
@@ -361,7 +425,7 @@ def window(source: SyntheticSource, lo: int, hi: int) -> dict:
     }
 
 
-def report(job, step_ms: float, floor_ms: float) -> str:
+def report(job, step_ms: float, floor_ms: float, png: dict) -> str:
     source: SyntheticSource = job.source
     n = source.meter.total
     w, s = job.writer, job.store
@@ -370,6 +434,18 @@ def report(job, step_ms: float, floor_ms: float) -> str:
     print(f"{n} images at 512x512, step {step_ms:g} ms, wall {job.wall:.1f} s ({n / job.wall:.1f} images/s)")
     print(f"synthetic step compute {source.meter.compute / n * 1000:.2f} ms of the {step_ms:g} ms")
     print(f"encoder threads {job.writer.encoders}; a bare sleep wakes {floor_ms:.2f} ms late on this machine now")
+    print(
+        f"writer and encoder threads: {job.helper_cpu / n * 1000:.1f} ms of CPU per image"
+        f" (off the render thread; PNG {png['rle'][0]:.0f} KB in {png['rle'][1]:.0f} ms with zlib's RLE strategy,"
+        f" {png['default'][0]:.0f} KB in {png['default'][1]:.0f} ms with its default)"
+    )
+    busy = source.busy
+    if busy is not None:
+        during = source.meter.busy / n
+        print(
+            f"GIL-held part of the step: {busy.alone * 1000:.2f} ms alone, {during * 1000:.2f} ms during the render"
+            f" (stretched {(during - busy.alone) * 1000:+.2f} ms by the other threads' Python work)"
+        )
     print()
     print("images          overhead ms: mean    p50    p99     max | KB written/image  PNG KB  ratio | RSS MB")
     for name, f in ((f"first {WINDOW}", first), (f"last {WINDOW}", last)):
@@ -397,12 +473,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=20_000)
     ap.add_argument("--step-ms", type=float, default=40.0, help="the simulated GPU step (default 40 ms)")
+    ap.add_argument(
+        "--busy-ms", type=float, default=10.0, help="part of the step that holds the GIL, as kernel launches do"
+    )
     ap.add_argument("--snapshot-every", type=float, default=None, help="seconds between resume points (default 15)")
     ap.add_argument("--out", type=Path, default=None, help="render folder (default: a temporary one)")
     ap.add_argument("--keep", action="store_true", help="keep the render folder")
     args = ap.parse_args()
     if args.images < 2:
         ap.error("--images must be at least 2")
+    if not 0 <= args.busy_ms < args.step_ms:
+        ap.error("--busy-ms must be at least 0 and less than --step-ms")
     import torch
 
     from engine.files import write_json_atomic
@@ -417,8 +498,13 @@ def main() -> None:
         write_json_atomic(make_plan(song, args.images), plan_path)
         every = DEFAULT_INTERVAL if args.snapshot_every is None else args.snapshot_every
         floor = sleep_floor(args.step_ms / 1000)
-        job = run_render(plan_path, out, args.step_ms, every)
-        last = report(job, args.step_ms, floor)
+        png = png_strategies(Frames(512, 512))
+        busy = None
+        if args.busy_ms > 0:
+            busy = Busy(args.busy_ms)
+            busy.calibrate()
+        job = run_render(plan_path, out, args.step_ms, every, busy)
+        last = report(job, args.step_ms, floor, png)
     finally:
         if not args.keep:
             shutil.rmtree(out, ignore_errors=True)

@@ -63,7 +63,9 @@ def default_encoders() -> int:
     One core stays with the render thread, which must wake the moment its step ends; one encoder at
     about 20 ms a 512x512 frame already keeps up with 25 images a second.
     """
-    return max(1, min(4, (os.cpu_count() or 1) - 1))
+    # The cores this process may run on (affinity, cpusets), not the machine's.
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(4, cores - 1))
 
 
 class FrameWriter:
@@ -87,7 +89,8 @@ class FrameWriter:
         self, store: RenderStore, progress, state_dir: Path, maxsize: int = 8, encoders: int | None = None
     ) -> None:
         self.store, self.progress, self.state_dir = store, progress, state_dir
-        # Unbounded: what bounds memory is the frame slots; calls and snapshots are small and rate-limited.
+        # Unbounded: the frame slots bound memory. Calls are small, and each snapshot follows a frame
+        # (even at --snapshot-every 0), so at most about maxsize + 1 of them wait here.
         self.queue: queue.Queue = queue.Queue()
         self._slots = threading.Semaphore(maxsize)
         self.encoders = encoders or default_encoders()
@@ -119,6 +122,9 @@ class FrameWriter:
         if self.error is not None:
             raise self.error
         self._slots.acquire()
+        if self.error is not None:  # the writer died while we waited: no more encoding, no more steps
+            self._slots.release()
+            raise self.error
         try:
             encoded = self._pool.submit(encode_frame, rgb)
         except BaseException:

@@ -104,3 +104,68 @@ def test_an_encoder_error_reaches_the_render_thread(tmp_path, monkeypatch):
             time.sleep(0.01)
     store.close()
     assert not (tmp_path / JOURNAL_FILE).exists() or "frame" not in (tmp_path / JOURNAL_FILE).read_text()
+
+
+def test_a_writer_error_while_the_render_thread_waits_stops_it_at_once(tmp_path, monkeypatch):
+    gate = threading.Event()
+    real = writer_mod.encode_frame
+
+    def held(rgb):
+        gate.wait(10)
+        return real(rgb)
+
+    monkeypatch.setattr(writer_mod, "encode_frame", held)
+    submitted = []
+    store = _store(tmp_path)
+
+    def full_disk(key, record):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store, "add_frame", full_disk)
+    w = FrameWriter(store, Collect(), tmp_path / "state", maxsize=1, encoders=1)
+    real_submit = w._pool.submit
+    monkeypatch.setattr(w._pool, "submit", lambda *a: submitted.append(1) or real_submit(*a))
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    outcome = []
+
+    def render_thread():
+        try:
+            _frame(w, store, 0, rgb)
+            _frame(w, store, 1, rgb)  # blocks on the one slot until the writer fails frame 0
+        except OSError as e:
+            outcome.append(e)
+
+    w.__enter__()
+    t = threading.Thread(target=render_thread)
+    t.start()
+    t.join(0.3)
+    assert t.is_alive()  # waiting for the slot
+    gate.set()
+    t.join(10)
+    assert not t.is_alive()
+    with pytest.raises(OSError):
+        w.close()
+    assert len(outcome) == 1 and outcome[0].errno == 28
+    assert len(submitted) == 1  # frame 1 was never encoded: the error was raised as the slot came free
+    assert not (tmp_path / JOURNAL_FILE).exists() or "frame" not in (tmp_path / JOURNAL_FILE).read_text()
+
+
+def test_a_call_after_frames_sees_them_journaled_when_encoders_finish_out_of_order(tmp_path, monkeypatch):
+    real = writer_mod.encode_frame
+
+    def late_first(rgb):
+        time.sleep(0.05 if int(rgb[0, 0, 0]) == 0 else 0.0)
+        return real(rgb)
+
+    monkeypatch.setattr(writer_mod, "encode_frame", late_first)
+    store, progress = _store(tmp_path), Collect()
+    seen = []
+    with FrameWriter(store, progress, tmp_path / "state", maxsize=4, encoders=3) as w:
+        for i in range(3):
+            _frame(w, store, i, np.full((8, 8, 3), i, np.uint8))
+        w.call(lambda: seen.append(sorted(store.entries[KEY].frames)))
+        w.emit("warning", message="segment 0 done")
+    store.close()
+    assert seen == [[0, 1, 2]]
+    events = [e["event"] for e in progress.events]
+    assert events == ["image", "image", "image", "warning"]
