@@ -41,6 +41,19 @@ def _frame(w: FrameWriter, store: RenderStore, i: int, rgb: np.ndarray) -> None:
     )
 
 
+def _hold_encoder(monkeypatch) -> threading.Event:
+    """Make every encode wait until the returned event is set."""
+    gate = threading.Event()
+    real = writer_mod.encode_frame
+
+    def held(rgb):
+        gate.wait(10)
+        return real(rgb)
+
+    monkeypatch.setattr(writer_mod, "encode_frame", held)
+    return gate
+
+
 def test_parallel_encoders_write_in_order(tmp_path, monkeypatch):
     real = writer_mod.encode_frame
 
@@ -66,14 +79,7 @@ def test_parallel_encoders_write_in_order(tmp_path, monkeypatch):
 
 
 def test_frames_in_flight_are_bounded_and_calls_never_wait(tmp_path, monkeypatch):
-    gate = threading.Event()
-    real = writer_mod.encode_frame
-
-    def held(rgb):
-        gate.wait(10)
-        return real(rgb)
-
-    monkeypatch.setattr(writer_mod, "encode_frame", held)
+    gate = _hold_encoder(monkeypatch)
     store, progress = _store(tmp_path), Collect()
     rgb = np.zeros((8, 8, 3), np.uint8)
     with FrameWriter(store, progress, tmp_path / "state", maxsize=2, encoders=1) as w:
@@ -107,14 +113,7 @@ def test_an_encoder_error_reaches_the_render_thread(tmp_path, monkeypatch):
 
 
 def test_a_writer_error_while_the_render_thread_waits_stops_it_at_once(tmp_path, monkeypatch):
-    gate = threading.Event()
-    real = writer_mod.encode_frame
-
-    def held(rgb):
-        gate.wait(10)
-        return real(rgb)
-
-    monkeypatch.setattr(writer_mod, "encode_frame", held)
+    gate = _hold_encoder(monkeypatch)
     submitted = []
     store = _store(tmp_path)
 
