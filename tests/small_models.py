@@ -323,6 +323,25 @@ def write_wav2clip(folder: Path, seed: int = 0) -> Path:
     return path
 
 
+def render_cmd(plan_path: Path, out: Path, models: Path, *extra: str, cutouts: int = 8, seed: int = 1) -> list[str]:
+    """``engine render`` at the tests' common settings (32x32, crops, lr 0.3) with the small models."""
+    common = ["--size", "32", "32", "--cutouts", str(cutouts), "--seed", str(seed), "--lr", "0.3"]
+    return [
+        *(sys.executable, "-m", "engine", "render", str(plan_path), "--out", str(out)),
+        *common,
+        *("--cut-method", "crops"),
+        *extra,
+        *model_args(models),
+    ]
+
+
+def small_settings(**kw):
+    """:class:`engine.render.RenderSettings` at the tests' common settings; ``kw`` overrides them."""
+    from engine.render import RenderSettings
+
+    return RenderSettings(**{"width": 32, "height": 32, "cutouts": 8, "seed": 1, "cut_method": "crops", **kw})
+
+
 def model_args(folder: Path) -> list[str]:
     """Command-line flags that point ``engine render`` at the small models in ``folder``."""
     return [

@@ -14,7 +14,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -24,7 +23,7 @@ from engine.plan import plan_from_boundaries
 from engine.protocol import JOURNAL_FILE, TEMP_SUFFIX
 from engine.synth import Section, synth_song
 from tests.conftest import REPO, write_song
-from tests.small_models import model_args
+from tests.small_models import render_cmd
 
 
 @pytest.fixture(scope="module")
@@ -44,29 +43,7 @@ def plan_path(tmp_path_factory):
 
 
 def _cmd(plan_path, out, small_models, every="0"):
-    return [
-        sys.executable,
-        "-m",
-        "engine",
-        "render",
-        str(plan_path),
-        "--out",
-        str(out),
-        "--size",
-        "32",
-        "32",
-        "--cutouts",
-        "4",
-        "--seed",
-        "7",
-        "--lr",
-        "0.3",
-        "--cut-method",
-        "crops",
-        "--snapshot-every",
-        every,
-        *model_args(small_models),
-    ]
+    return render_cmd(plan_path, out, small_models, "--snapshot-every", every, cutouts=4, seed=7)
 
 
 def _run(plan_path, out, small_models, fault=None, every="0"):

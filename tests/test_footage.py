@@ -8,7 +8,6 @@ import math
 import os
 import signal
 import subprocess
-import sys
 from fractions import Fraction
 
 import numpy as np
@@ -22,11 +21,11 @@ from engine.footage import Footage, FootageTiming, pick_frame
 from engine.motion import Motion, MotionSettings, segment_motion, warp
 from engine.plan import plan_from_boundaries
 from engine.progress import Collect
-from engine.render import RenderSettings, render, segment_keys
+from engine.render import render, segment_keys
 from engine.synth import Section, synth_song
 from tests.conftest import REPO, run_engine, write_song
 from tests.footage_media import footage_frame, nearest_frame, write_movie
-from tests.small_models import load_small, model_args, synthetic_pictures, write_vqgan
+from tests.small_models import load_small, render_cmd, small_settings, synthetic_pictures, write_vqgan
 
 NTSC = Fraction(30000, 1001)
 
@@ -50,10 +49,7 @@ def plan(tmp_path_factory):
     return path, p
 
 
-def _settings(**kw):
-    base = dict(width=32, height=32, cutouts=8, seed=1, cut_method="crops")
-    base.update(kw)
-    return RenderSettings(**base)
+_settings = small_settings
 
 
 def _frames(out):
@@ -348,19 +344,13 @@ def test_lookahead_cache_and_resume_with_footage_and_motion(plan, movie, roundtr
     assert all(np.array_equal(a, b) for a, b in zip(saved, after))
     # Killed at a write point, then resumed from a resume point: byte for byte the uninterrupted render.
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    cmd = [
-        sys.executable,
-        "-m",
-        "engine",
-        "render",
-        str(plan_path),
-        "--out",
-        str(tmp_path / "resumed"),
-        *("--size", "32", "32", "--cutouts", "8", "--seed", "1", "--lr", "0.3", "--cut-method", "crops"),
+    cmd = render_cmd(
+        plan_path,
+        tmp_path / "resumed",
+        roundtrip_models,
         *("--footage", str(path), "--footage-offset", "0.5", "--footage-span", "0.7", "3.0"),
         *("--init-weight", "1", "--zoom", "0.2", "--rotate", "8", "--snapshot-every", "0"),
-        *model_args(roundtrip_models),
-    ]
+    )
     killed = subprocess.run(cmd, env={**env, "M2V_FAULT": "frame.renamed:8"}, capture_output=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)

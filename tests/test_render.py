@@ -18,10 +18,10 @@ from engine.guidance import Guidance
 from engine.plan import plan_from_boundaries
 from engine.progress import Collect
 from engine.protocol import EXIT_CANCELLED
-from engine.render import RenderSettings, render
+from engine.render import render
 from engine.synth import Section, synth_song
 from tests.conftest import REPO, run_engine, write_song
-from tests.small_models import load_small, model_args
+from tests.small_models import load_small, render_cmd, small_settings
 
 BOUNDS = [0.0, 2.0, 4.0, 6.0, 8.0]
 
@@ -52,10 +52,7 @@ def _plan(tmp_path, song, bounds=BOUNDS, name="plan.json"):
     return path, plan
 
 
-def _settings(**kw):
-    base = dict(width=32, height=32, cutouts=8, seed=1, cut_method="crops")
-    base.update(kw)
-    return RenderSettings(**base)
+_settings = small_settings
 
 
 def _loader(small_models, plan_path=None, out=None):
@@ -161,28 +158,7 @@ def test_seed_reproduces_and_switches_change_frames(tmp_path, song, small_models
 
 def _engine_render(plan_path, out, small_models, extra=()):
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    cmd = [
-        sys.executable,
-        "-m",
-        "engine",
-        "render",
-        str(plan_path),
-        "--out",
-        str(out),
-        "--size",
-        "32",
-        "32",
-        "--cutouts",
-        "8",
-        "--seed",
-        "1",
-        "--lr",
-        "0.3",
-        "--cut-method",
-        "crops",
-        *model_args(small_models),
-        *extra,
-    ]
+    cmd = render_cmd(plan_path, out, small_models, *extra)
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
