@@ -242,24 +242,18 @@ def _estimate(plan: dict, args: argparse.Namespace, asked: str) -> None:
         _event("estimate", steps=t["steps"], images=t["images"], seconds=round(sec, 1), device=device_label(dev))
 
 
+def _analysis_args(args: argparse.Namespace, preset: str) -> dict:
+    """The scene and rate flags ``analyze`` and ``run`` share, as :func:`engine.plan.analyze` takes them."""
+    names = ("granularity", "min_rate", "max_rate", "fps", "min_length", "target_length")
+    return {"preset": preset, **{n: getattr(args, n) for n in names}}
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     from engine.plan import analyze
 
     _check_plan_outputs(args)
     preset, _ = _preset_for_plan(args)
-    plan = analyze(
-        args.song,
-        preset=preset,
-        granularity=args.granularity,
-        lyrics_path=args.lyrics,
-        min_rate=args.min_rate,
-        max_rate=args.max_rate,
-        fps=args.fps,
-        min_length=args.min_length,
-        target_length=args.target_length,
-        start=args.start,
-        end=args.end,
-    )
+    plan = analyze(args.song, lyrics_path=args.lyrics, start=args.start, end=args.end, **_analysis_args(args, preset))
     _warn(plan, args)
     _estimate(plan, args, args.preset)
     _emit(plan, args)
@@ -307,17 +301,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     song, lyrics = args.song, args.lyrics
     if song is None:
         song, lyrics = _write_demo(out)
-    plan = analyze(
-        song,
-        preset=preset,
-        granularity=args.granularity,
-        lyrics_path=lyrics,
-        min_rate=args.min_rate,
-        max_rate=args.max_rate,
-        fps=args.fps,
-        min_length=args.min_length,
-        target_length=args.target_length,
-    )
+    plan = analyze(song, lyrics_path=lyrics, **_analysis_args(args, preset))
     args.events = False
     _warn(plan, args)
     if not args.layout:
