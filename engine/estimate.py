@@ -103,14 +103,14 @@ def calibrate(device, vqgan=None, clip=None, size: int = 128, cutouts: int = 4, 
     """
     import torch
 
-    from engine.optimize import Optimizer
+    from engine.optimize import Optimizer, use_autocast
     from engine.render import RenderSettings
 
     if vqgan is None or clip is None:
         vqgan, clip = official_models(device)
     z = vqgan.random_latent(size, size, torch.Generator().manual_seed(0)).to(device).requires_grad_(True)
     cuts = torch.rand(cutouts, 3, clip.input_size, clip.input_size, device=device, requires_grad=True)
-    autocast = device.type == "cuda"
+    autocast = use_autocast(device)
 
     def decode():
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):

@@ -150,5 +150,7 @@ def embed_audio(model: Wav2CLIP, wav16k: torch.Tensor) -> torch.Tensor:
     """
     if wav16k.shape[-1] < N_FFT:
         wav16k = torch.nn.functional.pad(wav16k, (0, N_FFT - wav16k.shape[-1]))
+    # The song lives on the CPU; the model may have been moved to the GPU with the others.
+    wav16k = wav16k.to(next(model.parameters()).device)
     with torch.no_grad():
         return model(wav16k)

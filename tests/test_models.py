@@ -173,3 +173,18 @@ def test_small_clip_file_is_rebuilt_deterministically(tmp_path):
     _, a = write_clip(tmp_path / "a", seed=3)
     _, b = write_clip(tmp_path / "b", seed=3)
     assert a.read_bytes() == b.read_bytes()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_audio_embedding_follows_its_model_to_the_gpu(small_models):
+    # The song stays on the CPU; a Wav2CLIP moved to the GPU with the other models must still embed it
+    # (found on a lent H200: torch.stft refused a CPU signal with a CUDA window).
+    from engine.wav2clip import embed_audio
+    from tests.small_models import load_small
+
+    audio = load_small(small_models).audio
+    wav = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 16000)).astype(np.float32))
+    on_cpu = embed_audio(audio, wav)
+    on_gpu = embed_audio(audio.cuda(), wav)
+    assert on_gpu.device.type == "cuda"
+    torch.testing.assert_close(on_gpu.cpu(), on_cpu, rtol=1e-3, atol=1e-3)
