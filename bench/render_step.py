@@ -133,7 +133,7 @@ def loss_curves(steps: int = 20, prompt: str = "a red balloon over the sea", con
             losses = []
             for i in range(steps):
                 if variant == "m2v":
-                    losses.append(r.step([(target, 1.0)], i)[1])
+                    losses.append(float(r.step([(target, 1.0)], i)[1]))
                 else:
                     losses.append(reference_step(vq, clip, r.z, r.opt, [(target, 1.0)], i, 16, r.z_min, r.z_max))
             curves.append(losses)

@@ -22,6 +22,7 @@ class Guidance:
     def __init__(self, plan: dict, clip, audio_model, song_16k: np.ndarray, device) -> None:
         self.plan, self.clip, self.audio_model, self.song, self.device = plan, clip, audio_model, song_16k, device
         self.cache: dict[tuple[int, int], object] = {}
+        self._targets: dict[tuple[int, int, bool], object] = {}
         self._text: dict[str, object] = {}
 
     def text(self, text: str):
@@ -67,11 +68,12 @@ class Guidance:
         """The vector a part's steps pull towards (eq. 2 when ``average``)."""
         import torch
 
-        cur = self.raw(k, p)
-        prev = self.previous(k, p) if average else None
-        if prev is None:
-            return cur
-        return torch.nn.functional.normalize(self.raw(*prev) + cur, dim=-1)
+        key = (k, p, average)
+        if key not in self._targets:  # every step of the part asks: average once, not once a step
+            cur = self.raw(k, p)
+            prev = self.previous(k, p) if average else None
+            self._targets[key] = cur if prev is None else torch.nn.functional.normalize(self.raw(*prev) + cur, dim=-1)
+        return self._targets[key]
 
 
 def audio_digest(song_16k: np.ndarray, start: float, end: float) -> str:

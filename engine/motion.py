@@ -29,8 +29,8 @@ from dataclasses import dataclass
 
 from engine.errors import InputError
 from engine.files import check_number
+from engine.protocol import MOTION_DRIVES as DRIVES
 
-DRIVES = ("music", "steady")
 #: Seconds over which a beat's zoom pulse decays to 1/e.
 PULSE_DECAY = 0.15
 

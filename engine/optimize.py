@@ -134,7 +134,8 @@ class Optimizer:
         Returns
         -------
         tuple
-            The image decoded from the latent *before* the update (``(1, 3, H, W)`` in [0, 1]) and the loss.
+            The image decoded from the latent *before* the update (``(1, 3, H, W)`` in [0, 1]) and the loss
+            (a 0-d tensor: reading it waits for the device, so callers read it once an image, not once a step).
         """
         import torch
 
@@ -159,7 +160,7 @@ class Optimizer:
                 d = z - anchor
                 z.copy_(anchor + d.sign() * (d.abs() - s.lr * s.l1_weight).clamp_min(0))
             z.copy_(torch.maximum(torch.minimum(z, self.z_max), self.z_min))
-        return out, float(loss.detach())
+        return out, loss.detach()
 
     def decode(self):
         """The image of the current latent, as a step's forward pass would decode it."""

@@ -141,7 +141,6 @@ def build_plan(
     second of music) and ``fps`` (the output frame rate, which caps distinct
     images).
     """
-    check_rates(rates["min_rate"], rates["max_rate"], rates["fps"])
     levels = level_curve(feats, song.offset)
     f_bounds = [round(song.offset + float(b), 4) for b in bounds_rel]
     f_bounds[-1] = round(song.end, 4)
@@ -236,20 +235,22 @@ def _lyrics(lyrics_path: str | Path | None) -> list[LyricLine]:
 
 
 def preset_rates(preset: str, min_rate: float | None, max_rate: float | None, fps: float | None) -> dict:
-    """The preset's rates with the caller's overrides."""
+    """The preset's rates with the caller's overrides, checked (the one place a plan's rates enter)."""
+    if preset not in PRESETS:
+        raise InputError(f"--preset must be one of {', '.join(PRESETS)}, not {preset!r}")
     p = PRESETS[preset]
-    return {
+    rates = {
         "preset": preset,
         "min_rate": p["min_rate"] if min_rate is None else float(min_rate),
         "max_rate": p["max_rate"] if max_rate is None else float(max_rate),
         "fps": ANALYSIS_DEFAULTS["fps"] if fps is None else float(fps),
     }
+    check_rates(rates["min_rate"], rates["max_rate"], rates["fps"])
+    return rates
 
 
 def _check_analysis_args(preset, granularity, min_length, target_length, start, end) -> str:
-    """Validate what ``analyze`` is given; returns the granularity to use."""
-    if preset not in PRESETS:
-        raise InputError(f"--preset must be one of {', '.join(PRESETS)}, not {preset!r}")
+    """Validate what ``analyze`` is given beyond its rates; returns the granularity to use."""
     granularity = granularity or PRESETS[preset]["granularity"]
     if granularity not in GRANULARITIES:
         raise InputError(f"granularity must be one of {', '.join(GRANULARITIES)}, not {granularity!r}")
@@ -303,9 +304,8 @@ def analyze(
     dict
         The plan (see the README).
     """
-    granularity = _check_analysis_args(preset, granularity, min_length, target_length, start, end)
     rates = preset_rates(preset, min_rate, max_rate, fps)
-    check_rates(rates["min_rate"], rates["max_rate"], rates["fps"])
+    granularity = _check_analysis_args(preset, granularity, min_length, target_length, start, end)
     lyrics = _lyrics(lyrics_path)
     song = load_song(song_path, start=start, end=end)
     feats = compute_features(song.y, song.sr)
@@ -368,10 +368,7 @@ def plan_from_boundaries(
     for x, y in zip(b, b[1:]):
         if y <= x:
             raise InputError(f"--boundaries must increase strictly: {y} follows {x}")
-    if preset not in PRESETS:
-        raise InputError(f"--preset must be one of {', '.join(PRESETS)}, not {preset!r}")
     rates = preset_rates(preset, min_rate, max_rate, fps)
-    check_rates(rates["min_rate"], rates["max_rate"], rates["fps"])
     lyrics = _lyrics(lyrics_path)
     song = load_song(song_path, start=b[0], end=b[-1] + 10.0, min_duration=0.0)
     if b[-1] > song.file_duration + END_TOLERANCE:

@@ -50,10 +50,6 @@ def migrate(plan: object, path: str | Path) -> dict:
     return {**plan, "version": PLAN_VERSION, "kind": PLAN_KIND, "segments": out, "migrated_from": 1}
 
 
-def _num(value, name, lo=None, hi=None, integer=False, lo_open=False, path=None):
-    return check_number(value, name, lo, hi, integer=integer, lo_open=lo_open, path=path)
-
-
 def validate_song(song: object, path: str | Path) -> dict:
     if not isinstance(song, dict):
         raise InputError("the plan has no song", path)
@@ -61,7 +57,7 @@ def validate_song(song: object, path: str | Path) -> dict:
         raise InputError("the plan's song has no file path", path)
     if not isinstance(song.get("sha256"), str) or not _SHA.match(song["sha256"]):
         raise InputError("the plan's song has no valid sha256", path)
-    _num(song.get("duration"), "song duration", 0, None, lo_open=True, path=path)
+    check_number(song.get("duration"), "song duration", 0, None, lo_open=True, path=path)
     return song
 
 
@@ -72,17 +68,17 @@ def validate_segment(k: int, s: object, prev_end: float | None, duration: float,
     for field in ("start", "end", "steps", "images", "parts"):
         if field not in s:
             raise InputError(f"segment {k} lacks {field}", path)
-    start = _num(s["start"], f"segment {k} start", 0, None, path=path)
-    end = _num(s["end"], f"segment {k} end", 0, duration + 0.05, path=path)
+    start = check_number(s["start"], f"segment {k} start", 0, None, path=path)
+    end = check_number(s["end"], f"segment {k} end", 0, duration + 0.05, path=path)
     if end <= start:
         raise InputError(f"segment {k} is empty or reversed ({start} to {end} s)", path)
     if prev_end is not None and start < prev_end - 1e-6:
         raise InputError(f"segment {k} starts at {start} s, before segment {k - 1} ends ({prev_end} s)", path)
-    steps = _num(s["steps"], f"segment {k} steps", 1, MAX_STEPS, integer=True, path=path)
-    _num(s["images"], f"segment {k} images", 1, steps, integer=True, path=path)
-    _num(s.get("intensity", 0.0), f"segment {k} intensity", 0, 1, path=path)
-    _num(s.get("prompt_weight", 1.0), f"segment {k} prompt_weight", 0, 1, path=path)
-    _num(s.get("take", 0), f"segment {k} take", 0, 1_000_000, integer=True, path=path)
+    steps = check_number(s["steps"], f"segment {k} steps", 1, MAX_STEPS, integer=True, path=path)
+    check_number(s["images"], f"segment {k} images", 1, steps, integer=True, path=path)
+    check_number(s.get("intensity", 0.0), f"segment {k} intensity", 0, 1, path=path)
+    check_number(s.get("prompt_weight", 1.0), f"segment {k} prompt_weight", 0, 1, path=path)
+    check_number(s.get("take", 0), f"segment {k} take", 0, 1_000_000, integer=True, path=path)
     if s.get("prompt") is not None and (not isinstance(s["prompt"], str) or not s["prompt"].strip()):
         raise InputError(f"segment {k} prompt must be text (or null)", path)
     validate_parts(k, s["parts"], start, end, path)
@@ -97,8 +93,8 @@ def validate_parts(k: int, parts: object, start: float, end: float, path) -> Non
         name = f"segment {k} part {j}"
         if not isinstance(p, dict):
             raise InputError(f"{name} is not an object", path)
-        a = _num(p.get("start"), f"{name} start", start - 1e-6, end, path=path)
-        b = _num(p.get("end"), f"{name} end", a, end + 1e-6, lo_open=True, path=path)
+        a = check_number(p.get("start"), f"{name} start", start - 1e-6, end, path=path)
+        b = check_number(p.get("end"), f"{name} end", a, end + 1e-6, lo_open=True, path=path)
         if abs(a - at) > 1e-3:
             raise InputError(f"{name} starts at {a} s; the parts must cover the segment in order", path)
         at = b
@@ -132,7 +128,7 @@ def validate_plan(plan: dict, path: str | Path = "<plan>") -> None:
     for j, ly in enumerate(lyrics):
         if not isinstance(ly, dict) or not isinstance(ly.get("text"), str):
             raise InputError(f"lyric {j} has no text", path)
-        _num(ly.get("time"), f"lyric {j} time", 0, None, path=path)
+        check_number(ly.get("time"), f"lyric {j} time", 0, None, path=path)
 
 
 def validate_beats(plan: dict, path: str | Path) -> None:
@@ -144,7 +140,7 @@ def validate_beats(plan: dict, path: str | Path) -> None:
         raise InputError("the plan's beats must be a list of times", path)
     prev = None
     for j, t in enumerate(beats):
-        t = _num(t, f"beat {j} time", 0, None, path=path)
+        t = check_number(t, f"beat {j} time", 0, None, path=path)
         if prev is not None and t < prev:
             raise InputError(f"beat {j} at {t} s comes before beat {j - 1} ({prev} s)", path)
         prev = t
@@ -154,4 +150,4 @@ def validate_beats(plan: dict, path: str | Path) -> None:
     if not isinstance(strength, list) or len(strength) != len(beats):
         raise InputError("the plan's beat_strength must hold one number per beat", path)
     for j, v in enumerate(strength):
-        _num(v, f"beat {j} strength", 0, 1, path=path)
+        check_number(v, f"beat {j} strength", 0, 1, path=path)

@@ -68,7 +68,7 @@ class RenderSettings:
         check_number(self.height, "--size height", 16, 8192, integer=True)
         check_number(self.cutouts, "--cutouts", 1, 1024, integer=True)
         check_number(self.cut_pow, "cut power", 0, 10, lo_open=True)
-        from engine.cutouts import CUT_METHODS
+        from engine.protocol import CUT_METHODS
 
         if self.cut_method not in CUT_METHODS:
             raise InputError(f"--cut-method must be one of {', '.join(CUT_METHODS)}, not {self.cut_method!r}")
@@ -262,16 +262,15 @@ def render(
     song_16k = load_plan_song(plan, progress)
     source, settings = make_source(plan, settings, models, song_16k, device, progress)
     try:
-        return _render_into(
-            plan, song_16k, out_dir, settings, source, progress, stop, (snapshot_every, cache_cap_bytes)
-        )
+        return _render_into(plan, song_16k, out_dir, settings, source, progress, stop, snapshot_every, cache_cap_bytes)
     finally:
         source.close()
 
 
-def _render_into(plan, song_16k, out_dir: Path, settings, source, progress, stop, policy: tuple) -> int:
-    """The part of a render that writes: keys, the folder's lock, its cache, the job (``policy``: snapshot
-    interval and cache cap)."""
+def _render_into(
+    plan, song_16k, out_dir: Path, settings, source, progress, stop, snapshot_every: float, cache_cap_bytes
+) -> int:
+    """The part of a render that writes: keys, the folder's lock, its cache, the job."""
     keys = segment_keys(plan, song_16k, settings, source.ids(), source.key_extras)
     out_dir.mkdir(parents=True, exist_ok=True)
     with FolderLock(out_dir, LOCK_FILE):
@@ -279,7 +278,7 @@ def _render_into(plan, song_16k, out_dir: Path, settings, source, progress, stop
         header = {"song": plan["song"], "settings": settings.record(), "models": source.ids(), "status": "running"}
         store = RenderStore.open(out_dir, header)
         try:
-            job = RenderJob(plan, keys, store, source, progress, *policy)
+            job = RenderJob(plan, keys, store, source, progress, snapshot_every, cache_cap_bytes)
             code = job.run(stop)
         finally:
             store.close()

@@ -275,7 +275,7 @@ class ModelSource:
             if first is None:
                 first = out
         self.pos = (k, i + 1)
-        return to_rgb(before if before is not None else first), loss
+        return to_rgb(before if before is not None else first), float(loss)
 
     def decode(self) -> np.ndarray:
         """The current image (the latent after the last image run)."""

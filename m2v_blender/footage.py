@@ -84,7 +84,7 @@ def footage_args(scene, strip, song: StripTiming) -> list[str]:
     """Engine flags for a movie or image strip used as footage."""
     import bpy
 
-    scene_fps = scene.render.fps / scene.render.fps_base
+    scene_fps = song.fps  # the song's timing is in the scene's frame rate
     if len(getattr(strip, "retiming_keys", ())) > 0:
         raise M2VError(f"the footage strip {strip.name!r} is retimed: m2v follows footage at its own speed")
     common = dict(
@@ -189,7 +189,7 @@ def draw_box(box, scene) -> None:
         col.prop(st, "motion_drive")
     else:
         from .contract import protocol
+        from .jobs import preset_in_use
 
-        name = st.preset if st.preset != "auto" else (st.resolved_preset or "draft")
-        m = protocol.MOTION_PRESETS.get(name)
+        m = protocol.MOTION_PRESETS.get(preset_in_use(st))
         box.label(text=f"Motion: {m['zoom']:g} zoom a beat, {m['rotate']:g} deg/s" if m else "Motion: off (preset)")

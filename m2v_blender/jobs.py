@@ -36,9 +36,13 @@ def output_dir(scene) -> Path:
     return out
 
 
+def scene_fps(scene) -> float:
+    return scene.render.fps / scene.render.fps_base
+
+
 def strip_timing(scene, strip) -> timeline.StripTiming:
     """Where the strip's song sits: its start, less any content slip (animation_offset_start), plus Sound Offset."""
-    fps = scene.render.fps / scene.render.fps_base
+    fps = scene_fps(scene)
     return timeline.StripTiming(
         # Measured in a mixdown: slipping the content by N frames plays file time 0 N frames earlier.
         frame_start=float(strip.frame_start) - float(getattr(strip, "animation_offset_start", 0.0) or 0.0),
@@ -149,10 +153,6 @@ def follow(scene) -> None:
 # ---------------------------------------------------------------- analyze
 
 
-def scene_fps(scene) -> float:
-    return scene.render.fps / scene.render.fps_base
-
-
 def effective(st) -> dict:
     """The values a render will use: the preset's (Auto: what the last Analyze chose), or the Custom fields."""
     if st.preset == "custom":
@@ -164,8 +164,12 @@ def effective(st) -> dict:
             "cutouts": st.cutouts,
             "cut_method": st.cut_method,
         }
-    name = st.preset if st.preset != "auto" else (st.resolved_preset or "draft")
-    return dict(protocol.PRESETS[name])
+    return dict(protocol.PRESETS[preset_in_use(st)])
+
+
+def preset_in_use(st) -> str:
+    """The named preset a render uses (not for Custom): Auto means what the last Analyze chose."""
+    return st.preset if st.preset != "auto" else (st.resolved_preset or "draft")
 
 
 def preset_args(st, fps: float | None, rates: bool, look: bool) -> list[str]:
@@ -273,10 +277,9 @@ _ESTIMATES: dict[tuple, str] = {}
 
 def estimate_text(scene) -> str:
     """``N steps · ≈ T on <device>`` for the markers and settings as they are now ('' before an Analyze)."""
-    summary = analysis_summary(scene)
-    if summary is None or not summary.get("levels"):
-        return ""
     st = scene.m2v
+    if not st.analysis_json:
+        return ""
     try:
         strip = vse.song_strip(scene, st.song_strip)
     except M2VError:
@@ -284,20 +287,27 @@ def estimate_text(scene) -> str:
     timing = strip_timing(scene, strip)
     v = effective(st)
     frames = tuple(scene_segment_frames(scene))
-    sig = (frames, tuple(sorted(v.items())), scene_fps(scene), timing, st.analysis_json.__hash__())
+    # The panel redraws often: parse the stored analysis only when something it depends on changed.
+    sig = (frames, tuple(sorted(v.items())), timing, st.analysis_json.__hash__())
     if sig not in _ESTIMATES:
-        span = timing.visible_span()
-        bounds = timeline.boundaries_from_frames(list(frames), timing, span)
-        counts = protocol.segment_counts(summary["levels"], bounds, v["min_rate"], v["max_rate"], scene_fps(scene))
-        steps, images = sum(c[2] for c in counts), sum(c[3] for c in counts)
-        text = f"{steps} steps, {images} images"
-        cal = summary.get("calibration")
-        if cal:
-            sec = protocol.estimate_seconds(cal, steps, images, v["size"][0], v["size"][1], v["cutouts"])
-            text += f" \u00b7 \u2248 {protocol.format_duration(sec)} on {summary.get('device') or cal.get('device')}"
         _ESTIMATES.clear()
-        _ESTIMATES[sig] = text
+        _ESTIMATES[sig] = _estimate(analysis_summary(scene), frames, timing, v)
     return _ESTIMATES[sig]
+
+
+def _estimate(summary: dict | None, frames: tuple, timing: timeline.StripTiming, v: dict) -> str:
+    if summary is None or not summary.get("levels"):
+        return ""
+    span = timing.visible_span()
+    bounds = timeline.boundaries_from_frames(list(frames), timing, span)
+    counts = protocol.segment_counts(summary["levels"], bounds, v["min_rate"], v["max_rate"], timing.fps)
+    steps, images = sum(c[2] for c in counts), sum(c[3] for c in counts)
+    text = f"{steps} steps, {images} images"
+    cal = summary.get("calibration")
+    if cal:
+        sec = protocol.estimate_seconds(cal, steps, images, v["size"][0], v["size"][1], v["cutouts"])
+        text += f" \u00b7 \u2248 {protocol.format_duration(sec)} on {summary.get('device') or cal.get('device')}"
+    return text
 
 
 def remove_m2v_markers(scene) -> None:
@@ -367,6 +377,8 @@ def sync_segments(scene) -> None:
     """
     items = scene.m2v.segments
     cuts = [("", None)] + [(m.name, m.frame) for m in cut_markers(scene)]
+    if [(it.cut, it.frame) for it in items] == [(n, f or 0) for n, f in cuts]:
+        return  # the timer's usual case: no cut added, moved, renamed or deleted
     old = [(it.cut, it.frame, it.prompt, it.prompt_weight, it.take) for it in items]
     taken = set()
     matched = []

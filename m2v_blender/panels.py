@@ -104,11 +104,16 @@ def _segment_rows(scene) -> list[tuple[float, str]]:
     return rows
 
 
+#: The rows of the Segments list being drawn: the panel makes them once a redraw, before its list asks row by
+#: row (template_list calls draw_item while the panel draws), instead of every row re-reading every marker.
+_drawn_rows: list[tuple[float, str]] = []
+
+
 class M2V_UL_segments(bpy.types.UIList):
     """Segments: start, guidance in use, prompt, take, Re-roll."""
 
     def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index):
-        rows = _segment_rows(context.scene)
+        rows = _drawn_rows or _segment_rows(context.scene)
         start, guidance = rows[index] if index < len(rows) else (0.0, "")
         row = layout.row(align=True)
         row.label(text=f"{int(start // 60)}:{start % 60:05.2f}")
@@ -140,7 +145,11 @@ class SEQUENCER_PT_m2v_segments(bpy.types.Panel):
         row = layout.row(align=True)
         row.prop(st, "new_lyric", text="")
         row.operator("m2v.add_lyric", text="Add Lyric", icon="OUTLINER_OB_FONT").text = st.new_lyric
-        layout.template_list("M2V_UL_segments", "", st, "segments", st, "segments_index", rows=4)
+        _drawn_rows[:] = _segment_rows(context.scene)
+        try:
+            layout.template_list("M2V_UL_segments", "", st, "segments", st, "segments_index", rows=4)
+        finally:
+            _drawn_rows.clear()  # never stale: a list drawn any other way makes its own rows
         if 0 <= st.segments_index < len(st.segments):
             item = st.segments[st.segments_index]
             layout.prop(item, "prompt_weight")
