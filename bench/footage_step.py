@@ -86,7 +86,7 @@ def main() -> None:
         "motion": dict(zoom=0.05, rotate=5.0, shift=(10.0, 0.0)),
         "footage+motion": dict(footage=str(movie), init_weight=1.0, zoom=0.05, rotate=5.0, shift=(10.0, 0.0)),
     }
-    base = dict(width=size, height=size, cutouts=args.cutouts, cut_method="latest", seed=0)
+    base = dict(width=size, height=size, cutouts=args.cutouts, cutout_method="latest", seed=0)
     print(f"{'full-size' if args.full else 'small'} models, {size}x{size}, {args.cutouts} cutouts, 1 step an image")
     # Interleaved, image by image, so a busy moment on a shared machine hits every variant alike.
     sources = {

@@ -62,7 +62,7 @@ def main() -> None:
     t_plan = time.perf_counter() - t0
     models = load_models(resolve_model_paths(args.models), dev) if args.models else RandomWeights(dev)
     p = PRESETS[args.preset]
-    settings = RenderSettings(width=p["size"][0], height=p["size"][1], cutouts=p["cutouts"], cut_method=p["cut_method"])
+    settings = RenderSettings(width=p["size"][0], height=p["size"][1], cutouts=p["cutouts"], cutout_method=p["cutout_method"])
     with tempfile.TemporaryDirectory() as tmp:
         write_json_atomic(plan, Path(tmp) / "plan.json")
         if dev.type == "cuda":

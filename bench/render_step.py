@@ -71,7 +71,7 @@ def run_variant(variant: str, steps: int, device_name: str, size: int, cutn: int
     vq, clip = official_models(device)
     use_fused_activation(variant == "m2v")
     target = torch.nn.functional.normalize(torch.randn(clip.embed_dim, device=device), dim=-1)
-    opt = Optimizer(vq, clip, RenderSettings(width=size, height=size, cutouts=cutn, cut_method="latest"), device)
+    opt = Optimizer(vq, clip, RenderSettings(width=size, height=size, cutouts=cutn, cutout_method="latest"), device)
     opt.reset()
     if variant == "m2v":
 
@@ -127,7 +127,7 @@ def loss_curves(steps: int = 20, prompt: str = "a red balloon over the sea", con
             use_fused_activation(variant == "m2v")
             vq, clip = load_vqgan(cfg, ckpt), load_clip(str(ccfg), cw)
             target = clip.embed_text([text])[0]
-            s = RenderSettings(width=64, height=64, cutouts=16, lr=0.2, cut_method="latest")
+            s = RenderSettings(width=64, height=64, cutouts=16, lr=0.2, cutout_method="latest")
             r = Optimizer(vq, clip, s, torch.device("cpu"))
             r.reset()
             losses = []

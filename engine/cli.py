@@ -16,6 +16,7 @@ from pathlib import Path
 
 from engine.cli_parser import build_parser
 from engine.errors import InputError
+from engine.presets import motion_value, preset_value
 from engine.protocol import (
     EXIT_INPUT,
     EXIT_INTERNAL,
@@ -24,43 +25,28 @@ from engine.protocol import (
     PRESETS,
     make_event,
 )
+from engine.settings_table import in_scope
 
 # ---------------------------------------------------------------- helpers
 
 
 def settings_from_args(args: argparse.Namespace, preset: str):
-    """Render settings: the flags the user gave, the preset's values for the rest."""
-    from engine.presets import motion_value, preset_value
+    """Render settings: the flags the user gave, the preset's values for the rest (one per table row)."""
     from engine.render import RenderSettings
 
-    size = preset_value(preset, "size", args.size)
-    s = RenderSettings(
-        width=size[0],
-        height=size[1],
-        cutouts=preset_value(preset, "cutouts", args.cutouts),
-        cut_method=preset_value(preset, "cut_method", args.cut_method),
-        lr=preset_value(preset, "lr", args.lr),
-        seed=args.seed,
-        style=args.style,
-        style_weight=args.style_weight,
-        prompt_average=args.prompt_average,
-        l1_weight=args.l1_weight,
-        layout=args.layout,
-        footage=args.footage,
-        footage_offset=args.footage_offset,
-        footage_speed=args.footage_speed,
-        footage_span=tuple(args.footage_span) if args.footage_span else None,
-        footage_fps=args.footage_fps,
-        init_weight=args.init_weight,
-        init_space=args.init_space,
-        footage_blend=args.footage_blend,
-        zoom=motion_value(preset, "zoom", args.zoom),
-        rotate=motion_value(preset, "rotate", args.rotate),
-        shift=tuple(motion_value(preset, "shift", args.shift)),
-        motion_drive=motion_value(preset, "motion_drive", args.motion_drive),
-    )
-    s.validate()
-    return s
+    values = {}
+    for s in in_scope("render"):
+        v = getattr(args, s.name) if s.flag else s.default
+        if s.preset == "look":
+            v = preset_value(preset, s.name, v)
+        elif s.preset == "motion":
+            v = motion_value(preset, s.name, v)
+        if s.nargs == 2 and v is not None:
+            v = tuple(v)
+        values.update(zip(s.fields, v) if s.fields else [(s.name, v)])
+    settings = RenderSettings(**values)
+    settings.validate()
+    return settings
 
 
 def model_paths_from_args(args: argparse.Namespace):

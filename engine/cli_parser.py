@@ -10,19 +10,12 @@ import argparse
 
 from engine import __version__
 from engine.errors import InputError
-from engine.models import DEVICES
-from engine.protocol import (
-    ANALYSIS_DEFAULTS,
-    CUT_METHODS,
-    INIT_SPACES,
-    MOTION_DRIVES,
-    PRESET_CHOICES,
-)
+from engine.files import check_number
+from engine.settings_table import GROUPS, Setting, for_command
 
 
 def _number(lo=None, hi=None, integer=False, lo_open=False, name=None):
     """An argparse type: a finite number in range (argparse alone takes 'nan' and 'inf')."""
-    from engine.files import check_number
 
     def parse(text: str):
         try:
@@ -39,191 +32,39 @@ def _number(lo=None, hi=None, integer=False, lo_open=False, name=None):
 
 def _add_plan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lyrics", metavar="FILE", help="timed lyrics: .lrc, .srt, .vtt or .csv")
-    _add_rate_args(p)
+    p.add_argument("--no-estimate", action="store_true", help="skip the render-time estimate (no calibration)")
     p.add_argument("-o", "--output", metavar="PLAN.json", help="write the plan here (default: print it)")
     p.add_argument("--plot", metavar="FILE.png", help="also draw the analysis to this image")
 
 
-def _add_rate_args(p: argparse.ArgumentParser) -> None:
-    d = ANALYSIS_DEFAULTS
-    p.add_argument(
-        "--preset",
-        choices=PRESET_CHOICES,
-        default="auto",
-        help="paper: the authors' workload; draft: a fast preview; musicvideo: paper with motion that follows the "
-        "music; auto: paper on a GPU, draft on a CPU (%(default)s)",
-    )
-    p.add_argument(
-        "--min-rate",
-        type=_number(0, 1000, lo_open=True, name="--min-rate"),
-        help="optimisation steps per second of music in the quietest segment (paper 10, draft 2)",
-    )
-    p.add_argument(
-        "--max-rate",
-        type=_number(0, 1000, lo_open=True, name="--max-rate"),
-        help="steps per second in the loudest segment (paper 120, draft 8)",
-    )
-    p.add_argument(
-        "--fps",
-        type=_number(1, 240, name="--fps"),
-        default=d["fps"],
-        help="output frame rate: at most this many distinct images a second (%(default)s)",
-    )
-    p.add_argument("--device", choices=DEVICES, default="auto", help="for --preset auto and the cost estimate")
-    p.add_argument("--no-estimate", action="store_true", help="skip the render-time estimate (no calibration)")
+def _setting_kwargs(s: Setting) -> dict:
+    """``add_argument`` keywords for a row of the settings table."""
+    kw: dict = {"dest": s.name, "help": s.help or None}
+    if s.action:
+        return {**kw, "action": s.action}
+    # A flag left out takes its preset's value (``engine.presets``): None tells the two apart.
+    kw["default"] = None if s.preset else s.default
+    if s.choices:
+        kw["choices"] = s.choices
+    elif s.type in ("int", "float"):
+        kw["type"] = _number(s.lo, s.hi, integer=s.integer, lo_open=s.lo_open, name=s.flag)
+    if s.nargs is not None:
+        kw["nargs"] = s.nargs
+    if s.nargs == "?":
+        kw["const"] = s.const
+    if s.metavar is not None:
+        kw["metavar"] = s.metavar
+    return kw
 
 
-def _add_scene_args(p: argparse.ArgumentParser) -> None:
-    d = ANALYSIS_DEFAULTS
-    p.add_argument(
-        "--granularity", choices=("scenes", "beats"), default=None, help="cut at scene changes or every beat (preset's)"
-    )
-    p.add_argument(
-        "--min-length",
-        type=_number(0, 3600, lo_open=True, name="--min-length"),
-        default=d["min_length"],
-        help="shortest scene in seconds (%(default)s)",
-    )
-    p.add_argument(
-        "--target-length",
-        type=_number(0, 3600, lo_open=True, name="--target-length"),
-        default=d["target_length"],
-        help="target mean scene length in seconds (%(default)s)",
-    )
-
-
-def _add_render_args(p: argparse.ArgumentParser, with_preset: bool = True) -> None:
-    """Flags shared by ``render`` and ``run``: the look, the optimisation, the device and the models."""
-    if with_preset:
-        p.add_argument(
-            "--preset",
-            choices=PRESET_CHOICES,
-            default="auto",
-            help="paper, draft, musicvideo (paper + motion), or auto: the plan's preset (else paper on a GPU, "
-            "draft on a CPU)",
+def _add_settings(p: argparse.ArgumentParser, command: str) -> None:
+    """Every setting ``command`` takes, from the settings table (in its order, grouped as it says)."""
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for s in for_command(command):
+        target = p if s.group is None else groups.get(s.group) or groups.setdefault(
+            s.group, p.add_argument_group(*GROUPS[s.group])
         )
-    p.add_argument("--layout", action="store_true", help="preview: a titled card per image, no models needed")
-    p.add_argument("--size", nargs=2, type=_number(16, 8192, integer=True, name="--size"), metavar=("W", "H"))
-    p.add_argument("--cutouts", type=_number(1, 1024, integer=True, name="--cutouts"), help="paper and draft: 32")
-    p.add_argument("--cut-method", choices=CUT_METHODS, help="latest (the authors', paper) or crops (draft)")
-    p.add_argument("--lr", type=_number(0, 10, lo_open=True, name="--lr"), help="Adam step size (0.1)")
-    p.add_argument("--seed", type=_number(0, (1 << 63) - 1, integer=True, name="--seed"), default=0)
-    if with_preset:
-        p.add_argument("--device", choices=DEVICES, default="auto")
-    p.add_argument("--style", help="a text style prompt for the whole song, e.g. 'oil painting'")
-    p.add_argument("--style-weight", type=_number(0, 100, name="--style-weight"), default=0.5)
-    p.add_argument(
-        "--no-prompt-average",
-        dest="prompt_average",
-        action="store_false",
-        help="turn off eq. 2 (averaging each part's target with the previous one)",
-    )
-    p.add_argument(
-        "--l1-weight",
-        type=_number(0, 1e6, name="--l1-weight"),
-        default=0.0,
-        help="eq. 1: cancel latent changes smaller than lr x this between images (0: off)",
-    )
-    _add_footage_args(p)
-    _add_motion_args(p)
-    p.add_argument(
-        "--snapshot-every",
-        type=_number(0, 86400, name="--snapshot-every"),
-        default=None,
-        metavar="S",
-        help="seconds of rendering between resume points (default 15)",
-    )
-    p.add_argument(
-        "--cache-cap-mb",
-        type=_number(0, 1e9, name="--cache-cap-mb"),
-        default=None,
-        metavar="MB",
-        help="keep frames of earlier takes and edits up to this size (default: the render's own size, at least 1 GiB)",
-    )
-    _add_model_args(p)
-
-
-def _add_footage_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("footage styling", "each image starts from, and is pulled towards, a footage frame")
-    g.add_argument("--footage", metavar="MOVIE", help="a movie, a still image, or a folder of images (a sequence)")
-    g.add_argument(
-        "--footage-offset",
-        type=_number(-1e7, 1e7, name="--footage-offset"),
-        default=0.0,
-        metavar="S",
-        help="the movie time (seconds) shown at song time 0 (%(default)s)",
-    )
-    g.add_argument(
-        "--footage-speed",
-        type=_number(0, 1000, lo_open=True, name="--footage-speed"),
-        default=1.0,
-        metavar="X",
-        help="movie seconds per song second (%(default)s)",
-    )
-    g.add_argument(
-        "--footage-span",
-        nargs=2,
-        type=_number(-1e7, 1e7, name="--footage-span"),
-        metavar=("A", "B"),
-        help="song seconds where the footage is visible (default: wherever the movie plays)",
-    )
-    g.add_argument(
-        "--footage-fps",
-        type=_number(0, 1000, lo_open=True, name="--footage-fps"),
-        metavar="F",
-        help="frames per second of an image-sequence folder",
-    )
-    g.add_argument(
-        "--init-weight",
-        type=_number(0, 1e6, name="--init-weight"),
-        default=0.0,
-        metavar="W",
-        help="L2 pull of each step towards the footage frame, as VQGAN-CLIP's --init_weight (%(default)s: off)",
-    )
-    g.add_argument(
-        "--init-space",
-        choices=INIT_SPACES,
-        default="latent",
-        help="measure that pull on the frame's encoding (latent, VQGAN-CLIP's) or its pixels (%(default)s)",
-    )
-    g.add_argument(
-        "--footage-blend",
-        type=_number(0, 1, name="--footage-blend"),
-        default=0.5,
-        metavar="B",
-        help="share of the previous generated image kept when an image starts; 0: restart from the footage "
-        "frame, as VQGAN-CLIP's video styling (%(default)s)",
-    )
-
-
-def _add_motion_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group(
-        "motion", "move the previous image before each image's steps (off, except in the musicvideo preset)"
-    )
-    g.add_argument(
-        "--zoom",
-        type=_number(-0.9, 10, name="--zoom"),
-        metavar="F",
-        help="zoom per beat at full onset strength (music) or per second (steady): 0.03 magnifies 3%%",
-    )
-    g.add_argument(
-        "--rotate",
-        type=_number(-3600, 3600, name="--rotate"),
-        metavar="DEG",
-        help="degrees per second at full intensity, counter-clockwise",
-    )
-    g.add_argument(
-        "--shift",
-        nargs=2,
-        type=_number(-1e5, 1e5, name="--shift"),
-        metavar=("DX", "DY"),
-        help="pixels per second at full intensity (x right, y up)",
-    )
-    g.add_argument(
-        "--motion-drive",
-        choices=MOTION_DRIVES,
-        help="music: zoom pulses on beats by onset strength, drift by segment intensity; steady: constant",
-    )
+        target.add_argument(s.flag, *s.aliases, **_setting_kwargs(s))
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -262,7 +103,7 @@ def _add_job_parsers(sub) -> None:
         ),
     )
     a.add_argument("song", help="audio file (wav, flac, ogg, mp3, ...)")
-    _add_scene_args(a)
+    _add_settings(a, "analyze")
     a.add_argument("--start", type=_number(0, name="--start"), help="analyse from this song time (seconds)")
     a.add_argument("--end", type=_number(0, name="--end"), help="analyse up to this song time (seconds)")
     _add_plan_args(a)
@@ -282,6 +123,7 @@ def _add_job_parsers(sub) -> None:
         metavar="FILE.json",
         help="per-segment prompt, prompt_weight and take, matched by start time (kind m2v-segment-settings)",
     )
+    _add_settings(p, "plan")
     _add_plan_args(p)
 
     r = sub.add_parser(
@@ -296,10 +138,10 @@ def _add_job_parsers(sub) -> None:
     r.add_argument("song", nargs="?", help="audio file (default: synthesise the demo song)")
     r.add_argument("--lyrics", metavar="FILE", help="timed lyrics for your song")
     r.add_argument("--out", default="m2v-out", help="output folder (%(default)s)")
-    _add_scene_args(r)
-    _add_rate_args(r)
+    r.add_argument("--no-estimate", action="store_true", help="skip the render-time estimate (no calibration)")
     r.add_argument("--no-fetch", action="store_true", help="never download model files")
-    _add_render_args(r, with_preset=False)
+    _add_settings(r, "run")
+    _add_model_args(r)
 
     m = sub.add_parser(
         "render",
@@ -312,7 +154,8 @@ def _add_job_parsers(sub) -> None:
     )
     m.add_argument("plan", help="plan.json from analyze or plan")
     m.add_argument("--out", required=True, help="output folder (frames, manifest.json, state)")
-    _add_render_args(m)
+    _add_settings(m, "render")
+    _add_model_args(m)
 
 
 def _add_tool_parsers(sub) -> None:

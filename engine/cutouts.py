@@ -22,7 +22,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from engine.protocol import CUT_METHODS  # noqa: F401 - re-exported: the methods this module implements
+from engine.settings_table import CUTOUT_METHODS  # noqa: F401 - re-exported: the methods this module implements
 
 #: The authors' default augment list (``-aug Af Pe Ji Er``), applied in this order.
 AUGMENTS = ("Af", "Pe", "Ji", "Er")
@@ -53,9 +53,9 @@ def make_cutouts(
     seed : int
         Fixes every random draw: the same seed gives the same cutouts on every device (bit for bit on the CPU).
     method : str
-        One of `CUT_METHODS`.
+        One of `CUTOUT_METHODS`.
     cut_pow : float
-        ``crops`` only: exponent on the uniform draw of crop sizes (above 1 favours small crops).
+        ``crops`` only: exponent on the uniform draw of crop sizes (above 1 favours small crops; the authors' name).
     noise : float
         Each cutout gets Gaussian noise of a standard deviation drawn from U(0, ``noise``); 0 adds none.
     augments : tuple of str
@@ -71,7 +71,7 @@ def make_cutouts(
         return _latest(image, n, size, seed, noise, tuple(augments))
     if method == "crops":
         return _crops(image, n, size, seed, cut_pow, noise)
-    raise ValueError(f"unknown cut method {method!r}; expected one of {CUT_METHODS}")
+    raise ValueError(f"unknown cutout method {method!r}; expected one of {CUTOUT_METHODS}")
 
 
 def pool_whole(image: torch.Tensor, size: int) -> torch.Tensor:

@@ -120,7 +120,7 @@ def calibrate(device, vqgan=None, clip=None, size: int = 128, cutouts: int = 4, 
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
             clip.embed_images(cuts).float().mean().backward()
 
-    settings = RenderSettings(width=size, height=size, cutouts=cutouts, cut_method="latest")
+    settings = RenderSettings(width=size, height=size, cutouts=cutouts, cutout_method="latest")
     opt = Optimizer(vqgan, clip, settings, device)
     opt.reset()
     target = torch.nn.functional.normalize(torch.randn(clip.embed_dim, device=device), dim=-1)

@@ -34,10 +34,12 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import InputError
-from engine.files import check_number, file_sha256
+from engine.files import file_sha256
 
-#: Still images (read with PIL); anything else that is a file is opened as a movie (PyAV).
-STILL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".tga")
+# Still images (STILL_SUFFIXES) are read with PIL; anything else that is a file is opened as a movie (PyAV).
+from engine.protocol import STILL_SUFFIXES, image_slots
+from engine.settings_check import check_setting
+
 #: Slack for float arithmetic on frame times (seconds): far below any frame's length.
 EPS = 1e-7
 #: Decode forward instead of seeking when the wanted frame is at most this many frames ahead.
@@ -53,11 +55,10 @@ class FootageTiming:
     span: tuple[float, float] | None = None
 
     def validate(self) -> None:
-        check_number(self.offset, "--footage-offset", -1e7, 1e7)
-        check_number(self.speed, "--footage-speed", 0, 1000, lo_open=True)
+        check_setting("footage_offset", self.offset)
+        check_setting("footage_speed", self.speed)
         if self.span is not None:
-            a = check_number(self.span[0], "--footage-span start", -1e7, 1e7)
-            b = check_number(self.span[1], "--footage-span end", -1e7, 1e7)
+            a, b = check_setting("footage_span", tuple(self.span))
             if b <= a:
                 raise InputError(f"--footage-span must end after it starts, got {a} to {b}")
 
@@ -108,13 +109,6 @@ def pick_frame(
     if timing.span is not None and not (timing.span[0] - EPS <= t_song < timing.span[1] - EPS):
         return None
     return j
-
-
-def image_slots(seg: dict) -> list[tuple[float, float]]:
-    """Each image's ``[a, b)`` in song seconds (unrounded: the same arithmetic as ``protocol.image_at``)."""
-    start, end, n = float(seg["start"]), float(seg["end"]), int(seg["images"])
-    step = (end - start) / n
-    return [(start + i * step, start + (i + 1) * step) for i in range(n)]
 
 
 def _natural_key(name: str) -> list:
@@ -220,7 +214,7 @@ class Footage:
                 raise InputError("--footage: the folder holds no images", path)
             if fps is None:
                 raise InputError("--footage names an image sequence (a folder): give its rate with --footage-fps", path)
-            check_number(fps, "--footage-fps", 0, 1000, lo_open=True)
+            check_setting("footage_fps", fps)
             self.kind = "sequence" if len(self._files) > 1 else "still"
             self.times = [j / fps for j in range(len(self._files))]
             self.end = math.inf if self.kind == "still" else len(self._files) / fps
@@ -267,4 +261,5 @@ class Footage:
 
 def segment_frames(footage: Footage, timing: FootageTiming, seg: dict) -> list[int | None]:
     """The footage frame of each image of a segment (None: no footage there)."""
-    return [footage.pick(timing, a, b, first=i == 0) for i, (a, b) in enumerate(image_slots(seg))]
+    slots = image_slots(float(seg["start"]), float(seg["end"]), int(seg["images"]), digits=None)
+    return [footage.pick(timing, a, b, first=i == 0) for i, (a, b) in enumerate(slots)]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.wav2clip import SAMPLE_RATE
+from engine.protocol import AUDIO_RATE as SAMPLE_RATE
 
 
 class Guidance:

@@ -6,6 +6,8 @@ import textwrap
 
 import numpy as np
 
+from engine.protocol import image_slots
+
 
 def _colour(intensity: float) -> tuple[int, int, int]:
     """Quiet segments deep blue, loud ones warm orange."""
@@ -26,7 +28,6 @@ def layout_card(seg: dict, image_index: int, n_segments: int, width: int, height
     d = ImageDraw.Draw(img)
     big = ImageFont.load_default(size=max(10, height // 9))
     small = ImageFont.load_default(size=max(8, height // 16))
-    from engine.protocol import image_slots
 
     t0, t1 = image_slots(seg["start"], seg["end"], seg["images"])[image_index]
     part = next((p for p in reversed(seg["parts"]) if p["start"] <= (t0 + t1) / 2), seg["parts"][0])

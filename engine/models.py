@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.errors import InputError
+from engine.settings_table import DEVICES  # noqa: F401 - the choices pick_device takes
 
 OFFICIAL_FILES = {
     "vqgan_config": "vqgan_imagenet_f16_16384/model.yaml",
@@ -19,7 +20,6 @@ OFFICIAL_FILES = {
     "clip_weights": "open_clip_vit_b32_openai.safetensors",
     "audio_encoder": "Wav2CLIP.pt",
 }
-DEVICES = ("auto", "cuda", "mps", "cpu")
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,8 @@ import bisect
 import math
 from dataclasses import dataclass
 
-from engine.errors import InputError
-from engine.files import check_number
-from engine.protocol import MOTION_DRIVES as DRIVES
+from engine.protocol import image_slots
+from engine.settings_check import check_setting
 
 #: Seconds over which a beat's zoom pulse decays to 1/e.
 PULSE_DECAY = 0.15
@@ -66,12 +65,10 @@ class MotionSettings:
         return self.zoom != 0.0 or self.rotate != 0.0 or tuple(self.shift) != (0.0, 0.0)
 
     def validate(self) -> None:
-        check_number(self.zoom, "--zoom", -0.9, 10)
-        check_number(self.rotate, "--rotate", -3600, 3600)
-        check_number(self.shift[0], "--shift x", -1e5, 1e5)
-        check_number(self.shift[1], "--shift y", -1e5, 1e5)
-        if self.drive not in DRIVES:
-            raise InputError(f"--motion-drive must be one of {', '.join(DRIVES)}, not {self.drive!r}")
+        check_setting("zoom", self.zoom)
+        check_setting("rotate", self.rotate)
+        check_setting("shift", tuple(self.shift))
+        check_setting("motion_drive", self.drive)
 
 
 def pulse_mass(t_beat: float, a: float, b: float, decay: float = PULSE_DECAY) -> float:
@@ -93,10 +90,8 @@ def beat_strengths(plan: dict) -> tuple[list[float], list[float]]:
 
 def segment_motion(plan: dict, k: int, settings: MotionSettings) -> list[Motion]:
     """Each image's transform in segment ``k`` (identity everywhere when motion is off)."""
-    from engine.footage import image_slots
-
     seg = plan["segments"][k]
-    slots = image_slots(seg)
+    slots = image_slots(float(seg["start"]), float(seg["end"]), int(seg["images"]), digits=None)
     if not settings.active:
         return [Motion() for _ in slots]
     log_zoom = math.log1p(settings.zoom)

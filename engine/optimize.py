@@ -145,7 +145,7 @@ class Optimizer:
         opt.zero_grad(set_to_none=True)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
             out = self.vqgan(z)
-            cuts = make_cutouts(out.float(), s.cutouts, self.clip.input_size, seed, s.cut_method, s.cut_pow, s.noise)
+            cuts = make_cutouts(out.float(), s.cutouts, self.clip.input_size, seed, s.cutout_method, s.cutout_pow, s.noise)
             emb = self.clip.embed_images(cuts)
         loss = sum(w * spherical_distance(emb, t[None]).mean() for t, w in targets)
         if pull is not None and pull.weight > 0:

@@ -21,8 +21,10 @@ from engine.errors import InputError
 from engine.features import Features, compute_features
 from engine.files import check_number, file_sha256
 from engine.lyrics import LyricLine, load_lyrics
-from engine.protocol import ANALYSIS_DEFAULTS, PLAN_KIND, PLAN_VERSION, PRESETS, segment_counts
-from engine.segments import GRANULARITIES, segment_bounds
+from engine.protocol import PLAN_KIND, PLAN_VERSION, PRESETS, segment_counts
+from engine.segments import segment_bounds
+from engine.settings_check import check_setting
+from engine.settings_table import ANALYSIS_DEFAULTS
 
 #: Boundaries closer to the song's end than this are taken as the end (float rounding in callers).
 END_TOLERANCE = 0.05
@@ -34,7 +36,6 @@ LYRIC_LEAD = 0.25
 MIN_AUDIO_PART = 1.0
 #: A lyric stamped at (or just before) a segment's end still guides this long.
 MIN_LYRIC_PART = 0.1
-MAX_RATE = 1000.0
 
 
 def level_curve(feats: Features, offset: float, window: float = 2.0) -> dict:
@@ -116,9 +117,8 @@ def _rest(p: dict) -> dict:
 
 
 def check_rates(min_rate: float, max_rate: float, fps: float) -> None:
-    check_number(min_rate, "--min-rate", 0, MAX_RATE, lo_open=True)
-    check_number(max_rate, "--max-rate", 0, MAX_RATE, lo_open=True)
-    check_number(fps, "--fps", 1, 240)
+    for name, v in (("min_rate", min_rate), ("max_rate", max_rate), ("fps", fps)):
+        check_setting(name, v)
     if max_rate < min_rate:
         raise InputError(f"--max-rate ({max_rate}) is below --min-rate ({min_rate})")
 
@@ -236,7 +236,7 @@ def _lyrics(lyrics_path: str | Path | None) -> list[LyricLine]:
 
 def preset_rates(preset: str, min_rate: float | None, max_rate: float | None, fps: float | None) -> dict:
     """The preset's rates with the caller's overrides, checked (the one place a plan's rates enter)."""
-    if preset not in PRESETS:
+    if preset not in PRESETS:  # a resolved preset: not auto
         raise InputError(f"--preset must be one of {', '.join(PRESETS)}, not {preset!r}")
     p = PRESETS[preset]
     rates = {
@@ -252,10 +252,8 @@ def preset_rates(preset: str, min_rate: float | None, max_rate: float | None, fp
 def _check_analysis_args(preset, granularity, min_length, target_length, start, end) -> str:
     """Validate what ``analyze`` is given beyond its rates; returns the granularity to use."""
     granularity = granularity or PRESETS[preset]["granularity"]
-    if granularity not in GRANULARITIES:
-        raise InputError(f"granularity must be one of {', '.join(GRANULARITIES)}, not {granularity!r}")
-    check_number(min_length, "--min-length", 0, 3600, lo_open=True)
-    check_number(target_length, "--target-length", 0, 3600, lo_open=True)
+    for name, v in (("granularity", granularity), ("min_length", min_length), ("target_length", target_length)):
+        check_setting(name, v)
     if target_length < min_length:
         raise InputError(f"--target-length ({target_length}) is below --min-length ({min_length})")
     for name, v in (("--start", start), ("--end", end)):

@@ -9,7 +9,8 @@ MPS) and ``draft`` on a CPU, and says so.
 from __future__ import annotations
 
 from engine.errors import InputError
-from engine.protocol import MOTION_OFF, MOTION_PRESETS, PRESET_CHOICES, PRESETS
+from engine.protocol import MOTION_OFF, MOTION_PRESETS, PRESETS
+from engine.settings_table import PRESET_CHOICES
 
 
 def resolve_preset(name: str, device: str = "auto") -> tuple[str, str]:
@@ -40,7 +41,7 @@ def describe(preset: str) -> str:
     w, h = p["size"]
     text = (
         f"{preset} ({p['granularity']}, {p['min_rate']:g}-{p['max_rate']:g} steps/s, {w}x{h}, "
-        f"{p['cutouts']} {p['cut_method']} cutouts"
+        f"{p['cutouts']} {p['cutout_method']} cutouts"
     )
     m = MOTION_PRESETS.get(preset)
     if m:

@@ -53,7 +53,7 @@ PRESETS: dict[str, dict] = {
         "max_rate": 120.0,
         "size": (512, 512),
         "cutouts": 32,
-        "cut_method": "latest",
+        "cutout_method": "latest",
         "lr": 0.1,
     },
     "draft": {
@@ -62,26 +62,29 @@ PRESETS: dict[str, dict] = {
         "max_rate": 8.0,
         "size": (256, 256),
         "cutouts": 32,
-        "cut_method": "crops",
+        "cutout_method": "crops",
         "lr": 0.1,
     },
 }
 # ``musicvideo``: the paper's workload with motion that follows the music (:data:`MOTION_PRESETS`).
 PRESETS["musicvideo"] = dict(PRESETS["paper"])
-PRESET_CHOICES = ("auto", "paper", "draft", "musicvideo")
 #: Motion per preset (``engine.motion``): zoom per beat at full onset strength, rotation in degrees and shift
 #: in pixels (x right, y up) per second at full intensity. Presets not listed have no motion.
 MOTION_PRESETS: dict[str, dict] = {
     "musicvideo": {"zoom": 0.03, "rotate": 2.0, "shift": (0.0, 0.0), "motion_drive": "music"},
 }
 MOTION_OFF = {"zoom": 0.0, "rotate": 0.0, "shift": (0.0, 0.0), "motion_drive": "music"}
-MOTION_DRIVES = ("music", "steady")
-#: How footage pulls each image (``--init-space``): L2 to its encoding in the latent, or to its pixels.
-INIT_SPACES = ("latent", "pixel")
-#: How cutouts are taken: the authors' ``latest`` (whole image pooled, kornia augments) or random ``crops``.
-CUT_METHODS = ("latest", "crops")
-#: Settings no preset changes: the CLI, the plan builder and the add-on's properties all read these.
-ANALYSIS_DEFAULTS = {"min_length": 3.0, "target_length": 8.0, "fps": 24.0}
+#: The flags, their ranges and choices (devices, presets, cutout methods...) are rows of
+#: :mod:`engine.settings_table`, loaded by the add-on beside this file.
+
+# ---------------------------------------------------------------- media
+
+#: The rate songs are read at for guidance and cache keys (Wav2CLIP's input rate).
+AUDIO_RATE = 16000
+#: Timed lyrics files the engine reads.
+LYRIC_SUFFIXES = (".lrc", ".srt", ".vtt", ".csv")
+#: Still images footage may be (alone, or a folder of them as an image sequence).
+STILL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".tga")
 
 # ---------------------------------------------------------------- files in a render folder
 
@@ -172,10 +175,13 @@ def image_at(t: float, start: float, end: float, n_images: int) -> int:
     return min(n_images - 1, max(0, int(math.floor((t - start) / slot + 1e-6))))
 
 
-def image_slots(start: float, end: float, n_images: int) -> list[list[float]]:
-    """Each image's ``[start, end)`` in song seconds."""
+def image_slots(start: float, end: float, n_images: int, digits: int | None = 6) -> list[list[float]]:
+    """Each image's ``[start, end)`` in song seconds, rounded to ``digits`` (``None``: unrounded, the same
+    arithmetic as :func:`image_at`)."""
     slot = (end - start) / n_images
-    return [[round(start + i * slot, 6), round(start + (i + 1) * slot, 6)] for i in range(n_images)]
+    if digits is None:
+        return [[start + i * slot, start + (i + 1) * slot] for i in range(n_images)]
+    return [[round(start + i * slot, digits), round(start + (i + 1) * slot, digits)] for i in range(n_images)]
 
 
 # ---------------------------------------------------------------- loudness -> steps

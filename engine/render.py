@@ -13,83 +13,39 @@ from __future__ import annotations
 
 import signal
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, make_dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from engine.errors import InputError
-from engine.files import FolderLock, check_number, check_output_dir, file_sha256, remove_temp_files
+from engine.files import FolderLock, check_output_dir, file_sha256, remove_temp_files
 from engine.manifest import RenderStore, segment_folder, segment_key
 from engine.plan import load_plan
 from engine.progress import Progress
-from engine.protocol import EXIT_CANCELLED, EXIT_OK, LOCK_FILE, SEGMENT_DIR_PREFIX, STATE_DIR, image_slots
+from engine.protocol import (
+    AUDIO_RATE,
+    EXIT_CANCELLED,
+    EXIT_OK,
+    LOCK_FILE,
+    SEGMENT_DIR_PREFIX,
+    STATE_DIR,
+    image_slots,
+)
+from engine.settings_check import check_fields
+from engine.settings_table import per_segment_fields, record_names, render_fields
 from engine.snapshots import DEFAULT_INTERVAL, prune_snapshots
 from engine.writer import Clock, FrameWriter
 
-MAX_SEED = (1 << 63) - 1
 
-
-@dataclass
-class RenderSettings:
-    """Everything a user controls that changes the frames (all recorded in the manifest and the cache keys)."""
-
-    width: int = 512
-    height: int = 512
-    cutouts: int = 32
-    cut_method: str = "latest"
-    cut_pow: float = 1.0
-    lr: float = 0.1
-    seed: int = 0
-    style: str | None = None
-    style_weight: float = 0.5
-    prompt_average: bool = True  # eq. 2
-    l1_weight: float = 0.0  # eq. 1; 0 turns it off
-    noise: float = 0.1
-    layout: bool = False
-    # Footage styling (engine.footage): each image starts from, and is pulled towards, its footage frame.
-    footage: str | None = None
-    footage_offset: float = 0.0  # movie seconds shown at song time 0
-    footage_speed: float = 1.0  # movie seconds per song second
-    footage_span: tuple[float, float] | None = None  # song seconds where the footage is visible
-    footage_fps: float | None = None  # an image sequence's rate
-    init_weight: float = 0.0  # L2 pull towards the footage frame (VQGAN-CLIP's --init_weight; off by default)
-    init_space: str = "latent"  # ... of its encoding ("latent") or of its pixels ("pixel")
-    footage_blend: float = 0.5  # share of the previous generated latent kept when an image starts
-    # Motion (engine.motion): the previous image moved before each image's steps.
-    zoom: float = 0.0
-    rotate: float = 0.0
-    shift: tuple[float, float] = (0.0, 0.0)
-    motion_drive: str = "music"
+class _RenderSettingsMethods:
+    """What ``RenderSettings`` does; its fields and defaults are the settings table's ``render`` rows."""
 
     def validate(self) -> None:
-        """Every number finite and in range; raises InputError naming the flag."""
-        check_number(self.width, "--size width", 16, 8192, integer=True)
-        check_number(self.height, "--size height", 16, 8192, integer=True)
-        check_number(self.cutouts, "--cutouts", 1, 1024, integer=True)
-        check_number(self.cut_pow, "cut power", 0, 10, lo_open=True)
-        from engine.protocol import CUT_METHODS
-
-        if self.cut_method not in CUT_METHODS:
-            raise InputError(f"--cut-method must be one of {', '.join(CUT_METHODS)}, not {self.cut_method!r}")
-        check_number(self.lr, "--lr", 0, 10, lo_open=True)
-        check_number(self.seed, "--seed", 0, MAX_SEED, integer=True)
-        check_number(self.style_weight, "--style-weight", 0, 100)
-        check_number(self.l1_weight, "--l1-weight", 0, 1e6)
-        check_number(self.noise, "noise", 0, 10)
-        if self.style is not None and not self.style.strip():
-            raise InputError("--style is empty; leave it out for no style")
+        """Every value in its row's range (:mod:`engine.settings_check`); raises InputError naming the flag."""
+        check_fields(self, "render")
         self.footage_timing().validate()
-        if self.footage_fps is not None:
-            check_number(self.footage_fps, "--footage-fps", 0, 1000, lo_open=True)
-        check_number(self.init_weight, "--init-weight", 0, 1e6)
-        check_number(self.footage_blend, "--footage-blend", 0, 1)
-        from engine.protocol import INIT_SPACES
-
-        if self.init_space not in INIT_SPACES:
-            raise InputError(f"--init-space must be one of {', '.join(INIT_SPACES)}, not {self.init_space!r}")
-        if self.footage is not None and not str(self.footage).strip():
-            raise InputError("--footage is empty; leave it out for no footage")
         if self.footage is not None and not Path(self.footage).expanduser().exists():
             raise InputError("--footage not found", self.footage)
         self.motion().validate()
@@ -114,28 +70,26 @@ class RenderSettings:
         """What every segment's key holds. Footage and motion enter per segment instead (:func:`segment_keys`):
         the frames and moves a segment uses, so a changed footage strip re-renders from what it covers on, and
         a render without them keeps the keys it always had."""
-        return {k: v for k, v in asdict(self).items() if k not in PER_SEGMENT_FIELDS}
+        return {k: v for k, v in self.record().items() if k not in _PER_SEGMENT_RECORDED}
 
     def record(self) -> dict:
-        """Every setting, for the manifest."""
-        return asdict(self)
+        """Every setting, for the manifest (under its recorded name: the manifest and the keys are a format)."""
+        return {RECORD_NAMES.get(k, k): v for k, v in asdict(self).items()}
 
+
+#: Everything a user controls that changes the frames (all recorded in the manifest and the cache keys): one
+#: field per ``render`` row of :mod:`engine.settings_table`, in its order (the keys depend on it).
+RenderSettings = make_dataclass(
+    "RenderSettings",
+    [(name, Any, field(default=default)) for name, default in render_fields()],
+    bases=(_RenderSettingsMethods,),
+    namespace={"__module__": __name__, "__doc__": _RenderSettingsMethods.__doc__},
+)
 
 #: Settings that enter the cache keys per segment (as the footage frames and motion each segment uses).
-PER_SEGMENT_FIELDS = (
-    "footage",
-    "footage_offset",
-    "footage_speed",
-    "footage_span",
-    "footage_fps",
-    "init_weight",
-    "init_space",
-    "footage_blend",
-    "zoom",
-    "rotate",
-    "shift",
-    "motion_drive",
-)
+PER_SEGMENT_FIELDS = per_segment_fields()
+RECORD_NAMES = record_names()
+_PER_SEGMENT_RECORDED = {RECORD_NAMES.get(f, f) for f in PER_SEGMENT_FIELDS}
 
 
 class StopFlag:
@@ -162,14 +116,13 @@ class StopFlag:
 def load_plan_song(plan: dict, progress) -> np.ndarray:
     """The plan's song at 16 kHz (guidance and cache keys); warns when it changed since the plan was made."""
     from engine.audio import load_song
-    from engine.wav2clip import SAMPLE_RATE
 
     song_path = plan["song"]["path"]
     if not Path(song_path).is_file():
         raise InputError("the plan's song file is missing", song_path)
     if file_sha256(song_path) != plan["song"]["sha256"]:
         progress.emit("warning", message=f"{song_path} changed since the plan was made: analyse it again")
-    song = load_song(song_path, sr=SAMPLE_RATE, min_duration=0.0)
+    song = load_song(song_path, sr=AUDIO_RATE, min_duration=0.0)
     if plan["segments"][-1]["end"] > song.file_duration + 0.05:
         raise InputError(
             f"the plan runs to {plan['segments'][-1]['end']} s, past the song's end ({song.file_duration:.2f} s)",

@@ -17,9 +17,7 @@ import scipy.fft
 
 from engine.beats import beat_grid
 from engine.features import Features
-from engine.protocol import ANALYSIS_DEFAULTS
-
-GRANULARITIES = ("beats", "scenes")
+from engine.settings_table import ANALYSIS_DEFAULTS, GRANULARITIES
 
 
 def beat_sync(x: np.ndarray, frames: np.ndarray) -> np.ndarray:

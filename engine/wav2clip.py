@@ -18,8 +18,9 @@ from torch import nn
 
 from engine.checkpoints import check_keys, load_state_dict_file
 from engine.errors import InputError
+from engine.protocol import AUDIO_RATE
 
-SAMPLE_RATE = 16000
+SAMPLE_RATE = AUDIO_RATE  # Wav2CLIP's input rate
 N_FFT = 512
 HOP = 353
 

@@ -11,7 +11,7 @@ import contextlib
 
 import bpy
 
-from . import jobs, operators, panels, preferences, properties
+from . import markers, operators, panels, preferences, properties, registry
 
 _MODULES = (properties, preferences, operators, panels)
 _KEYMAPS: list = []
@@ -22,14 +22,14 @@ ADD_CUT_KEY = {"type": "M", "value": "PRESS", "shift": True}
 @bpy.app.handlers.persistent
 def _on_load_pre(*_args) -> None:
     # Closing or replacing the file stops any engine: no orphaned processes.
-    jobs.stop_all_jobs()
+    registry.stop_all_jobs()
 
 
 def _sync_tick() -> float:
     """With a window: keep each scene's segment list in step with its cut markers as the editor moves them."""
     for scene in bpy.data.scenes:
         with contextlib.suppress(AttributeError, RuntimeError):  # a scene mid-load or without m2v's settings
-            jobs.sync_segments(scene)
+            markers.sync_segments(scene)
     return 0.5
 
 
@@ -46,7 +46,7 @@ def register() -> None:
 
 
 def unregister() -> None:
-    jobs.stop_all_jobs()
+    registry.stop_all_jobs()
     if bpy.app.timers.is_registered(_sync_tick):
         bpy.app.timers.unregister(_sync_tick)
     for km, kmi in _KEYMAPS:

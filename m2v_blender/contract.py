@@ -3,7 +3,8 @@
 Exit codes, event names and fields, document kinds and versions, the
 time-to-image rule and the loudness-to-steps rule are defined once, in the
 engine; the add-on reads that same file (it is standard-library only), so the
-two sides cannot drift apart. No torch, no bpy.
+two sides cannot drift apart. The settings table (every flag, its range and the
+add-on's property) is loaded the same way. No torch, no bpy.
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ def engine_root() -> Path:
     raise M2VError("the m2v engine sources are missing from the add-on; reinstall the extension")
 
 
-def _load():
-    name = "m2v_engine_protocol"
+def _load(stem: str):
+    """``engine/<stem>.py`` as the module ``m2v_engine_<stem>`` (standard library only, no package)."""
+    name = f"m2v_engine_{stem}"
     if name in sys.modules:
         return sys.modules[name]
-    path = engine_root() / "engine" / "protocol.py"
+    path = engine_root() / "engine" / f"{stem}.py"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
@@ -36,7 +38,9 @@ def _load():
     return module
 
 
-protocol = _load()
+protocol = _load("protocol")
+#: The settings table (``engine/settings_table.py``): the add-on's properties and flags come from its rows.
+settings_table = _load("settings_table")
 
 
 def read_document(path: Path, kind: str, version: int) -> dict:

@@ -60,6 +60,8 @@ class EngineJob:
         self.log_path = Path(log_path)
         self.env = env
         self.proc: subprocess.Popen | None = None
+        #: What the registry feeds this job's events to (``registry.track``).
+        self.handler = None
         self.queue: queue.Queue = queue.Queue()
         self.returncode: int | None = None
         self.finished = False

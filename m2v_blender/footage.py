@@ -15,11 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import vse
+from .contract import protocol
 from .errors import M2VError
 from .timeline import StripTiming
 
 #: Still images an image strip may hold (as the engine reads them).
-STILL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".tga")
+STILL_SUFFIXES = protocol.STILL_SUFFIXES
 
 
 @dataclass(frozen=True)
@@ -140,8 +142,6 @@ def footage_args(scene, strip, song: StripTiming) -> list[str]:
 
 def footage_strip(scene, name: str):
     """The footage strip by name (a movie or image strip)."""
-    from . import vse
-
     for s in vse.all_strips(scene):
         if s.name == name:
             return s
@@ -149,47 +149,11 @@ def footage_strip(scene, name: str):
 
 
 def render_args(scene, song: StripTiming) -> tuple[list[str], int]:
-    """Engine flags for the scene's Footage & Motion settings, and the lowest channel for generated strips."""
+    """Engine flags for the scene's footage strip (none without one), and the lowest channel for generated strips.
+
+    The pull, the carry-over and the motion are settings-table rows: ``presets.setting_args`` passes them."""
     st = scene.m2v
-    out: list[str] = []
-    floor = 0
-    if st.footage_strip:
-        strip = footage_strip(scene, st.footage_strip)
-        out += footage_args(scene, strip, song)
-        out += ["--init-weight", repr(float(st.init_weight)), "--init-space", st.init_space]
-        out += ["--footage-blend", repr(float(st.footage_blend))]
-        floor = strip.channel + 1
-    if st.use_motion:
-        out += ["--zoom", repr(float(st.zoom)), "--rotate", repr(float(st.rotate))]
-        out += ["--shift", repr(float(st.shift[0])), repr(float(st.shift[1])), "--motion-drive", st.motion_drive]
-    return out, floor
-
-
-def draw_box(box, scene) -> None:
-    """The panel's "Footage & Motion" box."""
-    st = scene.m2v
-    box.label(text="Footage & Motion", icon="SEQUENCE")
-    sed = scene.sequence_editor
-    if sed is not None:
-        box.prop_search(st, "footage_strip", sed, "strips_all" if hasattr(sed, "strips_all") else "sequences_all")
-    else:
-        box.prop(st, "footage_strip")
-    if st.footage_strip:
-        col = box.column(align=True)
-        col.prop(st, "footage_blend")
-        row = col.row(align=True)
-        row.prop(st, "init_weight")
-        row.prop(st, "init_space", text="")
-    box.prop(st, "use_motion")
-    if st.use_motion:
-        col = box.column(align=True)
-        col.prop(st, "zoom")
-        col.prop(st, "rotate")
-        col.prop(st, "shift")
-        col.prop(st, "motion_drive")
-    else:
-        from .contract import protocol
-        from .jobs import preset_in_use
-
-        m = protocol.MOTION_PRESETS.get(preset_in_use(st))
-        box.label(text=f"Motion: {m['zoom']:g} zoom a beat, {m['rotate']:g} deg/s" if m else "Motion: off (preset)")
+    if not st.footage_strip:
+        return [], 0
+    strip = footage_strip(scene, st.footage_strip)
+    return footage_args(scene, strip, song), strip.channel + 1

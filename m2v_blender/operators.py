@@ -9,7 +9,7 @@ from pathlib import Path
 import bpy
 from bpy.props import BoolProperty, IntProperty, StringProperty
 
-from . import jobs, preferences, timeline
+from . import commands, markers, preferences, registry, timeline
 from .contract import engine_root, protocol
 from .engine_client import EngineJob
 from .errors import M2VError
@@ -18,13 +18,13 @@ from .errors import M2VError
 def _finish_or_follow(op, scene, ok_codes: tuple[int, ...]) -> set[str]:
     """Background mode: loop on the pump step until the job ends. With a window: let a timer pump."""
     if bpy.app.background:
-        job = jobs.run_to_end(scene)
+        job = registry.run_to_end(scene)
         if job.returncode not in ok_codes:
             op.report({"ERROR"}, scene.m2v.status)
             return {"CANCELLED"}
         op.report({"INFO"}, scene.m2v.status)
         return {"FINISHED"}
-    jobs.follow(scene)
+    registry.follow(scene)
     op.report({"INFO"}, f"m2v: {scene.m2v.status}")
     return {"FINISHED"}
 
@@ -47,7 +47,7 @@ class M2V_OT_analyze(bpy.types.Operator):
     bl_options = {"REGISTER", "UNDO"}
 
     def execute(self, context):
-        return _run(self, context, jobs.start_analyze)
+        return _run(self, context, commands.start_analyze)
 
 
 class M2V_OT_render(bpy.types.Operator):
@@ -75,7 +75,7 @@ class M2V_OT_render(bpy.types.Operator):
         except ValueError:
             self.report({"ERROR"}, "Model Arguments must be a JSON list of engine flags")
             return {"CANCELLED"}
-        return _run(self, context, jobs.start_render, self.layout, extra)
+        return _run(self, context, commands.start_render, self.layout, extra)
 
 
 class M2V_OT_cancel_render(bpy.types.Operator):
@@ -85,7 +85,7 @@ class M2V_OT_cancel_render(bpy.types.Operator):
     bl_label = "Cancel"
 
     def execute(self, context):
-        if not jobs.cancel(context.scene):
+        if not registry.cancel(context.scene):
             self.report({"WARNING"}, "m2v is not running")
             return {"CANCELLED"}
         return {"FINISHED"}
@@ -127,14 +127,14 @@ class M2V_OT_add_cut(bpy.types.Operator):
 
     def execute(self, context):
         scene = context.scene
-        frame = jobs.beat_snapper(scene)(scene.frame_current) if scene.m2v.snap_cuts else scene.frame_current
-        if any(m.frame == frame for m in jobs.cut_markers(scene)):
+        frame = markers.beat_snapper(scene)(scene.frame_current) if scene.m2v.snap_cuts else scene.frame_current
+        if any(m.frame == frame for m in markers.cut_markers(scene)):
             self.report({"WARNING"}, f"there is already a cut at frame {frame}")
             return {"CANCELLED"}
         marker = scene.timeline_markers.new(
             timeline.next_cut_name([m.name for m in scene.timeline_markers]), frame=frame
         )
-        jobs.sync_segments(scene)
+        markers.sync_segments(scene)
         self.report({"INFO"}, f"cut {marker.name} at frame {frame}")
         return {"FINISHED"}
 
@@ -148,7 +148,7 @@ class M2V_OT_remove_cut(bpy.types.Operator):
 
     def execute(self, context):
         scene = context.scene
-        cuts = jobs.cut_markers(scene)
+        cuts = markers.cut_markers(scene)
         chosen = [m for m in cuts if m.select] or [m for m in cuts if m.frame <= scene.frame_current][-1:]
         if not chosen:
             self.report({"WARNING"}, "no cut at or before the playhead (the first segment starts the song)")
@@ -156,7 +156,7 @@ class M2V_OT_remove_cut(bpy.types.Operator):
         names = [m.name for m in chosen]
         for m in chosen:
             scene.timeline_markers.remove(m)
-        jobs.sync_segments(scene)
+        markers.sync_segments(scene)
         self.report({"INFO"}, "removed " + ", ".join(names))
         return {"FINISHED"}
 
@@ -180,7 +180,7 @@ class M2V_OT_add_lyric(bpy.types.Operator):
             self.report({"ERROR"}, "type the lyric's words first")
             return {"CANCELLED"}
         i = timeline.next_lyric_index([m.name for m in scene.timeline_markers])
-        texts = jobs.stored_lyrics(scene)
+        texts = markers.stored_lyrics(scene)
         texts += [""] * (i + 1 - len(texts))
         texts[i] = text
         scene.m2v.lyrics_json = json.dumps(texts, ensure_ascii=False)
@@ -200,7 +200,7 @@ class M2V_OT_reroll(bpy.types.Operator):
 
     def execute(self, context):
         st = context.scene.m2v
-        jobs.sync_segments(context.scene)
+        markers.sync_segments(context.scene)
         i = st.segments_index if self.index < 0 else self.index
         if not 0 <= i < len(st.segments):
             self.report({"ERROR"}, f"there is no segment {i + 1}")
@@ -219,11 +219,11 @@ class M2V_OT_snap_cuts(bpy.types.Operator):
 
     def execute(self, context):
         try:
-            n = jobs.snap_cuts(context.scene)
+            n = markers.snap_cuts(context.scene)
         except M2VError as e:
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
-        jobs.sync_segments(context.scene)
+        markers.sync_segments(context.scene)
         self.report({"INFO"}, f"{n} cut(s) moved to the nearest beat")
         return {"FINISHED"}
 
@@ -243,7 +243,7 @@ def _tool_job(op, context, kind: str, python: Path, commands: list[list[str]], m
 
     log = preferences.env_dir(context).parent / f"{kind}.log"
     try:
-        jobs.track(scene, kind, EngineJob(python, commands, log, module=module).start(), handle)
+        registry.track(scene, kind, EngineJob(python, commands, log, module=module).start(), handle)
     except M2VError as e:
         op.report({"ERROR"}, str(e))
         return {"CANCELLED"}

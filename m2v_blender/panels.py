@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import bpy
 
-from . import footage, jobs, timeline, vse
+from . import adapters, cost, markers, presets, registry, timeline, vse
+from .contract import protocol
 from .errors import M2VError
 
 
@@ -40,7 +41,7 @@ class SEQUENCER_PT_m2v(bpy.types.Panel):
             box.label(text=f"Auto chose {st.resolved_preset.title()} at the last Analyze", icon="INFO")
         custom = box.column(align=True)
         custom.enabled = st.preset == "custom"
-        v = jobs.effective(st)
+        v = presets.effective(st)
         if st.preset == "custom":
             custom.prop(st, "granularity")
             row = custom.row(align=True)
@@ -54,14 +55,14 @@ class SEQUENCER_PT_m2v(bpy.types.Panel):
             row.prop(st, "cut_method", text="")
         else:
             custom.label(text=f"{v['granularity']}, {v['min_rate']:g}-{v['max_rate']:g} steps/s")
-            custom.label(text=f"{v['size'][0]}x{v['size'][1]}, {v['cutouts']} {v['cut_method']} cutouts")
+            custom.label(text=f"{v['size'][0]}x{v['size'][1]}, {v['cutouts']} {v['cutout_method']} cutouts")
         if v["granularity"] == "scenes":
             row = box.row(align=True)
             row.prop(st, "min_length")
             row.prop(st, "target_length")
-        cost = jobs.estimate_text(context.scene)
-        if cost:
-            box.label(text=cost, icon="TIME")
+        line = cost.estimate_text(context.scene)
+        if line:
+            box.label(text=line, icon="TIME")
         box = layout.box()
         box.prop(st, "seed")
         box.prop(st, "style")
@@ -70,8 +71,8 @@ class SEQUENCER_PT_m2v(bpy.types.Panel):
         row.prop(st, "channel")
         row.prop(st, "blend_type", text="")
         box.prop(st, "opacity")
-        footage.draw_box(layout.box(), context.scene)
-        running = jobs.is_running(context.scene)
+        _draw_footage_box(layout.box(), context.scene)
+        running = registry.is_running(context.scene)
         row = layout.row(align=True)
         row.enabled = not running
         row.operator("m2v.analyze", icon="MARKER_HLT")
@@ -85,15 +86,42 @@ class SEQUENCER_PT_m2v(bpy.types.Panel):
             col.label(text=st.status)
 
 
+def _draw_footage_box(box, scene) -> None:
+    """The panel's "Footage & Motion" box."""
+    st = scene.m2v
+    box.label(text="Footage & Motion", icon="SEQUENCE")
+    sed = scene.sequence_editor
+    if sed is not None:
+        box.prop_search(st, "footage_strip", sed, "strips_all" if hasattr(sed, "strips_all") else "sequences_all")
+    else:
+        box.prop(st, "footage_strip")
+    if st.footage_strip:
+        col = box.column(align=True)
+        col.prop(st, "footage_blend")
+        row = col.row(align=True)
+        row.prop(st, "init_weight")
+        row.prop(st, "init_space", text="")
+    box.prop(st, "use_motion")
+    if st.use_motion:
+        col = box.column(align=True)
+        col.prop(st, "zoom")
+        col.prop(st, "rotate")
+        col.prop(st, "shift")
+        col.prop(st, "motion_drive")
+    else:
+        m = protocol.MOTION_PRESETS.get(presets.preset_in_use(st))
+        box.label(text=f"Motion: {m['zoom']:g} zoom a beat, {m['rotate']:g} deg/s" if m else "Motion: off (preset)")
+
+
 def _segment_rows(scene) -> list[tuple[float, str]]:
     """(start time, guidance in use) per segment, from the markers as they are now (no engine needed)."""
     try:
-        timing = jobs.strip_timing(scene, vse.song_strip(scene, scene.m2v.song_strip))
+        timing = adapters.strip_timing(scene, vse.song_strip(scene, scene.m2v.song_strip))
     except M2VError:
         return []
     t0, t1 = timing.visible_span()
-    starts = [t0] + [timing.time_at(m.frame) for m in jobs.cut_markers(scene)]
-    lyrics = sorted(jobs.scene_lyrics(scene, timing))
+    starts = [t0] + [timing.time_at(m.frame) for m in markers.cut_markers(scene)]
+    lyrics = sorted(markers.scene_lyrics(scene, timing))
     rows = []
     for k, start in enumerate(starts):
         end = starts[k + 1] if k + 1 < len(starts) else t1

@@ -6,7 +6,9 @@ import os
 from pathlib import Path
 
 import bpy
-from bpy.props import EnumProperty, StringProperty
+from bpy.props import StringProperty
+
+from .setting_props import setting_properties
 
 
 def _user_dir() -> Path:
@@ -28,11 +30,6 @@ class M2VPreferences(bpy.types.AddonPreferences):
     models_dir: StringProperty(
         name="Models", subtype="DIR_PATH", description="Folder of the model files (empty: the extension's user folder)"
     )
-    device: EnumProperty(
-        name="Device",
-        items=[(d, d.upper() if d != "auto" else "Auto", "") for d in ("auto", "cuda", "mps", "cpu")],
-        default="auto",
-    )
     check_result: StringProperty(default="", options={"SKIP_SAVE"})
 
     def draw(self, context):
@@ -51,6 +48,10 @@ class M2VPreferences(bpy.types.AddonPreferences):
         for line in self.check_result.splitlines():
             layout.label(text=line)
 
+
+
+# The table's preference rows (the device: "Render on"), as Blender reads them at register time.
+M2VPreferences.__annotations__.update(setting_properties("preferences"))
 
 def prefs(context=None) -> M2VPreferences | None:
     context = context or bpy.context

@@ -13,9 +13,9 @@ from bpy.props import (
     StringProperty,
 )
 
+from . import registry
 from .contract import protocol
-
-_A = protocol.ANALYSIS_DEFAULTS
+from .setting_props import setting_properties
 
 BLEND_TYPES = [
     (t, t.replace("_", " ").title(), "")
@@ -24,9 +24,7 @@ BLEND_TYPES = [
 
 
 def _running(self) -> bool:
-    from . import jobs
-
-    return jobs.is_running(self.id_data)
+    return registry.is_running(self.id_data)
 
 
 _P = protocol.PRESETS
@@ -48,7 +46,7 @@ def _preset_changed(self, context) -> None:
         self.min_rate, self.max_rate = base["min_rate"], base["max_rate"]
         self.width, self.height = base["size"]
         self.cutouts = base["cutouts"]
-        self.cut_method = base["cut_method"]
+        self.cut_method = base["cutout_method"]
 
 
 class M2VSegmentSettings(bpy.types.PropertyGroup):
@@ -81,56 +79,6 @@ class M2VSceneSettings(bpy.types.PropertyGroup):
     resolved_preset: StringProperty(
         name="Preset in Use", default="", description="What Auto chose at the last Analyze (paper or draft)"
     )
-    granularity: EnumProperty(
-        name="Cut At",
-        items=[
-            ("scenes", "Scene Changes", "Cut where the music changes most"),
-            ("beats", "Every Beat", "One segment per beat, as in the paper"),
-        ],
-        default=_P["draft"]["granularity"],
-    )
-    min_length: FloatProperty(
-        name="Min Length",
-        default=_A["min_length"],
-        min=0.5,
-        soft_max=30.0,
-        unit="TIME_ABSOLUTE",
-        description="Shortest scene (seconds)",
-    )
-    target_length: FloatProperty(
-        name="Target Length",
-        default=_A["target_length"],
-        min=0.5,
-        soft_max=60.0,
-        unit="TIME_ABSOLUTE",
-        description="Target mean scene length (seconds)",
-    )
-    min_rate: FloatProperty(
-        name="Min Rate",
-        default=_P["draft"]["min_rate"],
-        min=0.1,
-        max=1000.0,
-        description="Optimisation steps per second of music in the quietest segment",
-    )
-    max_rate: FloatProperty(
-        name="Max Rate",
-        default=_P["draft"]["max_rate"],
-        min=0.1,
-        max=1000.0,
-        description="Optimisation steps per second in the loudest segment",
-    )
-    width: IntProperty(name="Width", default=_P["draft"]["size"][0], min=16, max=4096, step=16)
-    height: IntProperty(name="Height", default=_P["draft"]["size"][1], min=16, max=4096, step=16)
-    cutouts: IntProperty(name="Cutouts", default=_P["draft"]["cutouts"], min=1, max=256)
-    cut_method: EnumProperty(
-        name="Cut Method",
-        items=[(m, m.title(), "") for m in protocol.CUT_METHODS],
-        default=_P["draft"]["cut_method"],
-    )
-    seed: IntProperty(name="Seed", default=0, min=0)
-    style: StringProperty(
-        name="Style", description="Optional text style prompt for the whole song, e.g. 'oil painting'"
-    )
     output_dir: StringProperty(
         name="Output", default="//m2v/", subtype="DIR_PATH", description="Folder for plans, frames and the engine log"
     )
@@ -161,64 +109,18 @@ class M2VSceneSettings(bpy.types.PropertyGroup):
     footage_strip: StringProperty(
         name="Footage", description="Movie or image strip whose frames the generated images follow (empty: none)"
     )
-    init_weight: FloatProperty(
-        name="Init Weight",
-        default=0.0,
-        min=0.0,
-        soft_max=1000.0,
-        description="Pull of every step towards the footage frame (VQGAN-CLIP's init weight; 0: off)",
-    )
-    init_space: EnumProperty(
-        name="Pull In",
-        items=[(v, v.title(), f"Measure the pull in {v} space") for v in protocol.INIT_SPACES],
-        default="latent",
-    )
-    footage_blend: FloatProperty(
-        name="Carry Over",
-        default=0.5,
-        min=0.0,
-        max=1.0,
-        subtype="FACTOR",
-        description="Share of the previous generated image kept when an image starts from its footage frame",
-    )
     use_motion: BoolProperty(
         name="Custom Motion", default=False, description="Set the motion here (else the preset's: Music Video moves)"
-    )
-    zoom: FloatProperty(
-        name="Zoom",
-        default=protocol.MOTION_PRESETS["musicvideo"]["zoom"],
-        min=-0.9,
-        max=10.0,
-        description="Zoom per beat at full onset strength (Music) or per second (Steady)",
-    )
-    rotate: FloatProperty(
-        name="Rotate",
-        default=protocol.MOTION_PRESETS["musicvideo"]["rotate"],
-        min=-3600.0,
-        max=3600.0,
-        description="Degrees per second at full intensity, counter-clockwise",
-    )
-    shift: bpy.props.FloatVectorProperty(
-        name="Shift",
-        size=2,
-        default=protocol.MOTION_PRESETS["musicvideo"]["shift"],
-        min=-1e5,
-        max=1e5,
-        description="Pixels per second at full intensity (x right, y up)",
-    )
-    motion_drive: EnumProperty(
-        name="Driven By",
-        items=[
-            ("music", "Music", "Zoom pulses on beats by onset strength, drift by segment intensity"),
-            ("steady", "Steady", "The same motion everywhere"),
-        ],
-        default="music",
     )
     # Live state (shown in the panel, not user settings).
     running: BoolProperty(name="Running", get=_running, description="m2v is working on this scene")
     job_kind: StringProperty(default="", options={"SKIP_SAVE"})
     progress: FloatProperty(name="Progress", default=0.0, min=0.0, max=1.0, subtype="FACTOR", options={"SKIP_SAVE"})
     status: StringProperty(name="Status", default="", options={"SKIP_SAVE"})
+
+
+# The table's rows become annotations before Blender registers the class (it reads them then).
+M2VSceneSettings.__annotations__.update(setting_properties("scene"))
 
 
 def register() -> None:

@@ -339,7 +339,7 @@ def small_settings(**kw):
     """:class:`engine.render.RenderSettings` at the tests' common settings; ``kw`` overrides them."""
     from engine.render import RenderSettings
 
-    return RenderSettings(**{"width": 32, "height": 32, "cutouts": 8, "seed": 1, "cut_method": "crops", **kw})
+    return RenderSettings(**{"width": 32, "height": 32, "cutouts": 8, "seed": 1, "cutout_method": "crops", **kw})
 
 
 def model_args(folder: Path) -> list[str]:

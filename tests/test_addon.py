@@ -184,7 +184,7 @@ def test_render_with_models_cancel_resume_and_pump(built, song, tmp_path, small_
         f"""
         import bpy, json, sys, time
         install({str(zip_path)!r})
-        jobs = sys.modules["bl_ext.user_default.m2v.jobs"]
+        m2v = sys.modules["bl_ext.user_default.m2v"]
         scene, strip = song_scene({str(wav)!r}, {str(out) + "/"!r}, trim_start=0, trim_end=0)
         scene.m2v.preset = "custom"
         scene.m2v.width = scene.m2v.height = 32
@@ -193,16 +193,16 @@ def test_render_with_models_cancel_resume_and_pump(built, song, tmp_path, small_
         for f in (strip.frame_final_start + 120, strip.frame_final_start + 240):
             scene.timeline_markers.new("m2v S0%d" % (f // 120), frame=f)
         extra = {model_args(small_models)!r}
-        jobs.start_render(scene, layout=False, extra_model_args=extra)
+        m2v.commands.start_render(scene, layout=False, extra_model_args=extra)
         seen = []
         # The pump step, driven directly: events arrive, strips appear segment by segment.
         while not any(e.get("event") == "segment_end" for e in seen):
-            assert jobs.pump(scene), scene.m2v.status
-            seen += jobs.JOBS[scene.name].events[len(seen):]
+            assert m2v.registry.pump(scene), scene.m2v.status
+            seen += m2v.registry.JOBS[scene.name].events[len(seen):]
             time.sleep(0.02)
         emit(step="first_segment", strips=m2v_strips(scene), progress=scene.m2v.progress, status=scene.m2v.status)
-        jobs.cancel(scene)
-        job = jobs.run_to_end(scene)
+        m2v.registry.cancel(scene)
+        job = m2v.registry.run_to_end(scene)
         emit(step="cancelled", code=job.returncode, strips=m2v_strips(scene), status=scene.m2v.status)
         assert bpy.ops.m2v.render(layout=False, model_args=json.dumps(extra)) == {{"FINISHED"}}
         emit(step="resumed", strips=m2v_strips(scene), status=scene.m2v.status)
@@ -291,7 +291,7 @@ def test_markers_and_strips_on_each_vse_api(built, song, tmp_path, blender_pytho
         f"""
         import bpy, json, sys
         install({str(zip_path)!r})
-        jobs = sys.modules["bl_ext.user_default.m2v.jobs"]
+        m2v = sys.modules["bl_ext.user_default.m2v"]
         timeline = sys.modules["bl_ext.user_default.m2v.timeline"]
         scene = bpy.context.scene
         scene.render.fps, scene.render.fps_base = 30, 1.001
@@ -299,13 +299,13 @@ def test_markers_and_strips_on_each_vse_api(built, song, tmp_path, blender_pytho
         scene.timeline_markers.new("my cue", frame=7)
         timing = timeline.StripTiming(frame_start=11, frame_final_start=11, frame_final_end=11 + 14 * 29.97, fps=30 / 1.001)
         plan = json.load(open({str(plan)!r}))
-        jobs.apply_markers(scene, plan, timing)
+        m2v.markers.apply_markers(scene, plan, timing)
         ends = {ends!r}
         for ev in ends:
-            jobs.place_segment(scene, timing, ev)
+            m2v.adapters.place_segment(scene, timing, ev)
         first = m2v_strips(scene)
-        jobs.place_segment(scene, timing, ends[0])
-        jobs.drop_stale_strips(scene, {{ends[1]["key"]}})
+        m2v.adapters.place_segment(scene, timing, ends[0])
+        m2v.adapters.drop_stale_strips(scene, {{ends[1]["key"]}})
         emit(version=bpy.app.version_string, markers=markers(scene), first=first, after=m2v_strips(scene))
     """,
         tmp_path,
@@ -341,7 +341,7 @@ def test_undo_check_offline_refusal_and_file_close(built, song, tmp_path, small_
         f"""
         import bpy, os, sys, time
         install({str(zip_path)!r})
-        jobs = sys.modules["bl_ext.user_default.m2v.jobs"]
+        m2v = sys.modules["bl_ext.user_default.m2v"]
         scene, strip = song_scene({str(wav)!r}, {str(tmp_path / "o") + "/"!r})
         scene.timeline_markers.new("intro", frame=120)
         bpy.ops.ed.undo_push(message="before m2v")
@@ -357,8 +357,8 @@ def test_undo_check_offline_refusal_and_file_close(built, song, tmp_path, small_
             except RuntimeError as e:
                 emit(step="offline", error=str(e))
         # The timer callback a window would run, called by hand (timers never fire here).
-        jobs.start_render(scene, layout=True)
-        tick = jobs._timer_for(scene.name)
+        m2v.commands.start_render(scene, layout=True)
+        tick = m2v.registry._timer_for(scene.name)
         ticks = 0
         while tick() is not None:
             ticks += 1
@@ -370,7 +370,7 @@ def test_undo_check_offline_refusal_and_file_close(built, song, tmp_path, small_
         # Closing the file stops a running engine: no orphaned process.
         strip = [s for s in all_strips(scene) if s.type == "SOUND"][0]
         scene.m2v.width = scene.m2v.height = 32
-        job = jobs.start_render(scene, layout=False, extra_model_args={model_args(small_models)!r})
+        job = m2v.commands.start_render(scene, layout=False, extra_model_args={model_args(small_models)!r})
         pid = job.proc.pid
         bpy.ops.wm.read_homefile()
         time.sleep(0.5)
@@ -379,7 +379,7 @@ def test_undo_check_offline_refusal_and_file_close(built, song, tmp_path, small_
             alive = job.proc.poll() is None
         except ProcessLookupError:
             alive = False
-        emit(step="closed", alive=alive, jobs=len(jobs.JOBS))
+        emit(step="closed", alive=alive, jobs=len(m2v.registry.JOBS))
     """,
         tmp_path,
         blender_python,

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.cutouts import AUGMENTS, CUT_METHODS, augmentations, crop_draws, make_cutouts, resample_crops
+from engine.cutouts import AUGMENTS, CUTOUT_METHODS, augmentations, crop_draws, make_cutouts, resample_crops
 from tests.conftest import REPO
 
 sys.path.insert(0, str(REPO / "bench"))
@@ -32,7 +32,7 @@ def _plain_crops(image, sizes, ox, oy, size):
     return torch.cat(cuts)
 
 
-@pytest.mark.parametrize("method", CUT_METHODS)
+@pytest.mark.parametrize("method", CUTOUT_METHODS)
 def test_a_seed_fixes_the_cutouts_and_leaves_the_global_generator_alone(method):
     img = _image(40, 56)
     torch.manual_seed(123)
@@ -56,7 +56,7 @@ def test_cutouts_are_bit_identical_in_another_process():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
     img = _image(40, 56)
     here = [
-        hashlib.sha256(make_cutouts(img, 6, 32, seed=11, method=m).numpy().tobytes()).hexdigest() for m in CUT_METHODS
+        hashlib.sha256(make_cutouts(img, 6, 32, seed=11, method=m).numpy().tobytes()).hexdigest() for m in CUTOUT_METHODS
     ]
     assert out.split() == here
 
@@ -185,7 +185,7 @@ def test_crops_have_no_half_pixel_shift(h, w, size):
     torch.testing.assert_close(moved - 1, resample_crops(ramp, sizes, ox, oy, size), rtol=0, atol=1e-4)
 
 
-@pytest.mark.parametrize("method", CUT_METHODS)
+@pytest.mark.parametrize("method", CUTOUT_METHODS)
 @pytest.mark.parametrize(("h", "w"), [(30, 70), (70, 30), (12, 20)])
 def test_non_square_and_small_images_give_full_size_differentiable_cutouts(method, h, w):
     img = _image(h, w, grad=True)
@@ -211,7 +211,7 @@ def test_unknown_method_or_augment_is_refused():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize("method", CUT_METHODS)
+@pytest.mark.parametrize("method", CUTOUT_METHODS)
 def test_the_same_draws_on_the_gpu_and_its_generator_untouched(method):
     img = _image(64, 80)
     torch.cuda.manual_seed(5)

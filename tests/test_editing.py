@@ -19,13 +19,13 @@ def test_cuts_and_lyrics_are_edited_on_the_timeline(built, song, tmp_path):  # n
         f"""
         import bpy, json, sys
         install({str(zip_path)!r})
-        jobs = sys.modules["bl_ext.user_default.m2v.jobs"]
+        m2v = sys.modules["bl_ext.user_default.m2v"]
         scene, strip = song_scene({str(wav)!r}, {str(out) + "/"!r}, trim_start=0, trim_end=0)
         scene.m2v.lyrics_file = {str(lrc)!r}
         scene.m2v.preset = "draft"
         assert bpy.ops.m2v.analyze() == {{"FINISHED"}}
-        timing = jobs.strip_timing(scene, strip)
-        beats = jobs.analysis_summary(scene)["beats"]
+        timing = m2v.adapters.strip_timing(scene, strip)
+        beats = m2v.markers.analysis_summary(scene)["beats"]
         before = markers(scene)
         # Add Cut at the playhead, between two beats: it lands on the nearest beat.
         scene.frame_current = timing.frame_at(beats[6] + 0.2)
@@ -33,9 +33,9 @@ def test_cuts_and_lyrics_are_edited_on_the_timeline(built, song, tmp_path):  # n
         added = [n for n, f in markers(scene) if (n, f) not in before]
         # Blender's own M makes F_.., which is no cut until the editor names it "cut...".
         plain = scene.timeline_markers.new("F_200", frame=timing.frame_at(9.0))
-        cuts_plain = [m.name for m in jobs.cut_markers(scene)]
+        cuts_plain = [m.name for m in m2v.markers.cut_markers(scene)]
         plain.name = "cut: the drop"
-        cuts_named = [m.name for m in jobs.cut_markers(scene)]
+        cuts_named = [m.name for m in m2v.markers.cut_markers(scene)]
         # Fix a lyric's words on the timeline; delete another; add a new one at the playhead.
         lyr = sorted((m for m in scene.timeline_markers if "\\u266a" in m.name), key=lambda m: m.frame)
         lyr[0].name = "m2v \\u266a01 a burning violin"
@@ -54,7 +54,7 @@ def test_cuts_and_lyrics_are_edited_on_the_timeline(built, song, tmp_path):  # n
         for m in scene.timeline_markers:
             m.select = m.name == "cut: the drop"
         assert bpy.ops.m2v.remove_cut() == {{"FINISHED"}}
-        emit(after_remove=[m.name for m in jobs.cut_markers(scene)], rows_after=len(scene.m2v.segments))
+        emit(after_remove=[m.name for m in m2v.markers.cut_markers(scene)], rows_after=len(scene.m2v.segments))
     """,
         tmp_path,
     )
@@ -84,7 +84,7 @@ def test_prompt_and_take_rerender_from_their_segment_on(built, song, tmp_path, s
         f"""
         import bpy, json, sys
         install({str(zip_path)!r})
-        jobs = sys.modules["bl_ext.user_default.m2v.jobs"]
+        m2v = sys.modules["bl_ext.user_default.m2v"]
         scene, strip = song_scene({str(wav)!r}, {str(out) + "/"!r}, trim_start=0, trim_end=0)
         st = scene.m2v
         st.preset = "custom"
@@ -97,14 +97,14 @@ def test_prompt_and_take_rerender_from_their_segment_on(built, song, tmp_path, s
         extra = {model_args(small_models)!r}
 
         def render():
-            jobs.start_render(scene, layout={layout!r}, extra_model_args=extra)
-            job = jobs.run_to_end(scene)
+            m2v.commands.start_render(scene, layout={layout!r}, extra_model_args=extra)
+            job = m2v.registry.run_to_end(scene)
             assert job.returncode == 0, (job.error, st.status)
             ends = [e for e in job.events if e["event"] == "segment_end"]
             return [e["key"] for e in ends], [e["reused"] for e in ends]
 
         keys0, _ = render()
-        jobs.sync_segments(scene)
+        m2v.markers.sync_segments(scene)
         # Undo restores a prompt.
         st.segments[2].prompt = "a violet forest"
         bpy.ops.ed.undo_push(message="prompt 1")
@@ -117,10 +117,10 @@ def test_prompt_and_take_rerender_from_their_segment_on(built, song, tmp_path, s
         # Moving a cut keeps each segment's settings with its segment.
         m = [m for m in scene.timeline_markers if m.name == "m2v S03"][0]
         m.frame += 12
-        jobs.sync_segments(scene)
+        m2v.markers.sync_segments(scene)
         kept = [it.prompt for it in st.segments]
         m.frame -= 12
-        jobs.sync_segments(scene)
+        m2v.markers.sync_segments(scene)
         keys1, reused1 = render()
         assert bpy.ops.m2v.reroll(index=1) == {{"FINISHED"}}
         keys2, reused2 = render()
@@ -184,7 +184,7 @@ def test_presets_and_the_cost_shown_in_the_panel(built, song, tmp_path):  # noqa
         f"""
         import bpy, json, sys
         install({str(zip_path)!r})
-        jobs = sys.modules["bl_ext.user_default.m2v.jobs"]
+        m2v = sys.modules["bl_ext.user_default.m2v"]
         scene, strip = song_scene({str(wav)!r}, {str(out) + "/"!r}, trim_start=0, trim_end=0)
         st = scene.m2v
         st.lyrics_file = {str(lrc)!r}
@@ -192,20 +192,20 @@ def test_presets_and_the_cost_shown_in_the_panel(built, song, tmp_path):  # noqa
         assert st.preset == "auto"
         assert bpy.ops.m2v.analyze() == {{"FINISHED"}}
         plan = json.load(open({str(out / "analysis.json")!r}))
-        after_analyze = jobs.estimate_text(scene)
-        timing = jobs.strip_timing(scene, strip)
+        after_analyze = m2v.cost.estimate_text(scene)
+        timing = m2v.adapters.strip_timing(scene, strip)
         for m in list(scene.timeline_markers):
             if m.name.startswith("m2v S"):
                 m.frame += 37  # the editor moves the cuts
         scene.timeline_markers.new("cut", frame=timing.frame_at(2.0))
-        after_cut = jobs.estimate_text(scene)
+        after_cut = m2v.cost.estimate_text(scene)
         assert bpy.ops.m2v.render(layout=True) == {{"FINISHED"}}
         draft_totals = json.load(open({str(out / "plan.json")!r}))["totals"]
         st.preset = "custom"
         st.width = st.height = 512
-        bigger = jobs.estimate_text(scene)
+        bigger = m2v.cost.estimate_text(scene)
         st.preset = "paper"
-        paper = jobs.estimate_text(scene)
+        paper = m2v.cost.estimate_text(scene)
         assert bpy.ops.m2v.render(layout=True) == {{"FINISHED"}}
         used = json.load(open({str(out / "plan.json")!r}))
         emit(resolved=st.resolved_preset, totals=plan["totals"], estimate=plan.get("estimate"), texts=[after_analyze, after_cut, bigger, paper],

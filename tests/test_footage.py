@@ -242,9 +242,9 @@ def test_motion_follows_beats_and_intensity(plan):
 
 
 def _slots(seg):
-    from engine.footage import image_slots
+    from engine.protocol import image_slots
 
-    return image_slots(seg)
+    return image_slots(float(seg["start"]), float(seg["end"]), int(seg["images"]), digits=None)
 
 
 # ---------------------------------------------------------------- renders

@@ -66,7 +66,7 @@ def test_sound_offset_matches_blender_mixdown(tmp_path):
         import bpy
 
         sys.path.insert(0, {str(REPO)!r})
-        from m2v_blender.jobs import strip_timing  # the add-on's own reading of a strip
+        from m2v_blender.adapters import strip_timing  # the add-on's own reading of a strip
 
         for n, (offset, trim_start, trim_end, _, slip) in enumerate({CASES!r}):
             bpy.ops.wm.read_factory_settings(use_empty=True)

@@ -1,0 +1,132 @@
+"""The Analyze and Render jobs: the engine commands they run and what their events change on the timeline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import bpy
+
+from . import adapters, footage, markers, preferences, presets, registry, timeline, vse
+from .contract import protocol, read_document
+from .engine_client import EngineJob
+from .errors import M2VError
+
+
+def start_analyze(scene) -> EngineJob:
+    st = scene.m2v
+    strip = vse.song_strip(scene, st.song_strip)
+    timing = adapters.strip_timing(scene, strip)
+    t0, t1 = timing.visible_span()
+    out = adapters.output_dir(scene)
+    args = [
+        "analyze",
+        str(adapters.song_path(strip)),
+        "--start",
+        f"{t0:.4f}",
+        "--end",
+        f"{t1:.4f}",
+        "--device",
+        preferences.device(),
+        *presets.preset_args(st, adapters.scene_fps(scene)),
+        *presets.setting_args(st, "analyze", presets.conditions(st)),
+        "-o",
+        str(out / "analysis.json"),
+    ]
+    if st.lyrics_file:
+        lyr = Path(bpy.path.abspath(st.lyrics_file))
+        if not lyr.exists():
+            raise M2VError(f"the lyrics file is missing: {lyr}")
+        args += ["--lyrics", str(lyr)]
+    ctx = {"strip": strip.name, "timing": timing}
+
+    def handle(scene, job, ev):
+        if ev["event"] == protocol.CLIENT_EXIT:
+            if ev["code"] == protocol.EXIT_OK:
+                plan = read_document(out / "analysis.json", protocol.PLAN_KIND, protocol.PLAN_VERSION)
+                markers.apply_markers(scene, plan, ctx["timing"])
+                markers.remember_analysis(scene, plan)
+                markers.sync_segments(scene)
+                scene.m2v.status = f"analysed: {len(markers.scene_segment_frames(scene)) + 1} segments"
+                registry.undo_push("m2v Analyze")
+            else:
+                scene.m2v.status = f"analysis failed: {job.error}"
+
+    return registry.start(scene, "analyze", [args], handle)
+
+
+def start_render(scene, layout: bool = False, extra_model_args: list[str] | None = None) -> EngineJob:
+    """Plan from the markers as they are now, then render; strips appear segment by segment."""
+    st = scene.m2v
+    strip = vse.song_strip(scene, st.song_strip)
+    timing = adapters.strip_timing(scene, strip)
+    span = timing.visible_span()
+    out = adapters.output_dir(scene)
+    if st.snap_cuts:
+        markers.snap_cuts(scene)
+    bounds = timeline.boundaries_from_frames(markers.scene_segment_frames(scene), timing, span)
+    lyr = out / "markers_lyrics.csv"
+    entries = markers.scene_lyrics(scene, timing)
+    settings_path = out / "segment_settings.json"
+    settings_path.write_text(json.dumps(markers.segment_settings_doc(scene, timing, bounds), indent=1), encoding="utf-8")
+    plan_args = [
+        "plan",
+        str(adapters.song_path(strip)),
+        "--boundaries",
+        ",".join(f"{b:.4f}" for b in bounds),
+        "--device",
+        preferences.device(),
+        *presets.preset_args(st, adapters.scene_fps(scene)),
+        *presets.setting_args(st, "plan", presets.conditions(st)),
+        "--segment-settings",
+        str(settings_path),
+        "-o",
+        str(out / "plan.json"),
+    ]
+    if entries:
+        lyr.write_text(timeline.lyrics_csv(entries), encoding="utf-8")
+        plan_args += ["--lyrics", str(lyr)]
+    # Footage and motion flags; generated strips go above the footage strip.
+    more, floor = footage.render_args(scene, timing) if not layout else ([], 0)
+    render_args = _render_args(st, out / ("layout" if layout else "frames"), layout, extra_model_args, bool(more))
+    handle = _render_handler({"keys": set(), "timing": timing, "channel": floor})
+    return registry.start(scene, "render", [plan_args, render_args + more], handle)
+
+
+def _render_args(st, frames_dir: Path, layout: bool, extra_model_args, with_footage: bool) -> list[str]:
+    """The ``render`` command: the preset, the settings the editor set, the models (not for a layout)."""
+    args = ["render", str(frames_dir.parent / "plan.json"), "--out", str(frames_dir)]
+    args += presets.preset_args(st, None) + ["--device", preferences.device()]
+    args += presets.setting_args(st, "render", presets.conditions(st, layout, with_footage))
+    if layout:
+        return args + ["--layout"]
+    return args + ["--models", str(preferences.models_dir())] + list(extra_model_args or [])
+
+
+def _render_handler(state: dict):
+    """What the render's events do: progress in the panel, a strip per finished segment, stale strips gone."""
+
+    def handle(scene, job, ev):
+        kind = ev["event"]
+        stt = scene.m2v
+        if kind == "start":
+            stt.status = f"rendering {ev['total']} images..."
+        elif kind == "image":
+            stt.progress = ev["done"] / max(1, ev["total"])
+            eta = ev["eta_s"]
+            stt.status = f"{ev['done']}/{ev['total']} images" + (f", about {eta:.0f} s left" if eta else "")
+        elif kind == "segment_end":
+            state["keys"].add(ev["key"])
+            adapters.place_segment(scene, state["timing"], ev, state["channel"])
+        elif kind == protocol.CLIENT_EXIT:
+            if ev["code"] == protocol.EXIT_OK:
+                adapters.drop_stale_strips(scene, state["keys"])
+                stt.status = "render finished"
+                stt.progress = 1.0
+            elif ev["code"] == protocol.EXIT_CANCELLED:
+                stt.status = "render cancelled: finished frames are kept; Render again resumes"
+            else:
+                stt.status = f"render failed: {job.error}"
+            registry.undo_push("m2v Render")
+
+    return handle

@@ -1,0 +1,163 @@
+"""m2v's timeline markers: cuts (segment starts), lyrics, snapping cuts to beats, and each segment's settings
+(prompt, weight, take) kept with the cut marker that starts it; the last analysis they are measured against."""
+
+from __future__ import annotations
+
+import json
+
+from . import adapters, timeline, vse
+from .contract import protocol
+from .errors import M2VError
+
+
+def remember_analysis(scene, plan: dict) -> None:
+    """Keep what the panel needs to re-cost moved markers and to snap cuts to beats, in the .blend."""
+    a = plan["analysis"]
+    summary = {
+        "kind": protocol.ANALYSIS_SUMMARY_KIND,
+        "version": protocol.ANALYSIS_SUMMARY_VERSION,
+        "preset": a.get("preset"),
+        "levels": a.get("levels"),
+        "calibration": a.get("calibration"),
+        "device": (plan.get("estimate") or {}).get("device"),
+        "beats": plan.get("beats", []),
+        "span": plan["song"]["span"],
+    }
+    scene.m2v.analysis_json = json.dumps(summary)
+    if a.get("preset") in protocol.PRESETS:
+        scene.m2v.resolved_preset = a["preset"]
+
+
+def analysis_summary(scene) -> dict | None:
+    text = scene.m2v.analysis_json
+    if not text:
+        return None
+    try:
+        return protocol.check_document(
+            json.loads(text), protocol.ANALYSIS_SUMMARY_KIND, protocol.ANALYSIS_SUMMARY_VERSION
+        )
+    except ValueError:
+        return None
+
+
+def remove_m2v_markers(scene) -> None:
+    for m in [m for m in scene.timeline_markers if timeline.is_m2v_marker(m.name)]:
+        scene.timeline_markers.remove(m)
+
+
+def apply_markers(scene, plan: dict, timing: timeline.StripTiming) -> None:
+    """Replace m2v's markers (only those) with the plan's segment starts and lyric times."""
+    remove_m2v_markers(scene)
+    for k, seg in enumerate(plan["segments"][1:], start=1):
+        scene.timeline_markers.new(timeline.segment_marker_name(k), frame=timing.frame_at(seg["start"]))
+    texts = []
+    for ly in plan["lyrics"]:
+        if ly.get("past_end"):
+            continue
+        span = plan["song"]["span"]
+        if not span[0] <= ly["time"] <= span[1]:
+            continue
+        scene.timeline_markers.new(
+            timeline.lyric_marker_name(len(texts), ly["text"]), frame=timing.frame_at(ly["time"])
+        )
+        texts.append(ly["text"])
+    scene.m2v.lyrics_json = json.dumps(texts, ensure_ascii=False)
+
+
+def cut_markers(scene) -> list:
+    """The markers that count as cuts (see ``timeline.CUT_RULE``), in timeline order."""
+    return sorted((m for m in scene.timeline_markers if timeline.is_cut_marker(m.name)), key=lambda m: m.frame)
+
+
+def scene_segment_frames(scene) -> list[int]:
+    return [m.frame for m in cut_markers(scene)]
+
+
+def stored_lyrics(scene) -> list[str]:
+    try:
+        texts = json.loads(scene.m2v.lyrics_json or "[]")
+    except ValueError:
+        return []
+    return [t if isinstance(t, str) else "" for t in texts] if isinstance(texts, list) else []
+
+
+def scene_lyrics(scene, timing: timeline.StripTiming) -> list[tuple[float, str]]:
+    """Each lyric marker's time and words: the marker's name is the truth (see ``timeline.lyric_text``)."""
+    texts = stored_lyrics(scene)
+    out = []
+    for m in scene.timeline_markers:
+        i = timeline.lyric_index(m.name)
+        if i is None:
+            continue
+        text = timeline.lyric_text(m.name, texts[i] if 0 <= i < len(texts) else None)
+        if text:
+            out.append((round(timing.time_at(m.frame), 4), text))
+    return out
+
+
+def sync_segments(scene) -> None:
+    """Make ``scene.m2v.segments`` one item per segment, each keeping its settings with its cut marker.
+
+    An item belongs to the cut marker of its name (the first segment, which no marker starts, has the
+    name ""); where several markers share a name, to the one nearest its last known frame. Moving
+    markers keeps each segment's prompt and take with its segment; a deleted cut drops its item.
+    """
+    items = scene.m2v.segments
+    cuts = [("", None)] + [(m.name, m.frame) for m in cut_markers(scene)]
+    if [(it.cut, it.frame) for it in items] == [(n, f or 0) for n, f in cuts]:
+        return  # the timer's usual case: no cut added, moved, renamed or deleted
+    old = [(it.cut, it.frame, it.prompt, it.prompt_weight, it.take) for it in items]
+    taken = set()
+    matched = []
+    for name, frame in cuts:
+        cands = [j for j, o in enumerate(old) if o[0] == name and j not in taken]
+        j = min(cands, key=lambda j: abs(old[j][1] - (frame or 0)), default=None)
+        if j is not None:
+            taken.add(j)
+        matched.append((name, frame, old[j] if j is not None else None))
+    want = [(n, f or 0, *(o[2:] if o else ("", 1.0, 0))) for n, f, o in matched]
+    if want == old:
+        return
+    items.clear()
+    for name, frame, prompt, weight, take in want:
+        it = items.add()
+        it.cut, it.frame, it.prompt, it.prompt_weight, it.take = name, frame, prompt, weight, take
+
+
+def segment_settings_doc(scene, timing: timeline.StripTiming, bounds: list[float]) -> dict:
+    """The editor's prompts and takes for the engine (``--segment-settings``), by segment start time."""
+    sync_segments(scene)
+    entries = []
+    for it in scene.m2v.segments:
+        if not (it.prompt.strip() or it.take):
+            continue
+        start = bounds[0] if not it.cut else round(timing.time_at(it.frame), 4)
+        if bounds[0] <= start < bounds[-1]:
+            prompt = it.prompt.strip() or None
+            entries.append({"start": start, "prompt": prompt, "prompt_weight": it.prompt_weight, "take": it.take})
+    return {"kind": protocol.SEGMENT_SETTINGS_KIND, "version": protocol.SEGMENT_SETTINGS_VERSION, "segments": entries}
+
+
+def beat_snapper(scene):
+    """``frame -> frame`` on the nearest beat of the last analysis (identity before an analysis)."""
+    summary = analysis_summary(scene)
+    try:
+        timing = adapters.strip_timing(scene, vse.song_strip(scene, scene.m2v.song_strip))
+    except M2VError:
+        timing = None
+    if summary is None or not summary.get("beats") or timing is None:
+        return lambda frame: frame
+    beats = summary["beats"]
+    return lambda frame: timing.frame_at(timeline.snap_to_beat(timing.time_at(frame), beats))
+
+
+def snap_cuts(scene) -> int:
+    """Move every cut to the nearest beat of the last analysis (within half a beat); returns how many moved."""
+    snap = beat_snapper(scene)
+    moved = 0
+    for m in cut_markers(scene):
+        frame = snap(m.frame)
+        if frame != m.frame:
+            m.frame = frame
+            moved += 1
+    return moved
