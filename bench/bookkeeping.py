@@ -2,7 +2,7 @@
 
 A synthetic render of ``--images`` images (default 20,000) at 512x512 goes
 through the real machinery: :class:`engine.render.RenderJob` with its
-one-image lookahead, :class:`engine.writer.FrameWriter` (PNG encode,
+one-image lookahead, :class:`engine.writer.ImageWriter` (PNG encode,
 SHA-256, durable atomic write, journal line, ``image`` event),
 :class:`engine.manifest.RenderStore` (journal, amortised compaction) and
 the time-based resume points of :mod:`engine.snapshots`. Only the frame
@@ -165,7 +165,7 @@ class Sample:
     n: int
     t: float
     written: int
-    frame_bytes: int
+    image_bytes: int
     rss_mb: float
 
 
@@ -273,7 +273,7 @@ class SyntheticSource:
 
         self.plan, self.settings, self.step_s, self.busy = plan, settings, step_s, busy
         self.images = [int(s["images"]) for s in plan["segments"]]
-        self.frames = Frames(settings.width, settings.height)
+        self.records = Frames(settings.width, settings.height)
         shape = (1, LATENT_CHANNELS, settings.height // FACTOR, settings.width // FACTOR)
         self.z = torch.zeros(shape, requires_grad=True)
         self.opt = torch.optim.Adam([self.z], lr=settings.lr)
@@ -282,7 +282,7 @@ class SyntheticSource:
         self.dz = torch.full(shape, 1e-3)
         self.n = 0
         self.pos: tuple[int, int] = (0, 0)
-        self.current = self.frames.frame(0)
+        self.current = self.records.frame(0)
         self.meter = Meter(sum(self.images))
         self.job = None  # set by the benchmark: the byte counters are read from its writer and store
 
@@ -295,7 +295,7 @@ class SyntheticSource:
     def at(self, k: int, i: int) -> bool:
         return self.norm(*self.pos) == self.norm(k, i)
 
-    def frame_info(self, k: int, i: int) -> dict:
+    def image_info(self, k: int, i: int) -> dict:
         return {}  # no footage
 
     def seek(self, k: int, i: int, keys, state_dir, warn) -> int:
@@ -317,7 +317,7 @@ class SyntheticSource:
         with torch.no_grad():
             self.z.add_(self.dz)
         self.n += 1
-        self.current = self.frames.frame(self.n)
+        self.current = self.records.frame(self.n)
         self.pos = (k, i + 1)
         m.compute += time.monotonic() - t0
         left = t0 + self.step_s - time.monotonic()
@@ -330,7 +330,7 @@ class SyntheticSource:
 
     def _sample(self, t: float) -> None:
         w, s = self.job.writer, self.job.store
-        self.meter.samples.append(Sample(self.n, t, w.bytes_written + s.bytes_written, w.frame_bytes, rss_mb()))
+        self.meter.samples.append(Sample(self.n, t, w.bytes_written + s.bytes_written, w.image_bytes, rss_mb()))
 
     def decode(self) -> np.ndarray:
         return self.current
@@ -411,7 +411,7 @@ def window(source: SyntheticSource, lo: int, hi: int) -> dict:
     # Samples fall every WINDOW images and on the last: take the nearest at or below each end.
     a = by_n[max((n for n in by_n if n <= lo), default=min(by_n))]
     b = by_n[max(n for n in by_n if n <= hi)]
-    written, png = b.written - a.written, b.frame_bytes - a.frame_bytes
+    written, png = b.written - a.written, b.image_bytes - a.image_bytes
     images = max(1, b.n - a.n)
     return {
         "mean": float(gaps.mean()),
@@ -460,13 +460,13 @@ def report(job, step_ms: float, floor_ms: float, png: dict) -> str:
         f"all images: overhead mean {gaps.mean():.2f} ms, p99 {np.percentile(gaps, 99):.2f} ms, max {gaps.max():.1f} ms"
     )
     print(
-        f"bytes: PNG {w.frame_bytes / 1e6:.1f} MB ({w.frame_bytes / n / 1000:.1f} KB/image),"
+        f"bytes: PNG {w.image_bytes / 1e6:.1f} MB ({w.image_bytes / n / 1000:.1f} KB/image),"
         f" snapshots {w.snapshot_bytes / 1e6:.1f} MB ({w.snapshots} of them),"
         f" journal+manifest {s.bytes_written / 1e6:.1f} MB; all {total / 1e6:.1f} MB"
     )
     during = "during the render" if job.peak_reset else "of the process"
     print(f"RSS at the render's start {job.rss_start:.0f} MB (torch, numpy, the song); peak {during} {job.peak:.0f} MB")
-    return f"overhead_ms={last['mean']:.2f} bytes_ratio={total / w.frame_bytes:.3f}"
+    return f"overhead_ms={last['mean']:.2f} bytes_ratio={total / w.image_bytes:.3f}"
 
 
 def main() -> None:

@@ -76,7 +76,7 @@ def _load(paths, device_name: str, settings=None):
 
 def cmd_render(args: argparse.Namespace) -> int:
     from engine.files import check_output_dir
-    from engine.plan import load_plan
+    from engine.plan_schema import load_plan
     from engine.presets import describe, resolve_preset
     from engine.progress import Progress
     from engine.render import StopFlag, render

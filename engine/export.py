@@ -45,10 +45,10 @@ def finished_segments(render_dir: Path) -> tuple[dict, list[dict]]:
     out = []
     for s in store.segments:
         e = store.entries.get(s.get("key"))
-        if e is None or e.status != "done" or len(e.frames) != e.images:
+        if e is None or e.status != "done" or len(e.records) != e.images:
             raise InputError(f"segment {s.get('index')} of the render is incomplete: render again", render_dir)
         out.append(
-            {"start": float(s["start"]), "end": float(s["end"]), "frames": [e.frames[i] for i in range(e.images)]}
+            {"start": float(s["start"]), "end": float(s["end"]), "frames": [e.records[i] for i in range(e.images)]}
         )
     return store.header, out
 

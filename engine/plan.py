@@ -21,6 +21,7 @@ from engine.errors import InputError
 from engine.features import Features, compute_features
 from engine.files import check_number, file_sha256
 from engine.lyrics import LyricLine, load_lyrics
+from engine.plan_schema import load_plan  # noqa: F401 - plans are read where they are checked
 from engine.protocol import PLAN_KIND, PLAN_VERSION, PRESETS, segment_counts
 from engine.segments import segment_bounds
 from engine.settings_check import check_setting
@@ -401,21 +402,4 @@ def plan_from_boundaries(
     if preset != "paper":
         bounds = [s["start"] for s in plan["segments"]] + [plan["segments"][-1]["end"]]
         plan["analysis"]["paper_totals"] = preset_totals(plan["analysis"]["levels"], bounds, "paper", rates["fps"])
-    return plan
-
-
-def load_plan(path: str | Path) -> dict:
-    """Read, migrate and validate a plan file.
-
-    Raises
-    ------
-    InputError
-        When the file is not a plan of a known version or any of its values is unusable (the message names it).
-    """
-    from engine.files import read_json
-    from engine.plan_schema import migrate, validate_plan
-
-    plan = read_json(path, "plan")
-    plan = migrate(plan, path)
-    validate_plan(plan, path)
     return plan

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from engine.errors import InputError
-from engine.files import check_number
+from engine.files import check_number, read_json
 from engine.protocol import PLAN_KIND, PLAN_VERSION
 
 MAX_STEPS = 10_000_000
@@ -151,3 +151,17 @@ def validate_beats(plan: dict, path: str | Path) -> None:
         raise InputError("the plan's beat_strength must hold one number per beat", path)
     for j, v in enumerate(strength):
         check_number(v, f"beat {j} strength", 0, 1, path=path)
+
+
+def load_plan(path: str | Path) -> dict:
+    """Read, migrate and validate a plan file.
+
+    Raises
+    ------
+    InputError
+        When the file is not a plan of a known version or any of its values is unusable (the message names it).
+    """
+    plan = read_json(path, "plan")
+    plan = migrate(plan, path)
+    validate_plan(plan, path)
+    return plan

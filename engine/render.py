@@ -22,7 +22,7 @@ import numpy as np
 from engine.errors import InputError
 from engine.files import FolderLock, check_output_dir, file_sha256, remove_temp_files
 from engine.manifest import RenderStore, segment_folder, segment_key
-from engine.plan import load_plan
+from engine.plan_schema import load_plan
 from engine.progress import Progress
 from engine.protocol import (
     AUDIO_RATE,
@@ -36,7 +36,7 @@ from engine.protocol import (
 from engine.settings_check import check_fields
 from engine.settings_table import per_segment_fields, record_names, render_fields
 from engine.snapshots import DEFAULT_INTERVAL, prune_snapshots
-from engine.writer import Clock, FrameWriter
+from engine.writer import Clock, ImageWriter
 
 
 class _RenderSettingsMethods:
@@ -251,7 +251,7 @@ class Work:
 
 
 class _Pending:
-    """A frame whose pixels the next step decodes, and what must be written after it (in order)."""
+    """An image whose pixels the next step decodes, and what must be written after it (in order)."""
 
     def __init__(self, key: str, segment: int, record: dict, event: dict) -> None:
         self.key, self.segment, self.record, self.event = key, segment, record, event
@@ -271,7 +271,7 @@ class RenderJob:
         self.done = 0
         self.t_images, self.n_images = 0.0, 0
         self.pending: _Pending | None = None
-        self.writer: FrameWriter | None = None
+        self.writer: ImageWriter | None = None
 
     def work(self) -> list[Work]:
         out = []
@@ -304,7 +304,7 @@ class RenderJob:
             layout=not self.source.stateful,
             device=str(getattr(getattr(self.source, "optimizer", None), "device", "cpu")),
         )
-        with FrameWriter(self.store, self.progress, self.state_dir) as writer:
+        with ImageWriter(self.store, self.progress, self.state_dir) as writer:
             self.writer = writer
             cancelled = self._loop(todo, stop)
             self._flush()
@@ -325,7 +325,7 @@ class RenderJob:
         p, self.pending = self.pending, None
         if p is None:
             return
-        self.writer.frame(p.key, p.segment, p.record, rgb, p.event)
+        self.writer.image(p.key, p.segment, p.record, rgb, p.event)
         for fn, args, kw in p.after:
             self.writer.call(fn, *args, **kw)
 
@@ -385,7 +385,7 @@ class RenderJob:
             "time": round(seg["start"] + i * (seg["end"] - seg["start"]) / w.images, 4),
             "file": f"{segment_folder(w.k, w.key)}/frame_{i:05d}.png",
             **({"loss": round(loss, 6)} if loss is not None else {}),
-            **self.source.frame_info(w.k, i),
+            **self.source.image_info(w.k, i),
         }
         eta = (self.total - self.done) * self.t_images / self.n_images
         event = {"segment": w.k, "index": i, "done": self.done, "total": self.total, "file": record["file"]}
@@ -404,7 +404,7 @@ class RenderJob:
     def _segment_end(self, k: int, reused: bool, done: int) -> None:
         """(writer thread) The event the add-on turns into an image strip: everything it needs, no file to read."""
         seg, e = self.segs[k], self.store.entries[self.keys[k]]
-        files = [Path(e.frames[i]["file"]).name for i in range(e.images)]
+        files = [Path(e.records[i]["file"]).name for i in range(e.images)]
         self.progress.emit(
             "segment_end",
             segment=k,

@@ -44,7 +44,7 @@ class LayoutSource:
     def key_extras(self, k: int) -> dict:
         return {}
 
-    def frame_info(self, k: int, i: int) -> dict:
+    def image_info(self, k: int, i: int) -> dict:
         return {}
 
     def close(self) -> None:
@@ -149,7 +149,7 @@ class ModelSource:
             out["motion"] = [m.key() for m in self.moves(k)]
         return out
 
-    def frame_info(self, k: int, i: int) -> dict:
+    def image_info(self, k: int, i: int) -> dict:
         """What the manifest records about image ``i`` beyond its file: the footage frame it followed."""
         j = self.footage_frames(k)[i]
         return {} if j is None else {"footage": j}

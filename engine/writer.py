@@ -1,6 +1,6 @@
 """The render's writer thread: frames, journal, snapshots and progress, off the step's critical path.
 
-The render thread hands each finished image to :class:`FrameWriter` and
+The render thread hands each finished image to :class:`ImageWriter` and
 goes on with the next step at once. Encoder threads (see
 :func:`default_encoders`) turn images into PNG bytes and their SHA-256, in
 parallel where there are cores for it (zlib and hashlib release the GIL);
@@ -51,7 +51,7 @@ def png_bytes(rgb: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def encode_frame(rgb: np.ndarray) -> tuple[bytes, str]:
+def encode_image(rgb: np.ndarray) -> tuple[bytes, str]:
     """PNG bytes of an image and their hex SHA-256 (runs on an encoder thread)."""
     data = png_bytes(rgb)
     return data, hashlib.sha256(data).hexdigest()
@@ -68,7 +68,7 @@ def default_encoders() -> int:
     return max(1, min(4, cores - 1))
 
 
-class FrameWriter:
+class ImageWriter:
     """A thread that owns the render folder's files while a render runs.
 
     Parameters
@@ -97,10 +97,10 @@ class FrameWriter:
         self._pool = ThreadPoolExecutor(self.encoders, thread_name_prefix="m2v-png")
         self.error: BaseException | None = None
         #: Bytes of frames and snapshots written, and how many snapshots (the benchmark reports them).
-        self.bytes_written = self.frame_bytes = self.snapshot_bytes = self.snapshots = 0
+        self.bytes_written = self.image_bytes = self.snapshot_bytes = self.snapshots = 0
         self._thread = threading.Thread(target=self._run, name="m2v-writer", daemon=True)
 
-    def __enter__(self) -> FrameWriter:
+    def __enter__(self) -> ImageWriter:
         self._thread.start()
         return self
 
@@ -114,7 +114,7 @@ class FrameWriter:
             raise self.error
         self.queue.put(item)
 
-    def frame(self, key: str, segment: int, record: dict, rgb: np.ndarray, event: dict) -> None:
+    def image(self, key: str, segment: int, record: dict, rgb: np.ndarray, event: dict) -> None:
         """Queue a finished image: ``record`` gets ``sha256`` and ``bytes``; ``event`` is the ``image`` event.
 
         Blocks while ``maxsize`` frames are in flight (back-pressure); the encoding starts at once.
@@ -126,11 +126,11 @@ class FrameWriter:
             self._slots.release()
             raise self.error
         try:
-            encoded = self._pool.submit(encode_frame, rgb)
+            encoded = self._pool.submit(encode_image, rgb)
         except BaseException:
             self._slots.release()
             raise
-        self.queue.put(("frame", key, segment, record, encoded, event))  # the writer frees the slot
+        self.queue.put(("image", key, segment, record, encoded, event))  # the writer frees the slot
 
     def snapshot(self, key: str, images: int, state: dict) -> None:
         """Queue a resume point (``state`` must already be a CPU copy)."""
@@ -165,13 +165,13 @@ class FrameWriter:
             except BaseException as e:  # noqa: BLE001 - handed to the render thread, which raises it
                 self.error = e
             finally:
-                if item[0] == "frame":
+                if item[0] == "image":
                     self._slots.release()
 
     def _handle(self, item) -> None:
         kind = item[0]
-        if kind == "frame":
-            self._write_frame(*item[1:])
+        if kind == "image":
+            self._write_image(*item[1:])
         elif kind == "snapshot":
             _, key, images, state = item
             data = encode_state(state)
@@ -183,13 +183,13 @@ class FrameWriter:
             _, fn, args, kw = item
             fn(*args, **kw)
 
-    def _write_frame(self, key: str, segment: int, record: dict, encoded: Future, event: dict) -> None:
+    def _write_image(self, key: str, segment: int, record: dict, encoded: Future, event: dict) -> None:
         """The frame file, durable, then its journal line, then its event: a line never names a missing file."""
         data, digest = encoded.result()
         write_bytes_atomic(self.store.out_dir / record["file"], data, durable=True, point="frame")
         self.bytes_written += len(data)
-        self.frame_bytes += len(data)
-        self.store.add_frame(key, {**record, "sha256": digest, "bytes": len(data)})
+        self.image_bytes += len(data)
+        self.store.add_image(key, {**record, "sha256": digest, "bytes": len(data)})
         self.progress.emit("image", **event)
 
 

@@ -19,7 +19,7 @@ from engine import writer as writer_mod
 from engine.manifest import RenderStore
 from engine.progress import Collect
 from engine.protocol import JOURNAL_FILE
-from engine.writer import FrameWriter
+from engine.writer import ImageWriter
 
 KEY = "a" * 64
 
@@ -30,9 +30,9 @@ def _store(tmp_path) -> RenderStore:
     return store
 
 
-def _frame(w: FrameWriter, store: RenderStore, i: int, rgb: np.ndarray) -> None:
+def _frame(w: ImageWriter, store: RenderStore, i: int, rgb: np.ndarray) -> None:
     record = {"index": i, "file": f"{store.entries[KEY].folder}/frame_{i:05d}.png"}
-    w.frame(
+    w.image(
         KEY,
         0,
         record,
@@ -44,27 +44,27 @@ def _frame(w: FrameWriter, store: RenderStore, i: int, rgb: np.ndarray) -> None:
 def _hold_encoder(monkeypatch) -> threading.Event:
     """Make every encode wait until the returned event is set."""
     gate = threading.Event()
-    real = writer_mod.encode_frame
+    real = writer_mod.encode_image
 
     def held(rgb):
         gate.wait(10)
         return real(rgb)
 
-    monkeypatch.setattr(writer_mod, "encode_frame", held)
+    monkeypatch.setattr(writer_mod, "encode_image", held)
     return gate
 
 
 def test_parallel_encoders_write_in_order(tmp_path, monkeypatch):
-    real = writer_mod.encode_frame
+    real = writer_mod.encode_image
 
     def uneven(rgb):
         time.sleep(0.02 if int(rgb[0, 0, 0]) % 3 == 0 else 0.0)  # early frames finish last
         return real(rgb)
 
-    monkeypatch.setattr(writer_mod, "encode_frame", uneven)
+    monkeypatch.setattr(writer_mod, "encode_image", uneven)
     store, progress = _store(tmp_path), Collect()
     frames = [np.full((16, 16, 3), i, np.uint8) for i in range(12)]
-    with FrameWriter(store, progress, tmp_path / "state", maxsize=4, encoders=3) as w:
+    with ImageWriter(store, progress, tmp_path / "state", maxsize=4, encoders=3) as w:
         for i, rgb in enumerate(frames):
             _frame(w, store, i, rgb)
     store.close()
@@ -72,17 +72,17 @@ def test_parallel_encoders_write_in_order(tmp_path, monkeypatch):
     lines = [json.loads(x) for x in (tmp_path / JOURNAL_FILE).read_text().splitlines()]
     assert [x["frame"]["index"] for x in lines if "frame" in x] == list(range(12))
     for i in range(12):
-        rec = store.entries[KEY].frames[i]
+        rec = store.entries[KEY].records[i]
         data = (tmp_path / rec["file"]).read_bytes()
         assert rec["sha256"] == hashlib.sha256(data).hexdigest() and rec["bytes"] == len(data)
-    assert w.frame_bytes == sum(store.entries[KEY].frames[i]["bytes"] for i in range(12))
+    assert w.image_bytes == sum(store.entries[KEY].records[i]["bytes"] for i in range(12))
 
 
 def test_frames_in_flight_are_bounded_and_calls_never_wait(tmp_path, monkeypatch):
     gate = _hold_encoder(monkeypatch)
     store, progress = _store(tmp_path), Collect()
     rgb = np.zeros((8, 8, 3), np.uint8)
-    with FrameWriter(store, progress, tmp_path / "state", maxsize=2, encoders=1) as w:
+    with ImageWriter(store, progress, tmp_path / "state", maxsize=2, encoders=1) as w:
         _frame(w, store, 0, rgb)
         _frame(w, store, 1, rgb)
         for _ in range(20):  # a segment end's calls take no frame slot
@@ -101,9 +101,9 @@ def test_an_encoder_error_reaches_the_render_thread(tmp_path, monkeypatch):
     def broken(rgb):
         raise OSError("disk on fire")
 
-    monkeypatch.setattr(writer_mod, "encode_frame", broken)
+    monkeypatch.setattr(writer_mod, "encode_image", broken)
     store = _store(tmp_path)
-    w = FrameWriter(store, Collect(), tmp_path / "state", maxsize=2, encoders=2)
+    w = ImageWriter(store, Collect(), tmp_path / "state", maxsize=2, encoders=2)
     with pytest.raises(OSError, match="disk on fire"), w:
         for i in range(10):  # never blocks: a dead writer keeps draining and freeing slots
             _frame(w, store, i, np.zeros((8, 8, 3), np.uint8))
@@ -120,8 +120,8 @@ def test_a_writer_error_while_the_render_thread_waits_stops_it_at_once(tmp_path,
     def full_disk(key, record):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(store, "add_frame", full_disk)
-    w = FrameWriter(store, Collect(), tmp_path / "state", maxsize=1, encoders=1)
+    monkeypatch.setattr(store, "add_image", full_disk)
+    w = ImageWriter(store, Collect(), tmp_path / "state", maxsize=1, encoders=1)
     real_submit = w._pool.submit
     monkeypatch.setattr(w._pool, "submit", lambda *a: submitted.append(1) or real_submit(*a))
     rgb = np.zeros((8, 8, 3), np.uint8)
@@ -150,19 +150,19 @@ def test_a_writer_error_while_the_render_thread_waits_stops_it_at_once(tmp_path,
 
 
 def test_a_call_after_frames_sees_them_journaled_when_encoders_finish_out_of_order(tmp_path, monkeypatch):
-    real = writer_mod.encode_frame
+    real = writer_mod.encode_image
 
     def late_first(rgb):
         time.sleep(0.05 if int(rgb[0, 0, 0]) == 0 else 0.0)
         return real(rgb)
 
-    monkeypatch.setattr(writer_mod, "encode_frame", late_first)
+    monkeypatch.setattr(writer_mod, "encode_image", late_first)
     store, progress = _store(tmp_path), Collect()
     seen = []
-    with FrameWriter(store, progress, tmp_path / "state", maxsize=4, encoders=3) as w:
+    with ImageWriter(store, progress, tmp_path / "state", maxsize=4, encoders=3) as w:
         for i in range(3):
             _frame(w, store, i, np.full((8, 8, 3), i, np.uint8))
-        w.call(lambda: seen.append(sorted(store.entries[KEY].frames)))
+        w.call(lambda: seen.append(sorted(store.entries[KEY].records)))
         w.emit("warning", message="segment 0 done")
     store.close()
     assert seen == [[0, 1, 2]]
