@@ -204,7 +204,7 @@ def test_crop_sizes_span_the_input_size_to_the_short_side():
 
 
 def test_unknown_method_or_augment_is_refused():
-    with pytest.raises(ValueError, match="cut method"):
+    with pytest.raises(ValueError, match="cutout method"):
         make_cutouts(_image(8, 8), 2, 8, seed=0, method="original")
     with pytest.raises(ValueError, match="augments"):
         make_cutouts(_image(8, 8), 2, 8, seed=0, augments=("Xx",))
