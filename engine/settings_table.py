@@ -54,10 +54,11 @@ class UI:
 
     ``props``: the property names (default: the setting's name; two for ``--size``). ``lo``/``hi``: the
     add-on's own limits where they differ from the engine's (``None``: the engine's). ``default``: the
-    add-on's default where it differs; ``default_preset``: take it from that preset instead. ``items``: ``{choice: (label, description)}``. ``when``: the
-    conditions for passing the flag, all of them: ``custom`` (the Custom preset), ``footage`` (a footage
-    strip is set), ``motion`` (Custom Motion is on), ``given`` (a non-empty value), ``model`` (not a layout
-    preview). ``owner``: ``scene`` (``scene.m2v``) or ``preferences`` (the add-on's preferences).
+    add-on's default where it differs; ``default_preset``: take it from that preset instead. ``items``:
+    ``{choice: (label, description)}``. ``when``: the conditions for passing the flag, all of them:
+    ``custom`` (the Custom preset), ``footage`` (a footage strip is set), ``motion`` (Custom Motion is on),
+    ``given`` (a non-empty value), ``model`` (not a layout preview). ``owner``: ``scene`` (``scene.m2v``)
+    or ``preferences`` (the add-on's preferences, e.g. the device).
     """
 
     label: str
@@ -85,7 +86,9 @@ class Setting:
     ``preset``: where a flag left out takes the preset's value: ``plan`` (the plan builder), ``look``
     (``PRESETS``) or ``motion`` (``MOTION_PRESETS``), see ``engine.presets``.
     ``action``: ``store_true``/``store_false`` for a bool switch (the flag is then the switch). ``parts``: how
-    messages name a pair's two values (``--size width``).
+    messages name a pair's two values (``--size width``). For example ``--ray [ADDRESS]`` is ``Setting("ray", "--ray",
+    "str", None, nargs="?", const="auto", scopes=("job",))``, an analysis choice ``--intensity paper|authors``
+    is ``Setting("intensity", "--intensity", "choice", "paper", choices=(...), scopes=("scenes",))``.
     """
 
     name: str

@@ -116,3 +116,24 @@ def test_a_new_row_is_an_addon_property_and_flag(tmp_path):
     assert got["default"] == 0.25 and got["hi"] == 0.5 and got["label"] == "Test Knob"
     assert got["model"][-2:] == ["--test-knob", "0.25"]
     assert "--test-knob" not in got["layout"] and "--test-knob" not in got["analyze"]
+
+
+def test_rows_carry_optional_values_job_and_analysis_settings(monkeypatch, capsys):
+    # The shapes other settings take: an optional-value flag (--ray [ADDRESS]), an analysis choice.
+    import engine.settings_table as t
+    from engine.cli_parser import build_parser
+
+    rows = (
+        t.Setting("ray", "--ray", "str", None, nargs="?", const="auto", scopes=("job",), help="a cluster"),
+        t.Setting("intensity", "--intensity", "choice", "paper", choices=("paper", "authors"), scopes=("scenes",)),
+    )
+    monkeypatch.setattr(t, "SETTINGS", t.SETTINGS + rows)
+    p = build_parser()
+    assert p.parse_args(["render", "p.json", "--out", "o", "--ray"]).ray == "auto"
+    assert p.parse_args(["render", "p.json", "--out", "o", "--ray", "host:6379"]).ray == "host:6379"
+    assert p.parse_args(["render", "p.json", "--out", "o"]).ray is None
+    assert p.parse_args(["analyze", "s.wav", "--intensity", "authors"]).intensity == "authors"
+    assert p.parse_args(["run", "--intensity", "authors", "--ray"]).ray == "auto"
+    with pytest.raises(SystemExit):  # analyze and run only
+        p.parse_args(["plan", "s.wav", "--boundaries", "0,1", "--intensity", "authors"])
+    assert "unrecognized arguments: --intensity" in capsys.readouterr().err
