@@ -71,7 +71,7 @@ class SEQUENCER_PT_m2v(bpy.types.Panel):
         row.prop(st, "channel")
         row.prop(st, "blend_type", text="")
         box.prop(st, "opacity")
-        _draw_footage_box(layout.box(), context.scene)
+        draw_footage_box(layout.box(), context.scene)
         running = registry.is_running(context.scene)
         row = layout.row(align=True)
         row.enabled = not running
@@ -86,7 +86,7 @@ class SEQUENCER_PT_m2v(bpy.types.Panel):
             col.label(text=st.status)
 
 
-def _draw_footage_box(box, scene) -> None:
+def draw_footage_box(box, scene) -> None:
     """The panel's "Footage & Motion" box."""
     st = scene.m2v
     box.label(text="Footage & Motion", icon="SEQUENCE")

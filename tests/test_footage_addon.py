@@ -67,6 +67,7 @@ def test_blender_shows_the_frames_the_engine_picks(built, tmp_path, blender_pyth
         import bpy, sys
         install({str(zip_path)!r})
         footage = sys.modules["bl_ext.user_default.m2v.footage"]
+        panels = sys.modules["bl_ext.user_default.m2v.panels"]
         timeline = sys.modules["bl_ext.user_default.m2v.timeline"]
         sc = bpy.context.scene
         sc.render.fps, sc.render.fps_base = 30, 1.001
@@ -90,7 +91,7 @@ def test_blender_shows_the_frames_the_engine_picks(built, tmp_path, blender_pyth
         for strip_name, custom in (("", False), ("ntsc", True)):
             sc.m2v.footage_strip, sc.m2v.use_motion = strip_name, custom
             box = Layout()
-            footage.draw_box(box, sc)
+            panels.draw_footage_box(box, sc)
             drawn.append(box.props)
         emit(drawn=drawn, known=[p.identifier for p in sc.m2v.bl_rna.properties])
         sc.m2v.footage_strip = ""
