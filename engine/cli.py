@@ -244,7 +244,7 @@ def _estimate(plan: dict, args: argparse.Namespace, asked: str) -> None:
 
 def _analysis_args(args: argparse.Namespace, preset: str) -> dict:
     """The scene and rate flags ``analyze`` and ``run`` share, as :func:`engine.plan.analyze` takes them."""
-    names = ("granularity", "min_rate", "max_rate", "fps", "min_length", "target_length")
+    names = ("granularity", "min_rate", "max_rate", "fps", "min_length", "target_length", "intensity")
     return {"preset": preset, **{n: getattr(args, n) for n in names}}
 
 
@@ -278,6 +278,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         min_rate=args.min_rate,
         max_rate=args.max_rate,
         fps=args.fps,
+        intensity=args.intensity,
     )
     if entries:
         from engine.segment_settings import apply_segment_settings

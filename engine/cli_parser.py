@@ -15,6 +15,7 @@ from engine.protocol import (
     ANALYSIS_DEFAULTS,
     CUT_METHODS,
     INIT_SPACES,
+    INTENSITIES,
     MOTION_DRIVES,
     PRESET_CHOICES,
 )
@@ -50,9 +51,10 @@ def _add_rate_args(p: argparse.ArgumentParser) -> None:
         "--preset",
         choices=PRESET_CHOICES,
         default="auto",
-        help="paper: the authors' workload; draft: a fast preview; musicvideo: paper with motion that follows the "
-        "music; auto: paper on a GPU, draft on a CPU (%(default)s)",
+        help="paper: the paper's method as its text reads; draft: a fast preview; musicvideo: paper with motion "
+        "that follows the music; auto: paper on a GPU, draft on a CPU (%(default)s)",
     )
+    _add_intensity_arg(p)
     p.add_argument(
         "--min-rate",
         type=_number(0, 1000, lo_open=True, name="--min-rate"),
@@ -71,6 +73,21 @@ def _add_rate_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--device", choices=DEVICES, default="auto", help="for --preset auto and the cost estimate")
     p.add_argument("--no-estimate", action="store_true", help="skip the render-time estimate (no calibration)")
+
+
+# ---- setting: --intensity (analyze, plan, run) -- one row of the settings table to come
+def _add_intensity_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--intensity",
+        choices=INTENSITIES,
+        default="paper",
+        help="a segment's intensity, which sets its steps per second: paper, its mean level in dB against the "
+        "song's range (the paper's text); authors, its peak of the song's normalised mel power with whole steps, "
+        "as the authors' code computes it (%(default)s)",
+    )
+
+
+# ---- end of setting: --intensity
 
 
 def _add_scene_args(p: argparse.ArgumentParser) -> None:

@@ -33,7 +33,7 @@ _P = protocol.PRESETS
 
 PRESET_ITEMS = [
     ("auto", "Auto", "Paper on a GPU, Draft on a CPU (decided by the engine at Analyze)"),
-    ("paper", "Paper", "The authors' workload: every beat, 10-120 steps/s, 512x512, their cutouts"),
+    ("paper", "Paper", "The paper's method as its text reads: every beat, 10-120 steps/s, 512x512"),
     ("draft", "Draft", "A fast preview: scene changes, 2-8 steps/s, 256x256"),
     ("musicvideo", "Music Video", "Paper, with a zoom pulse on every beat and a drift that follows the loudness"),
     ("custom", "Custom", "Your own values below"),
