@@ -55,6 +55,7 @@ class SEQUENCER_PT_m2v(bpy.types.Panel):
         else:
             custom.label(text=f"{v['granularity']}, {v['min_rate']:g}-{v['max_rate']:g} steps/s")
             custom.label(text=f"{v['size'][0]}x{v['size'][1]}, {v['cutouts']} {v['cut_method']} cutouts")
+        box.prop(st, "intensity")
         if v["granularity"] == "scenes":
             row = box.row(align=True)
             row.prop(st, "min_length")

@@ -89,6 +89,16 @@ class M2VSceneSettings(bpy.types.PropertyGroup):
         ],
         default=_P["draft"]["granularity"],
     )
+    # ---- setting: --intensity (engine.protocol.INTENSITIES), passed by jobs.preset_args to analyze and plan
+    intensity: EnumProperty(
+        name="Intensity",
+        items=[
+            ("paper", "Paper", "A segment's mean level in dB against the song's range, as the paper's text reads"),
+            ("authors", "Authors' Code", "A segment's peak of the song's normalised mel power, as the authors' code"),
+        ],
+        default="paper",
+        description="How a segment's loudness sets its steps per second",
+    )
     min_length: FloatProperty(
         name="Min Length",
         default=_A["min_length"],

@@ -397,3 +397,33 @@ def test_undo_check_offline_refusal_and_file_close(built, song, tmp_path, small_
     assert by["closed"][0] == {"step": "closed", "alive": False, "jobs": 0}
     timer = by["timer"][0]
     assert timer["ticks"] > 0 and timer["strips"] >= 1 and timer["status"] == "render finished"
+
+
+def test_intensity_setting_reaches_analyze_plan_and_the_cost(built, song, tmp_path):
+    """The panel's Intensity is the engine's ``--intensity`` for Analyze and for Render's plan."""
+    wav, _, _ = song
+    zip_path = next(built.glob("m2v-*.zip"))
+    out = tmp_path / "out"
+    res = blender(
+        f"""
+        import bpy, sys
+        install({str(zip_path)!r})
+        jobs = sys.modules["bl_ext.user_default.m2v.jobs"]
+        scene, strip = song_scene({str(wav)!r}, {str(out) + "/"!r})
+        scene.m2v.intensity = "authors"
+        assert bpy.ops.m2v.analyze() == {{"FINISHED"}}
+        authors_cost = jobs.estimate_text(scene)
+        scene.m2v.intensity = "paper"
+        stale = jobs.estimate_text(scene)
+        scene.m2v.intensity = "authors"
+        assert bpy.ops.m2v.render(layout=True) == {{"FINISHED"}}
+        emit(authors_cost=authors_cost, stale=stale)
+    """,
+        tmp_path,
+    )
+    analysis = json.loads((out / "analysis.json").read_text())
+    plan = json.loads((out / "plan.json").read_text())
+    assert analysis["analysis"]["levels"]["intensity"] == "authors"
+    assert plan["analysis"]["levels"]["intensity"] == "authors"
+    assert res[0]["authors_cost"].startswith(f"{analysis['totals']['steps']} steps")
+    assert res[0]["stale"] == "Analyze again to cost the paper intensity"
