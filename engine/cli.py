@@ -232,6 +232,8 @@ def _estimate(plan: dict, args: argparse.Namespace, asked: str) -> None:
     plan["analysis"]["calibration"] = cal
     plan["estimate"] = {"seconds": round(sec, 1), "device": device_label(dev), "preset": preset}
     line = f"{t['steps']} steps, {t['images']} images: about {format_duration(sec)} on {device_label(dev)}"
+    if plan["analysis"]["levels"].get("intensity") == "authors":
+        line += " (the authors' intensity)"
     other = plan["analysis"].get("paper_totals")
     if asked == "auto" and preset == "draft" and other:
         p = PRESETS["paper"]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from engine.errors import InputError
 from engine.files import check_number
-from engine.protocol import PLAN_KIND, PLAN_VERSION
+from engine.protocol import INTENSITIES, PLAN_KIND, PLAN_VERSION
 
 MAX_STEPS = 10_000_000
 _SHA = re.compile(r"^[0-9a-f]{64}$")
@@ -122,6 +122,10 @@ def validate_plan(plan: dict, path: str | Path = "<plan>") -> None:
     for k, s in enumerate(segs):
         prev_end = validate_segment(k, s, prev_end, float(song["duration"]), path)
     validate_beats(plan, path)
+    levels = plan.get("analysis", {}).get("levels") if isinstance(plan.get("analysis"), dict) else None
+    # Plans from before --intensity have none: they are the paper's.
+    if isinstance(levels, dict) and levels.get("intensity", "paper") not in INTENSITIES:
+        raise InputError(f"unknown intensity {levels['intensity']!r} (one of {', '.join(INTENSITIES)})", path)
     lyrics = plan.get("lyrics", [])
     if not isinstance(lyrics, list):
         raise InputError("the plan's lyrics must be a list", path)

@@ -14,6 +14,7 @@ import json
 import numpy as np
 import pytest
 
+from engine.errors import InputError
 from engine.plan import analyze, load_plan, plan_from_boundaries
 from engine.protocol import segment_counts
 from tests.conftest import run_engine, write_song
@@ -137,3 +138,12 @@ def test_intensity_flag_on_the_command_line(synth_file, tmp_path):
     assert [s["intensity"] for s in again["segments"]] == [s["intensity"] for s in plan["segments"][:4]]
     r = run_engine("analyze", str(synth_file), "--intensity", "loudest", "--no-estimate")
     assert r.returncode == 2 and "--intensity" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_plan_with_an_unknown_intensity_is_refused(tmp_path, synth_file):
+    plan = plan_from_boundaries(synth_file, [0.0, 2.0, 4.0], preset="paper")
+    plan["analysis"]["levels"]["intensity"] = "loudest"
+    p = tmp_path / "plan.json"
+    p.write_text(json.dumps(plan), encoding="utf-8")
+    with pytest.raises(InputError, match="unknown intensity 'loudest'"):
+        load_plan(p)
