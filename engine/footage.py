@@ -42,6 +42,9 @@ STILL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".t
 EPS = 1e-7
 #: Decode forward instead of seeking when the wanted frame is at most this many frames ahead.
 SEEK_WINDOW = 48
+#: The per-frame digests of a footage file at one render size, kept in m2v's cache folder by the file's hash.
+DIGESTS_KIND, DIGESTS_VERSION = "m2v-footage-digests", 1
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -263,6 +266,68 @@ class Footage:
     def close(self) -> None:
         if self._movie is not None:
             self._movie.close()
+
+
+def frame_digest(rgb: np.ndarray) -> str:
+    """SHA-256 of a picture's pixels (its shape included): what an image that follows it depends on."""
+    h = hashlib.sha256(f"{rgb.shape}:{rgb.dtype}\n".encode())
+    h.update(np.ascontiguousarray(rgb).tobytes())
+    return h.hexdigest()
+
+
+def digest_cache_path(footage: Footage, width: int, height: int) -> Path:
+    """Where the digests of this footage's frames at this size are kept (``$M2V_CACHE``/footage)."""
+    from engine.estimate import cache_dir
+
+    return cache_dir() / "footage" / f"{footage.digest}-{width}x{height}.json"
+
+
+def _read_digest_cache(path: Path, width: int, height: int) -> dict[int, str]:
+    """The cached digests, or none: a damaged or foreign cache file is ignored and rewritten, never trusted."""
+    import json
+
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not (
+        isinstance(doc, dict)
+        and doc.get("kind") == DIGESTS_KIND
+        and doc.get("version") == DIGESTS_VERSION
+        and doc.get("size") == [width, height]
+        and isinstance(doc.get("frames"), dict)
+    ):
+        return {}
+    out = {}
+    for j, d in doc["frames"].items():
+        if isinstance(j, str) and j.isdigit() and isinstance(d, str) and _HEX64.match(d):
+            out[int(j)] = d
+    return out
+
+
+def frame_digests(footage: Footage, frames, width: int, height: int, cache: Path | None = None) -> dict[int, str]:
+    """The digest of each of ``frames`` (indices) decoded and resized to the render size.
+
+    Segments are keyed by the pixels of the footage frames they use, so a re-exported movie re-renders only
+    from the first segment whose frames changed. Digests are kept by the file's hash (``cache``, by default
+    :func:`digest_cache_path`): an unchanged file decodes nothing; frames not yet known are decoded once, in
+    order.
+    """
+    cache = digest_cache_path(footage, width, height) if cache is None else cache
+    known = _read_digest_cache(cache, width, height)
+    missing = sorted({int(j) for j in frames} - set(known))
+    for j in missing:
+        known[j] = frame_digest(footage.frame(j, width, height))
+    if missing:
+        from engine.files import write_json_atomic
+
+        doc = {"kind": DIGESTS_KIND, "version": DIGESTS_VERSION, "size": [width, height]}
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic({**doc, "frames": {str(j): d for j, d in sorted(known.items())}}, cache)
+        except OSError:
+            pass  # a cache that cannot be written costs the decoding next time, nothing else
+    return {int(j): known[int(j)] for j in frames}
 
 
 def segment_frames(footage: Footage, timing: FootageTiming, seg: dict) -> list[int | None]:

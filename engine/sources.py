@@ -87,6 +87,7 @@ class ModelSource:
         if settings.needs_encoder:
             models.vqgan.require_encoder()  # fails here, before the render starts, if the file has none
         self._frames: dict[int, list] = {}
+        self._digests: dict[int, str] | None = None
         self._moves: dict[int, list] = {}
         self._encoded: tuple | None = None  # (frame index, picture, latent) of the last footage frame encoded
 
@@ -132,15 +133,24 @@ class ModelSource:
             self._moves[k] = segment_motion(self.plan, k, self.motion)
         return self._moves[k]
 
+    def footage_digests(self) -> dict[int, str]:
+        """The pixel digest of every footage frame the plan uses, at the render size (``engine.footage``)."""
+        if self._digests is None:
+            from engine.footage import frame_digests
+
+            used = {j for k in range(len(self.images)) for j in self.footage_frames(k) if j is not None}
+            self._digests = frame_digests(self.footage, used, self.settings.width, self.settings.height)
+        return self._digests
+
     def key_extras(self, k: int) -> dict:
-        """Segment ``k``'s footage frames and moves, for its cache key (nothing where it uses neither)."""
+        """Segment ``k``'s footage frames (by their pixels at the render size, so a re-exported movie re-renders
+        only where its frames changed) and moves, for its cache key (nothing where it uses neither)."""
         out: dict = {}
         frames = self.footage_frames(k)
         if any(j is not None for j in frames):
-            s = self.settings
+            s, digests = self.settings, self.footage_digests()
             out["footage"] = {
-                "content": self.footage.digest,
-                "frames": frames,
+                "frames": [None if j is None else digests[j] for j in frames],
                 "init_weight": s.init_weight,
                 "init_space": s.init_space,
                 "blend": s.footage_blend,
