@@ -1,6 +1,6 @@
 """How much a re-exported footage movie re-renders: the last ``--changed`` seconds of the movie regraded.
 
-A synthesised song (``--seconds`` long, 120 bpm) is planned at every beat (the draft's rates, 4 images a
+A synthesised song (``--seconds`` long, 120 bpm) is planned at every beat (2-8 steps a second, ``--fps`` images a
 second), rendered with the small models of ``tests/small_models.py`` (32x32) following a synthesised movie
 as long as the song (``tests/footage_media.py``); then the movie is written again with its last
 ``--changed`` seconds regraded, at the same path, and the plan rendered again into the same folder. Prints
@@ -28,6 +28,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=40.0)
     ap.add_argument("--changed", type=float, default=10.0)
+    ap.add_argument("--fps", type=float, default=4.0, help="images a second (the plan's --fps)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="m2v-footage-edit-"))
     os.environ["M2V_CACHE"] = str(tmp / "cache")
@@ -45,7 +46,7 @@ def main() -> None:
     s = synth_song([Section(bars, 120, "rock", "soft", 0.5)], seed=4)
     wav = write_song(tmp / "song.wav", s.y, s.sr)
     bounds = [0.0] + [float(b) for b in s.beats if 0.25 < b < s.duration - 0.25] + [s.duration]
-    plan = plan_from_boundaries(wav, bounds, preset="draft", min_rate=4, max_rate=8, fps=4)
+    plan = plan_from_boundaries(wav, bounds, preset="draft", min_rate=2, max_rate=8, fps=args.fps)
     write_json_atomic(plan, tmp / "plan.json")
     rate = Fraction(30000, 1001)
     frames = int(s.duration * rate) + 1
