@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -113,10 +114,15 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from engine.export import export_mp4
-    from engine.files import check_output_file
+    from engine.files import check_output_file, created_file
 
     check_output_file(args.output, "-o")
+    existed = Path(args.output).exists()
     m = export_mp4(args.render_dir, args.output, fps=args.fps)
+    if not existed:
+        created_file(args.output)
+    for w in m["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
     print(
         f"wrote {args.output}: {m['frames']} frames at {m['fps']:.3f} fps, video {m['video_seconds']:.2f} s, "
         f"audio {m['audio_seconds']:.2f} s"
@@ -149,6 +155,10 @@ def cmd_models(args: argparse.Namespace) -> int:
             for r in rows:
                 print(f"  {r['status']:9s} {r['name']}")
         return EXIT_OK if all(r["status"] in ("ok", "unpinned") for r in rows) else EXIT_INPUT
+    known = [wf.name for wf in weights.REGISTRY.values()]
+    unknown = [n for n in args.only or [] if n not in known]
+    if unknown:
+        raise InputError(f"--only: no official model file is called {', '.join(unknown)} (known: {', '.join(known)})")
     got = weights.fetch(models_dir, names=args.only, mirror=args.mirror, progress=_fetch_bar, verify=verify_structure)
     print(file=sys.stderr)
     print(f"fetched {len(got)} file(s) into {models_dir}" + (": " + ", ".join(got) if got else " (all present)"))
@@ -173,28 +183,52 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def _emit(plan: dict, args: argparse.Namespace) -> None:
-    from engine.files import dumps_strict, write_json_atomic
+    """Write the plan (and its plot), after checking it as ``render`` will: a plan m2v writes, m2v renders."""
+    from engine.files import created_file, dumps_strict, write_bytes_atomic, write_json_atomic
+    from engine.plan_schema import validate_plan
 
-    if args.output:
-        write_json_atomic(plan, args.output)
-    else:
+    try:
+        validate_plan(plan, args.output or "<plan>")
+    except InputError as e:
+        raise InputError(f"this plan could not be rendered, so it is not written: {e}") from None
+    picture = None
+    if args.plot:  # drawn before anything is written: a plot that fails leaves no plan behind either
+        from engine.plot import plot_bytes, plot_format
+
+        picture = plot_bytes(plan, plot_format(args.plot))
+    for path, write in (
+        (args.output, lambda p: write_json_atomic(plan, p)),
+        (args.plot, lambda p: write_bytes_atomic(p, picture)),
+    ):
+        if path:
+            existed = Path(path).exists()
+            write(path)
+            if not existed:
+                created_file(path)
+    if not args.output:
         sys.stdout.write(dumps_strict(plan) + "\n")
-    if args.plot:
-        from engine.plot import plot_plan
-
-        plot_plan(plan, args.plot)
     t = plan["totals"]
     if args.events:
         _event("planned", output=args.output, segments=len(plan["segments"]), steps=t["steps"], images=t["images"])
 
 
 def _check_plan_outputs(args: argparse.Namespace) -> None:
-    from engine.files import check_output_file
+    """Outputs checked before any work: writable, a plot format matplotlib writes, none of them an input."""
+    from engine.files import check_not_inputs, check_output_file
 
+    inputs = {
+        "song": args.song,
+        "lyrics file": args.lyrics,
+        "segment-settings file": getattr(args, "segment_settings", None),
+    }
+    check_not_inputs({"-o": args.output, "--plot": args.plot}, inputs)
     if args.output:
         check_output_file(args.output, "-o")
     if args.plot:
+        from engine.plot import plot_format
+
         check_output_file(args.plot, "--plot")
+        plot_format(args.plot)
 
 
 def _warn(plan: dict, args: argparse.Namespace) -> None:
@@ -290,14 +324,32 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from engine.files import check_output_dir, write_json_atomic
-    from engine.plan import analyze
-    from engine.plot import plot_plan
+    from engine.files import FolderLock, check_input_file, check_output_dir, make_dirs
+    from engine.protocol import LOCK_FILE
 
     out = check_output_dir(args.out, "--out")
+    if args.song is None and args.lyrics:
+        raise InputError("--lyrics needs your song too (the demo song has its own lyrics): run SONG --lyrics FILE")
+    if args.song is not None:
+        check_input_file(args.song, "song")
+    if args.lyrics:
+        check_input_file(args.lyrics, "lyrics file")
     preset, _ = _preset_for_plan(args)
     settings = settings_from_args(args, preset)
-    out.mkdir(parents=True, exist_ok=True)
+    names = _run_names(args)
+    _check_run_inputs(args, out, names)
+    make_dirs(out)
+    # The folder's lock before anything is written there: a second run into it is refused untouched.
+    with FolderLock(out, LOCK_FILE):
+        _claim_run_files(out, names)
+        return _run_in(args, out, preset, settings)
+
+
+def _run_in(args: argparse.Namespace, out: Path, preset: str, settings) -> int:
+    """``run`` inside its locked folder: the demo (if no song), the plan and its plot, the render, the video."""
+    from engine.plan import analyze
+    from engine.plot import plot_bytes
+
     song, lyrics = args.song, args.lyrics
     if song is None:
         song, lyrics = _write_demo(out)
@@ -306,8 +358,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     _warn(plan, args)
     if not args.layout:
         _estimate(plan, args, args.preset)
-    write_json_atomic(plan, out / "plan.json")
-    png = plot_plan(plan, out / "plan.png")
+    picture = plot_bytes(plan, "png")
+    _write_own(out / "plan.json", (_dumps(plan) + "\n").encode("utf-8"))
+    png = out / "plan.png"
+    _write_own(png, picture)
     segs = plan["segments"]
     n_lyric = sum(any(p["kind"] == "lyric" for p in s["parts"]) for s in segs)
     print(
@@ -318,16 +372,111 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _run_render(args, out, settings)
 
 
+#: What ``run`` writes into its folder besides the render's own folder.
+RUN_RECORD = ".m2v-run.json"
+RUN_RECORD_KIND = "m2v-run-files"
+
+
+def _run_names(args: argparse.Namespace) -> list[str]:
+    """The names ``run`` writes into its ``--out`` folder (files and its render folder)."""
+    names = ["plan.json", "plan.png", "render-events.jsonl", "layout" if args.layout else "frames"]
+    names.append("layout.mp4" if args.layout else "video.mp4")
+    if args.song is None:
+        names += ["demo_song.wav", "demo_lyrics.lrc"]
+    return names
+
+
+def _check_run_inputs(args: argparse.Namespace, out: Path, names: list[str]) -> None:
+    """None of the files ``run`` reads (song, lyrics, footage) may be one it writes."""
+    from engine.files import check_not_inputs
+
+    inputs = {"song": args.song, "lyrics file": args.lyrics, "--footage": args.footage}
+    check_not_inputs({f"--out {out}/{n}": out / n for n in names}, inputs)
+
+
+def _read_run_record(out: Path) -> list[str]:
+    from engine.files import read_json
+
+    path = out / RUN_RECORD
+    if not path.exists():
+        return []
+    doc = read_json(path, "m2v run record")
+    if not isinstance(doc, dict) or doc.get("kind") != RUN_RECORD_KIND or not isinstance(doc.get("files"), list):
+        raise InputError("is not m2v's record of its files; choose another --out folder", path)
+    return [n for n in doc["files"] if isinstance(n, str)]
+
+
+def _claim_run_files(out: Path, names: list[str]) -> None:
+    """Refuse a folder holding a file of one of ``run``'s names that m2v did not write there; then record them.
+
+    m2v knows its own files by ``.m2v-run.json``, the list of names ``run`` writes in that folder, written
+    before the first of them: a listed name is m2v's to replace, an unlisted one is the user's and stays
+    untouched (a render folder with m2v's manifest counts as m2v's too).
+    """
+    from engine.files import write_json_atomic
+    from engine.protocol import MANIFEST_FILE
+
+    own = set(_read_run_record(out))
+    for n in names:
+        p = out / n
+        if n in own or not (p.exists() or p.is_symlink()):
+            continue
+        if p.is_dir() and (not any(p.iterdir()) or _is_render_folder(p / MANIFEST_FILE)):
+            continue
+        raise InputError(f"--out holds {n}, which m2v did not write; move it, or choose another --out folder", p)
+    existed = (out / RUN_RECORD).exists()
+    write_json_atomic({"kind": RUN_RECORD_KIND, "version": 1, "files": sorted(own | set(names))}, out / RUN_RECORD)
+    if not existed:
+        _note_created(out / RUN_RECORD)
+
+
+def _is_render_folder(manifest: Path) -> bool:
+    from engine.files import read_json
+    from engine.protocol import MANIFEST_KIND
+
+    try:
+        doc = read_json(manifest, "render manifest")
+    except InputError:
+        return False
+    return isinstance(doc, dict) and doc.get("kind") == MANIFEST_KIND
+
+
+def _note_created(path: Path) -> None:
+    from engine.files import created_file
+
+    created_file(path)
+
+
+def _write_own(path: Path, data: bytes) -> None:
+    """Write one of ``run``'s files (claimed by :func:`_claim_run_files`), noting it if it is new."""
+    from engine.files import write_bytes_atomic
+
+    existed = path.exists()
+    write_bytes_atomic(path, data)
+    if not existed:
+        _note_created(path)
+
+
+def _dumps(data: object) -> str:
+    from engine.files import dumps_strict
+
+    return dumps_strict(data)
+
+
 def _write_demo(out: Path) -> tuple[Path, Path]:
+    import io
+
     import soundfile as sf
 
     from engine.synth import demo_lrc, demo_song
 
     demo = demo_song()
     song = out / "demo_song.wav"
-    sf.write(song, demo.y, demo.sr)
+    buf = io.BytesIO()
+    sf.write(buf, demo.y, demo.sr, format="WAV")
+    _write_own(song, buf.getvalue())
     lyrics = out / "demo_lyrics.lrc"
-    lyrics.write_text(demo_lrc(), encoding="utf-8")
+    _write_own(lyrics, demo_lrc().encode("utf-8"))
     print(f"synthesised the demo song: {song} ({demo.duration:.1f} s) and {lyrics}")
     return song, lyrics
 
@@ -357,6 +506,7 @@ def _run_models(args: argparse.Namespace):
 def _run_render(args: argparse.Namespace, out: Path, settings) -> int:
     """Render the plan in ``out`` and export the video."""
     from engine.export import export_mp4
+    from engine.files import keep_created
     from engine.progress import Progress
     from engine.protocol import EXIT_CANCELLED
     from engine.render import StopFlag, render
@@ -366,14 +516,26 @@ def _run_render(args: argparse.Namespace, out: Path, settings) -> int:
     stop.install()
     frames = out / ("layout" if args.layout else "frames")
     # People read a bar (or a line per segment); the JSON events go to a file for tools.
-    with open(out / "render-events.jsonl", "a", encoding="utf-8") as events:
-        progress = Progress(out=events, bar=sys.stderr.isatty(), segment_lines=not sys.stderr.isatty())
-        code = render(out / "plan.json", frames, settings, models, progress, stop, **_render_kwargs(args))
+    events_path = out / "render-events.jsonl"
+    if not events_path.exists():
+        _note_created(events_path)
+    try:
+        with open(events_path, "a", encoding="utf-8") as events:
+            progress = Progress(out=events, bar=sys.stderr.isatty(), segment_lines=not sys.stderr.isatty())
+            code = render(out / "plan.json", frames, settings, models, progress, stop, **_render_kwargs(args))
+    except BaseException:
+        if frames.is_dir():
+            keep_created()  # finished frames: the plan they belong to stays with them
+        raise
+    keep_created()
+    _interrupts()  # the render's own handlers are done with: a signal during the export interrupts it
     if code == EXIT_CANCELLED:
         print(f"stopped: run the same command again to resume ({frames})", file=sys.stderr)
         return code
     video = out / ("layout.mp4" if args.layout else "video.mp4")
     m = export_mp4(frames, video, fps=args.fps)
+    for w in m["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
     print(f"video: {video} ({m['video_seconds']:.1f} s at {m['fps']:.0f} fps, song muxed)")
     return EXIT_OK
 
@@ -407,7 +569,40 @@ def _fail(args: argparse.Namespace | None, message: str, code: int) -> int:
     return code
 
 
+def _raise_interrupt(signum, frame) -> None:  # noqa: ARG001
+    raise KeyboardInterrupt
+
+
+def _interrupts() -> None:
+    """SIGTERM (and Windows' SIGBREAK) stop a command as SIGINT does: a clean exit that leaves nothing behind."""
+    for name in ("SIGINT", "SIGTERM", "SIGBREAK"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), _raise_interrupt)
+
+
+def _hold_signals() -> None:
+    """While a failed command cleans up, a second signal must not cut the cleanup short."""
+    for name in ("SIGINT", "SIGTERM", "SIGBREAK"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+
 def main(argv: list[str] | None = None) -> int:
+    from engine.files import undo_created
+
+    _interrupts()
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        _hold_signals()
+        undo_created()
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: list[str] | None) -> int:
+    from engine.files import undo_created
+
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -419,9 +614,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        raise
     except Exception as e:  # noqa: BLE001 - last line of defence: report, don't crash silently
+        _hold_signals()
+        undo_created()  # a refused command leaves nothing it created
         if isinstance(e, InputError):
             return _fail(args, str(e), EXIT_INPUT)
         if isinstance(e, OSError) and e.filename is not None:
