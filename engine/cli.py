@@ -338,14 +338,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args, preset)
     names = _run_names(args)
     _check_run_inputs(args, out, names)
+    # Missing model files are found (or fetched) before anything is written: a refused run leaves nothing.
+    paths = None if args.layout else _run_models(args)
     make_dirs(out)
     # The folder's lock before anything is written there: a second run into it is refused untouched.
     with FolderLock(out, LOCK_FILE):
         _claim_run_files(out, names)
-        return _run_in(args, out, preset, settings)
+        return _run_in(args, out, preset, settings, paths)
 
 
-def _run_in(args: argparse.Namespace, out: Path, preset: str, settings) -> int:
+def _run_in(args: argparse.Namespace, out: Path, preset: str, settings, paths) -> int:
     """``run`` inside its locked folder: the demo (if no song), the plan and its plot, the render, the video."""
     from engine.plan import analyze
     from engine.plot import plot_bytes
@@ -369,7 +371,7 @@ def _run_in(args: argparse.Namespace, out: Path, preset: str, settings) -> int:
         f"({n_lyric} with lyrics), {plan['totals']['steps']} steps, {plan['totals']['images']} images"
     )
     print(f"plan: {out / 'plan.json'}\nplot: {png}")
-    return _run_render(args, out, settings)
+    return _run_render(args, out, settings, paths)
 
 
 #: What ``run`` writes into its folder besides the render's own folder.
@@ -503,7 +505,7 @@ def _run_models(args: argparse.Namespace):
         return model_paths_from_args(args)
 
 
-def _run_render(args: argparse.Namespace, out: Path, settings) -> int:
+def _run_render(args: argparse.Namespace, out: Path, settings, paths) -> int:
     """Render the plan in ``out`` and export the video."""
     from engine.export import export_mp4
     from engine.files import keep_created
@@ -511,7 +513,7 @@ def _run_render(args: argparse.Namespace, out: Path, settings) -> int:
     from engine.protocol import EXIT_CANCELLED
     from engine.render import StopFlag, render
 
-    models = None if args.layout else _load(_run_models(args), args.device, settings)
+    models = None if args.layout else _load(paths, args.device, settings)
     stop = StopFlag()
     stop.install()
     frames = out / ("layout" if args.layout else "frames")
