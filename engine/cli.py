@@ -114,13 +114,10 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from engine.export import export_mp4
-    from engine.files import check_output_file, created_file
+    from engine.files import check_output_file
 
     check_output_file(args.output, "-o")
-    existed = Path(args.output).exists()
     m = export_mp4(args.render_dir, args.output, fps=args.fps)
-    if not existed:
-        created_file(args.output)
     for w in m["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
     print(
@@ -184,8 +181,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def _emit(plan: dict, args: argparse.Namespace) -> None:
     """Write the plan (and its plot), after checking it as ``render`` will: a plan m2v writes, m2v renders."""
-    from engine.files import created_file, dumps_strict, write_bytes_atomic, write_json_atomic
+    from engine.files import dumps_strict
     from engine.plan_schema import validate_plan
+    from engine.run_folder import write_noted
 
     try:
         validate_plan(plan, args.output or "<plan>")
@@ -196,15 +194,10 @@ def _emit(plan: dict, args: argparse.Namespace) -> None:
         from engine.plot import plot_bytes, plot_format
 
         picture = plot_bytes(plan, plot_format(args.plot))
-    for path, write in (
-        (args.output, lambda p: write_json_atomic(plan, p)),
-        (args.plot, lambda p: write_bytes_atomic(p, picture)),
-    ):
-        if path:
-            existed = Path(path).exists()
-            write(path)
-            if not existed:
-                created_file(path)
+    if args.output:
+        write_noted(args.output, (dumps_strict(plan) + "\n").encode("utf-8"))
+    if args.plot:
+        write_noted(args.plot, picture)
     if not args.output:
         sys.stdout.write(dumps_strict(plan) + "\n")
     t = plan["totals"]
@@ -326,6 +319,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from engine.files import FolderLock, check_input_file, check_output_dir, make_dirs
     from engine.protocol import LOCK_FILE
+    from engine.run_folder import check_run_inputs, claim_run_files, run_names
 
     out = check_output_dir(args.out, "--out")
     if args.song is None and args.lyrics:
@@ -336,21 +330,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         check_input_file(args.lyrics, "lyrics file")
     preset, _ = _preset_for_plan(args)
     settings = settings_from_args(args, preset)
-    names = _run_names(args)
-    _check_run_inputs(args, out, names)
+    names = run_names(args)
+    check_run_inputs(args, out, names)
     # Missing model files are found (or fetched) before anything is written: a refused run leaves nothing.
     paths = None if args.layout else _run_models(args)
     make_dirs(out)
     # The folder's lock before anything is written there: a second run into it is refused untouched.
     with FolderLock(out, LOCK_FILE):
-        _claim_run_files(out, names)
+        claim_run_files(out, names)
         return _run_in(args, out, preset, settings, paths)
 
 
 def _run_in(args: argparse.Namespace, out: Path, preset: str, settings, paths) -> int:
     """``run`` inside its locked folder: the demo (if no song), the plan and its plot, the render, the video."""
+    from engine.files import dumps_strict
     from engine.plan import analyze
     from engine.plot import plot_bytes
+    from engine.run_folder import write_noted
 
     song, lyrics = args.song, args.lyrics
     if song is None:
@@ -361,9 +357,9 @@ def _run_in(args: argparse.Namespace, out: Path, preset: str, settings, paths) -
     if not args.layout:
         _estimate(plan, args, args.preset)
     picture = plot_bytes(plan, "png")
-    _write_own(out / "plan.json", (_dumps(plan) + "\n").encode("utf-8"))
+    write_noted(out / "plan.json", (dumps_strict(plan) + "\n").encode("utf-8"))
     png = out / "plan.png"
-    _write_own(png, picture)
+    write_noted(png, picture)
     segs = plan["segments"]
     n_lyric = sum(any(p["kind"] == "lyric" for p in s["parts"]) for s in segs)
     print(
@@ -374,111 +370,21 @@ def _run_in(args: argparse.Namespace, out: Path, preset: str, settings, paths) -
     return _run_render(args, out, settings, paths)
 
 
-#: What ``run`` writes into its folder besides the render's own folder.
-RUN_RECORD = ".m2v-run.json"
-RUN_RECORD_KIND = "m2v-run-files"
-
-
-def _run_names(args: argparse.Namespace) -> list[str]:
-    """The names ``run`` writes into its ``--out`` folder (files and its render folder)."""
-    names = ["plan.json", "plan.png", "render-events.jsonl", "layout" if args.layout else "frames"]
-    names.append("layout.mp4" if args.layout else "video.mp4")
-    if args.song is None:
-        names += ["demo_song.wav", "demo_lyrics.lrc"]
-    return names
-
-
-def _check_run_inputs(args: argparse.Namespace, out: Path, names: list[str]) -> None:
-    """None of the files ``run`` reads (song, lyrics, footage) may be one it writes."""
-    from engine.files import check_not_inputs
-
-    inputs = {"song": args.song, "lyrics file": args.lyrics, "--footage": args.footage}
-    check_not_inputs({f"--out {out}/{n}": out / n for n in names}, inputs)
-
-
-def _read_run_record(out: Path) -> list[str]:
-    from engine.files import read_json
-
-    path = out / RUN_RECORD
-    if not path.exists():
-        return []
-    doc = read_json(path, "m2v run record")
-    if not isinstance(doc, dict) or doc.get("kind") != RUN_RECORD_KIND or not isinstance(doc.get("files"), list):
-        raise InputError("is not m2v's record of its files; choose another --out folder", path)
-    return [n for n in doc["files"] if isinstance(n, str)]
-
-
-def _claim_run_files(out: Path, names: list[str]) -> None:
-    """Refuse a folder holding a file of one of ``run``'s names that m2v did not write there; then record them.
-
-    m2v knows its own files by ``.m2v-run.json``, the list of names ``run`` writes in that folder, written
-    before the first of them: a listed name is m2v's to replace, an unlisted one is the user's and stays
-    untouched (a render folder with m2v's manifest counts as m2v's too).
-    """
-    from engine.files import write_json_atomic
-    from engine.protocol import MANIFEST_FILE
-
-    own = set(_read_run_record(out))
-    for n in names:
-        p = out / n
-        if n in own or not (p.exists() or p.is_symlink()):
-            continue
-        if p.is_dir() and (not any(p.iterdir()) or _is_render_folder(p / MANIFEST_FILE)):
-            continue
-        raise InputError(f"--out holds {n}, which m2v did not write; move it, or choose another --out folder", p)
-    existed = (out / RUN_RECORD).exists()
-    write_json_atomic({"kind": RUN_RECORD_KIND, "version": 1, "files": sorted(own | set(names))}, out / RUN_RECORD)
-    if not existed:
-        _note_created(out / RUN_RECORD)
-
-
-def _is_render_folder(manifest: Path) -> bool:
-    from engine.files import read_json
-    from engine.protocol import MANIFEST_KIND
-
-    try:
-        doc = read_json(manifest, "render manifest")
-    except InputError:
-        return False
-    return isinstance(doc, dict) and doc.get("kind") == MANIFEST_KIND
-
-
-def _note_created(path: Path) -> None:
-    from engine.files import created_file
-
-    created_file(path)
-
-
-def _write_own(path: Path, data: bytes) -> None:
-    """Write one of ``run``'s files (claimed by :func:`_claim_run_files`), noting it if it is new."""
-    from engine.files import write_bytes_atomic
-
-    existed = path.exists()
-    write_bytes_atomic(path, data)
-    if not existed:
-        _note_created(path)
-
-
-def _dumps(data: object) -> str:
-    from engine.files import dumps_strict
-
-    return dumps_strict(data)
-
-
 def _write_demo(out: Path) -> tuple[Path, Path]:
     import io
 
     import soundfile as sf
 
+    from engine.run_folder import write_noted
     from engine.synth import demo_lrc, demo_song
 
     demo = demo_song()
     song = out / "demo_song.wav"
     buf = io.BytesIO()
     sf.write(buf, demo.y, demo.sr, format="WAV")
-    _write_own(song, buf.getvalue())
+    write_noted(song, buf.getvalue())
     lyrics = out / "demo_lyrics.lrc"
-    _write_own(lyrics, demo_lrc().encode("utf-8"))
+    write_noted(lyrics, demo_lrc().encode("utf-8"))
     print(f"synthesised the demo song: {song} ({demo.duration:.1f} s) and {lyrics}")
     return song, lyrics
 
@@ -508,7 +414,7 @@ def _run_models(args: argparse.Namespace):
 def _run_render(args: argparse.Namespace, out: Path, settings, paths) -> int:
     """Render the plan in ``out`` and export the video."""
     from engine.export import export_mp4
-    from engine.files import keep_created
+    from engine.files import created_file, keep_created
     from engine.progress import Progress
     from engine.protocol import EXIT_CANCELLED
     from engine.render import StopFlag, render
@@ -520,7 +426,7 @@ def _run_render(args: argparse.Namespace, out: Path, settings, paths) -> int:
     # People read a bar (or a line per segment); the JSON events go to a file for tools.
     events_path = out / "render-events.jsonl"
     if not events_path.exists():
-        _note_created(events_path)
+        created_file(events_path)
     try:
         with open(events_path, "a", encoding="utf-8") as events:
             progress = Progress(out=events, bar=sys.stderr.isatty(), segment_lines=not sys.stderr.isatty())
