@@ -104,6 +104,7 @@ def export_mp4(render_dir: str | Path, video: str | Path, fps: float = 24.0, cod
     records = {f["file"]: f for s in segs for f in s["frames"]}
     first = _read_frame(render_dir, records[schedule[0]])
     warnings = []
+    check_input_file(song_path, "song")  # before hashing it: a pipe put in its place would block the read
     if isinstance(header["song"].get("sha256"), str) and file_sha256(song_path) != header["song"]["sha256"]:
         warnings.append(f"{song_path} changed since the render was made: the video gets the file as it is now")
     audio, sr = _song_audio(song_path, span)

@@ -267,6 +267,9 @@ def test_song_replaced_before_export(song, render, tmp_path):
     assert "warning:" in proc.stderr and str(copy) in proc.stderr and "changed since the render" in proc.stderr
     copy.write_text("this is not audio any more\n")
     refused(run_engine("export", str(r), "-o", str(tmp_path / "w.mp4")), str(copy))
+    copy.unlink()
+    os.mkfifo(copy)  # a pipe in the song's place: refused, not read (which would block)
+    refused(run_engine("export", str(r), "-o", str(tmp_path / "w.mp4"), timeout=120), str(copy), "not a regular file")
     assert not (tmp_path / "w.mp4").exists()
     assert not list(tmp_path.glob(f".*{TEMP_SUFFIX}"))
 
