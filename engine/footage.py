@@ -28,13 +28,14 @@ import bisect
 import hashlib
 import math
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from engine.errors import InputError
-from engine.files import check_number, file_sha256
+from engine.files import check_input_file, check_number, file_sha256
 
 #: Still images (read with PIL); anything else that is a file is opened as a movie (PyAV).
 STILL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".tga")
@@ -156,8 +157,11 @@ class _Movie:
             if not probe.streams.video:
                 raise InputError("--footage: the file has no video stream", path)
             stream = probe.streams.video[0]
-            stamps = (p.pts if p.pts is not None else p.dts for p in probe.demux(stream) if p.size)
-            pts = sorted({t for t in stamps if t is not None})
+            try:
+                stamps = (p.pts if p.pts is not None else p.dts for p in probe.demux(stream) if p.size)
+                pts = sorted({t for t in stamps if t is not None})
+            except (av.error.FFmpegError, OSError, ValueError) as e:
+                raise InputError(f"--footage: the movie is damaged ({e})", path) from None
             base = stream.time_base
             rate = stream.average_rate or stream.guessed_rate
         if not pts or base is None:
@@ -184,6 +188,18 @@ class _Movie:
         self._frames = self._container.decode(stream)
 
     def frame(self, j: int) -> np.ndarray:
+        import av
+
+        try:
+            return self._decode(j)
+        except (av.error.FFmpegError, OSError, ValueError, MemoryError) as e:
+            # Damage found mid-render is the movie's, so the user's to fix: say which file and frame.
+            self.close()
+            raise InputError(
+                f"--footage: frame {j} of the movie is damaged and cannot be decoded ({e})", self.path
+            ) from None
+
+    def _decode(self, j: int) -> np.ndarray:
         if self._frames is None or not (self._next <= j <= self._next + SEEK_WINDOW):
             self._open(j)
         for f in self._frames:
@@ -231,7 +247,8 @@ class Footage:
             for p in self._files:
                 h.update(f"{p.name}:{file_sha256(p)}\n".encode())
             self.digest = h.hexdigest()
-        elif path.is_file():
+        else:
+            check_input_file(path, "--footage movie or picture")
             self.digest = file_sha256(path)
             if path.suffix.lower() in STILL_SUFFIXES:
                 self.kind, self._files, self.times, self.end = "still", [path], [0.0], math.inf
@@ -239,8 +256,6 @@ class Footage:
             else:
                 self._movie = _Movie(path)
                 self.kind, self.times, self.end = "movie", self._movie.times, self._movie.end
-        else:
-            raise InputError("--footage not found", path)
 
     def __len__(self) -> int:
         return len(self.times)
@@ -253,9 +268,14 @@ class Footage:
         from PIL import Image, UnidentifiedImageError
 
         try:
-            with Image.open(p) as img:
-                return np.asarray(img.convert("RGB"), dtype=np.uint8)
-        except (UnidentifiedImageError, OSError) as e:
+            with warnings.catch_warnings():
+                # Past PIL's pixel limit a picture is a decompression bomb, not footage: refuse it, do not decode it.
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(p) as img:
+                    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise InputError(f"--footage: the picture is too large to decode ({e})", p) from None
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
             raise InputError(f"--footage: not a picture m2v can read ({e})", p) from None
 
     def frame(self, j: int, width: int, height: int) -> np.ndarray:

@@ -59,17 +59,35 @@ def _frac(digits: str | None) -> float:
 
 def read_text(path: str | Path) -> str:
     """Read a text file as UTF-8 (BOM allowed), falling back to Latin-1 for old LRC files."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError("lyrics file not found", path)
-    if path.is_dir():
-        raise InputError("is a folder, not a lyrics file", path)
+    from engine.files import MAX_TEXT_BYTES, check_input_file
+
+    path = check_input_file(path, "lyrics file", MAX_TEXT_BYTES)
     try:
         raw = path.read_bytes()
     except OSError as e:
         raise InputError(f"cannot read the lyrics file ({e.strerror})", path) from None
     if not raw.strip():
         raise InputError("the lyrics file is empty", path)
+    text = _decode(raw)
+    if "\x00" in text:
+        raise InputError("this is not a text file (it holds NUL bytes); save the lyrics as UTF-8 text", path)
+    return text
+
+
+def _decode(raw: bytes) -> str:
+    """UTF-8 (BOM allowed), UTF-16 with a BOM or in its ASCII-heavy no-BOM shape, else Latin-1."""
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            return raw.decode("utf-16")
+        except UnicodeDecodeError:
+            pass
+    elif len(raw) >= 4 and raw.count(b"\x00") * 3 >= len(raw):
+        # UTF-16 without a BOM: every other byte of ASCII text is NUL; the side of the NULs gives the order.
+        order = "utf-16-le" if raw[1::2].count(0) > raw[0::2].count(0) else "utf-16-be"
+        try:
+            return raw.decode(order)
+        except UnicodeDecodeError:
+            pass
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -134,6 +152,13 @@ def _cue_time(s: str, path: str | Path, n: int) -> float:
     return h * 3600 + mm * 60 + ss + _frac(m.group(4))
 
 
+def _starts_cue(lines: list[str], i: int) -> bool:
+    """Line ``i`` begins the next cue (its timing, or its number right above it), blank line or not."""
+    if _CUE_LINE.match(lines[i].strip()):
+        return True
+    return lines[i].strip().isdigit() and i + 1 < len(lines) and bool(_CUE_LINE.match(lines[i + 1].strip()))
+
+
 def parse_cues(text: str, path: str | Path = "<srt>") -> list[LyricLine]:
     """Parse SRT or WebVTT cues (numbering, identifiers, settings, NOTE and STYLE blocks allowed)."""
     lines = text.splitlines()
@@ -165,7 +190,7 @@ def parse_cues(text: str, path: str | Path = "<srt>") -> list[LyricLine]:
             raise InputError(f"cue ends ({cue.group(2)}) before it starts ({cue.group(1)})", path, n)
         i += 1
         words = []
-        while i < len(lines) and lines[i].strip():
+        while i < len(lines) and lines[i].strip() and not _starts_cue(lines, i):
             words.append(_MARKUP.sub("", lines[i]).strip())
             i += 1
         text_ = " ".join(" ".join(words).split())
@@ -179,6 +204,10 @@ def _csv_seconds(s: str, path: str | Path, n: int) -> float:
     s = s.strip()
     m = _CSV_TIME.match(s)
     if m:
+        if m.group(1) is not None and int(m.group(2)) >= 60:
+            raise InputError(f"bad time {s!r}: minutes must be below 60", path, n)
+        if float(m.group(3).replace(",", ".")) >= 60:
+            raise InputError(f"bad time {s!r}: seconds must be below 60", path, n)
         return int(m.group(1) or 0) * 3600 + int(m.group(2)) * 60 + float(m.group(3).replace(",", "."))
     try:
         v = float(s)
@@ -252,7 +281,11 @@ def parse_csv(text: str, path: str | Path = "<csv>") -> list[LyricLine]:
     start, ...; end: end, end_time, ...; words: text, lyrics, line, ...); columns it does not name go
     by position (time first, the words after it). Quoted words may hold commas.
     """
-    rows = [(n, row) for n, row in enumerate(csv.reader(io.StringIO(text)), start=1) if "".join(row).strip()]
+    reader, rows = csv.reader(io.StringIO(text)), []
+    try:
+        rows.extend((reader.line_num, row) for row in reader if "".join(row).strip())
+    except csv.Error as e:  # a field over the csv module's size limit, say
+        raise InputError(f"not a readable CSV ({e})", path, reader.line_num) from None
     header = None
     if rows and not any(_csv_is_time(c.strip()) for c in rows[0][1]):
         header = rows.pop(0)[1]
@@ -310,4 +343,7 @@ def load_lyrics(path: str | Path) -> list[LyricLine]:
         raise InputError("unknown lyrics format: use .lrc, .srt, .vtt or .csv", path)
     if not out:
         raise InputError("no timed lyric lines found", path)
+    for ly in out:
+        if ly.end is not None and ly.end < ly.time:
+            raise InputError(f"the line ends ({ly.end:g} s) before it starts ({ly.time:g} s)", path, ly.line)
     return out

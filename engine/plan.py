@@ -249,6 +249,10 @@ def _song_json(song: Song) -> dict:
     }
 
 
+#: Lyric lines outside the song warned one by one; the rest are counted in one line.
+MAX_LYRIC_WARNINGS = 10
+
+
 def _usable_lyrics(lyrics: list[LyricLine], song: Song) -> tuple[list[str], list[tuple[int, LyricLine]]]:
     warnings, usable = [], []
     for i, ly in enumerate(lyrics):
@@ -260,6 +264,10 @@ def _usable_lyrics(lyrics: list[LyricLine], song: Song) -> tuple[list[str], list
             warnings.append(f"lyric line {ly.line} at {ly.time:.2f} s is outside the analysed span")
         else:
             usable.append((i, ly))
+    if len(warnings) > MAX_LYRIC_WARNINGS:
+        # A lyrics file for another (longer) song would otherwise bury the terminal in one line per lyric.
+        more = len(warnings) - MAX_LYRIC_WARNINGS
+        warnings = warnings[:MAX_LYRIC_WARNINGS] + [f"... and {more} more lyric lines outside the song or the span"]
     return warnings, usable
 
 
@@ -408,6 +416,9 @@ def plan_from_boundaries(
     for x, y in zip(b, b[1:]):
         if y <= x:
             raise InputError(f"--boundaries must increase strictly: {y} follows {x}")
+        if round(y, 4) <= round(x, 4):
+            # Plans keep times to 0.1 ms; a shorter segment would be empty in the plan, which render refuses.
+            raise InputError(f"--boundaries {x} and {y} are less than 0.0001 s apart: that segment would be empty")
     rates = preset_rates(preset, min_rate, max_rate, fps)
     check_intensity(intensity)
     lyrics = _lyrics(lyrics_path)

@@ -11,6 +11,7 @@ CPU.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from dataclasses import asdict, dataclass
@@ -19,11 +20,20 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import InputError
-from engine.files import FolderLock, check_number, check_output_dir, file_sha256, remove_temp_files
+from engine.files import FolderLock, check_number, check_output_dir, file_sha256, make_dirs, remove_temp_files
 from engine.manifest import RenderStore, segment_folder, segment_key
 from engine.plan import load_plan
 from engine.progress import Progress
-from engine.protocol import EXIT_CANCELLED, EXIT_OK, LOCK_FILE, SEGMENT_DIR_PREFIX, STATE_DIR, image_slots
+from engine.protocol import (
+    EXIT_CANCELLED,
+    EXIT_OK,
+    JOURNAL_FILE,
+    LOCK_FILE,
+    MANIFEST_FILE,
+    SEGMENT_DIR_PREFIX,
+    STATE_DIR,
+    image_slots,
+)
 from engine.snapshots import DEFAULT_INTERVAL, prune_snapshots
 from engine.writer import Clock, FrameWriter
 
@@ -272,18 +282,41 @@ def _render_into(
 ) -> int:
     """The part of a render that writes: keys, the folder's lock, its cache, the job."""
     keys = segment_keys(plan, song_16k, settings, source.ids(), source.key_extras)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_dirs(out_dir)
     with FolderLock(out_dir, LOCK_FILE):
         remove_temp_files(out_dir, (SEGMENT_DIR_PREFIX, STATE_DIR))
         header = {"song": plan["song"], "settings": settings.record(), "models": source.ids(), "status": "running"}
         store = RenderStore.open(out_dir, header)
+        had = {p: (out_dir / p).exists() for p in (MANIFEST_FILE, JOURNAL_FILE, STATE_DIR)}
         try:
             job = RenderJob(plan, keys, store, source, progress, snapshot_every, cache_cap_bytes)
             code = job.run(stop)
+        except BaseException:
+            store.close()
+            if not any(e.frames for e in store.entries.values()):
+                _undo_bookkeeping(out_dir, had)
+            raise
         finally:
             store.close()
             remove_temp_files(out_dir, (SEGMENT_DIR_PREFIX, STATE_DIR))
     return code
+
+
+def _undo_bookkeeping(out_dir: Path, had: dict[str, bool]) -> None:
+    """A render that failed before its first frame: remove the records it created, so the folder is as it was."""
+    import shutil
+
+    for name, existed in had.items():
+        p = out_dir / name
+        if existed:
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        elif p.is_file():
+            p.unlink(missing_ok=True)
+    for d in out_dir.glob(f"{SEGMENT_DIR_PREFIX}*"):
+        with contextlib.suppress(OSError):
+            d.rmdir()  # only an empty segment folder this render began
 
 
 @dataclass
