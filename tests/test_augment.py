@@ -128,7 +128,11 @@ def test_erasing_equals_kornia_for_the_same_parameters():
 def _kornia_params(aug, calls, n, size):
     torch.manual_seed(0)
     out = [aug.forward_parameters(torch.Size((n, 3, size, size))) for _ in range(calls)]
-    return {k: torch.cat([o[k].reshape(n, -1).float() for o in out]) for k in out[0] if torch.is_tensor(out[0][k]) and out[0][k].shape[:1] == (n,)}
+    return {
+        k: torch.cat([o[k].reshape(n, -1).float() for o in out])
+        for k in out[0]
+        if torch.is_tensor(out[0][k]) and out[0][k].shape[:1] == (n,)
+    }
 
 
 def _ks(a, b):
