@@ -127,8 +127,9 @@ def loss_curves(steps: int = 20, prompt: str = "a red balloon over the sea", con
             use_fused_activation(variant == "m2v")
             vq, clip = load_vqgan(cfg, ckpt), load_clip(str(ccfg), cw)
             target = clip.embed_text([text])[0]
-            s = RenderSettings(width=64, height=64, cutouts=16, lr=0.2, cut_method="latest")
+            s = RenderSettings(width=64, height=64, cutouts=16, lr=0.2, cut_method="latest", precision="fp32")
             r = Optimizer(vq, clip, s, torch.device("cpu"))
+            r.cut_impl = "kornia"  # the authors' draws: the two steps see identical cutouts
             r.reset()
             losses = []
             for i in range(steps):

@@ -23,8 +23,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-#: Names the implementation in the cache keys: frames made by another cutout implementation are not reused.
-CUTOUT_IMPL = "batched-1"
+from engine.protocol import CUTOUT_IMPL  # noqa: F401 - this module is what the name in the cache keys names
+
 #: The authors' default augment list (``-aug Af Pe Ji Er``), applied in this order.
 AUGMENTS = ("Af", "Pe", "Ji", "Er")
 #: The probability with which each augment is applied (the authors' p for all four).
@@ -134,6 +134,27 @@ def latest_draws(
         gd = torch.Generator(device=dev).manual_seed(joint_seed(seeds) ^ 1)
         out["eps"] = torch.randn(s, n, 3, size, size, generator=gd, device=dev)
     return out
+
+
+class ImageDraws:
+    """The draws of an image's steps, ``draws[i] -> (draws, j)``: made :data:`CHUNK` steps at a time, each chunk
+    in one :func:`latest_draws` call from its steps' seeds (the chunks bound the memory the noise takes)."""
+
+    CHUNK = 8
+
+    def __init__(self, seeds: Sequence[int], n: int, size: int, noise: float, device) -> None:
+        self.seeds, self.n, self.size, self.noise, self.device = list(seeds), n, size, noise, device
+        self._chunk, self._draws = -1, None
+
+    def __len__(self) -> int:
+        return len(self.seeds)
+
+    def __getitem__(self, i: int) -> tuple[dict, int]:
+        c = i // self.CHUNK
+        if c != self._chunk:
+            seeds = self.seeds[c * self.CHUNK : (c + 1) * self.CHUNK]
+            self._draws, self._chunk = latest_draws(seeds, self.n, self.size, self.noise, self.device), c
+        return self._draws, i - c * self.CHUNK
 
 
 # ---------------------------------------------------------------- geometry

@@ -80,6 +80,11 @@ MOTION_DRIVES = ("music", "steady")
 INIT_SPACES = ("latent", "pixel")
 #: How cutouts are taken: the authors' ``latest`` (whole image pooled, kornia augments) or random ``crops``.
 CUT_METHODS = ("latest", "crops")
+#: The implementation of the cutouts (engine.augment), in every cache key: frames made by another are not reused.
+CUTOUT_IMPL = "batched-1"
+#: Number formats of a step (``--precision``): ``mixed`` (the default: CLIP in fp16 and TF32 on CUDA, CLIP in bf16
+#: on a CPU with bf16 units, as the authors' GPU step had it) or ``fp32``.
+PRECISIONS = ("mixed", "fp32")
 #: Settings no preset changes: the CLI, the plan builder and the add-on's properties all read these.
 ANALYSIS_DEFAULTS = {"min_length": 3.0, "target_length": 8.0, "fps": 24.0}
 
