@@ -13,7 +13,8 @@ CUDA = torch.cuda.is_available()
 
 def _cpuinfo_bf16() -> bool:
     try:
-        text = open("/proc/cpuinfo", encoding="ascii", errors="replace").read()
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            text = f.read()
     except OSError:
         return False
     return "avx512_bf16" in text or "amx_bf16" in text
