@@ -42,6 +42,7 @@ def settings_from_args(args: argparse.Namespace, preset: str):
         cut_method=preset_value(preset, "cut_method", args.cut_method),
         lr=preset_value(preset, "lr", args.lr),
         seed=args.seed,
+        precision=args.precision,  # setting: precision (issue 19)
         style=args.style,
         style_weight=args.style_weight,
         prompt_average=args.prompt_average,

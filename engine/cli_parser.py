@@ -17,6 +17,7 @@ from engine.protocol import (
     INIT_SPACES,
     INTENSITIES,
     MOTION_DRIVES,
+    PRECISIONS,
     PRESET_CHOICES,
 )
 
@@ -125,6 +126,13 @@ def _add_render_args(p: argparse.ArgumentParser, with_preset: bool = True) -> No
     p.add_argument("--cut-method", choices=CUT_METHODS, help="latest (the authors', paper) or crops (draft)")
     p.add_argument("--lr", type=_number(0, 10, lo_open=True, name="--lr"), help="Adam step size (0.1)")
     p.add_argument("--seed", type=_number(0, (1 << 63) - 1, integer=True, name="--seed"), default=0)
+    # --- setting: precision (issue 19; one row of a future settings table) ---
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="mixed",
+        help="mixed (default: CLIP in fp16 and TF32 on CUDA, bf16 on a CPU with bf16 units) or fp32",
+    )
     if with_preset:
         p.add_argument("--device", choices=DEVICES, default="auto")
     p.add_argument("--style", help="a text style prompt for the whole song, e.g. 'oil painting'")

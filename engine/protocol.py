@@ -89,6 +89,11 @@ CUT_METHODS = ("latest", "crops")
 INTENSITIES = ("paper", "authors")
 #: The authors' intensity curve: sample rate, hop, mel bands and top frequency of their mel spectrogram.
 AUTHORS_POWER = {"sr": 16000, "hop": 512, "n_mels": 128, "fmax": 8000.0}
+#: The implementation of the cutouts (engine.augment), in every cache key: frames made by another are not reused.
+CUTOUT_IMPL = "batched-1"
+#: Number formats of a step (``--precision``): ``mixed`` (the default: CLIP in fp16 and TF32 on CUDA, CLIP in bf16
+#: on a CPU with bf16 units, as the authors' GPU step had it) or ``fp32``.
+PRECISIONS = ("mixed", "fp32")
 #: Settings no preset changes: the CLI, the plan builder and the add-on's properties all read these.
 ANALYSIS_DEFAULTS = {"min_length": 3.0, "target_length": 8.0, "fps": 24.0}
 

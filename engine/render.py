@@ -25,6 +25,7 @@ from engine.manifest import RenderStore, segment_folder, segment_key
 from engine.plan import load_plan
 from engine.progress import Progress
 from engine.protocol import (
+    CUTOUT_IMPL,
     EXIT_CANCELLED,
     EXIT_OK,
     JOURNAL_FILE,
@@ -71,6 +72,7 @@ class RenderSettings:
     rotate: float = 0.0
     shift: tuple[float, float] = (0.0, 0.0)
     motion_drive: str = "music"
+    precision: str = "mixed"  # number formats of a step (engine.precision); enters the cache keys
 
     def validate(self) -> None:
         """Every number finite and in range; raises InputError naming the flag."""
@@ -103,6 +105,10 @@ class RenderSettings:
         if self.footage is not None and not Path(self.footage).expanduser().exists():
             raise InputError("--footage not found", self.footage)
         self.motion().validate()
+        from engine.protocol import PRECISIONS
+
+        if self.precision not in PRECISIONS:
+            raise InputError(f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
 
     def footage_timing(self):
         from engine.footage import FootageTiming
@@ -214,6 +220,7 @@ def segment_keys(plan: dict, song_16k: np.ndarray, settings: RenderSettings, mod
             "take": int(seg.get("take", 0)),
             "settings": settings.key_fields(),
             "models": model_ids,
+            "cutouts": CUTOUT_IMPL,  # frames from another cutout implementation are not reused
         }
         if extras is not None:
             payload.update(extras(k))

@@ -279,9 +279,12 @@ class ModelSource:
         # Eq. 1 anchors to where the image starts: the previous image, moved and blended as above.
         anchor = opt.z.detach().clone() if s.l1_weight > 0 else None
         first = None
-        for step, p in enumerate(self.schedule(k)[i]):
-            seed = sub_seed(s.seed, k, *([f"take{take}"] if take else []), i, step)
-            out, loss = opt.step(self.targets(k, p), seed, anchor, pull)
+        parts = self.schedule(k)[i]
+        seeds = [sub_seed(s.seed, k, *([f"take{take}"] if take else []), i, step) for step in range(len(parts))]
+        draws = opt.image_draws(seeds)  # every step's cutout draws, made before the steps
+        for step, p in enumerate(parts):
+            draw = draws[step] if draws is not None else None
+            out, loss = opt.step(self.targets(k, p), seeds[step], anchor, pull, draw)
             if first is None:
                 first = out
         self.pos = (k, i + 1)

@@ -485,6 +485,7 @@ def start_render(scene, layout: bool = False, extra_model_args: list[str] | None
         str(st.seed),
         "--device",
         preferences.device(),
+        *("--precision", st.precision),  # setting: precision (issue 19)
     ]
     if layout:
         render_args.append("--layout")

@@ -65,6 +65,7 @@ class SEQUENCER_PT_m2v(bpy.types.Panel):
             box.label(text=cost, icon="TIME")
         box = layout.box()
         box.prop(st, "seed")
+        box.prop(st, "precision")  # setting: precision (issue 19)
         box.prop(st, "style")
         box.prop(st, "output_dir")
         row = box.row(align=True)

@@ -138,6 +138,19 @@ class M2VSceneSettings(bpy.types.PropertyGroup):
         default=_P["draft"]["cut_method"],
     )
     seed: IntProperty(name="Seed", default=0, min=0)
+    # --- setting: precision (issue 19; one row of a future settings table) ---
+    precision: EnumProperty(
+        name="Precision",
+        items=[
+            (
+                "mixed",
+                "Mixed",
+                "CLIP in fp16 and TF32 on a CUDA GPU (as the authors ran it), bf16 on a CPU with bf16 units",
+            ),
+            ("fp32", "FP32", "Everything in float32: slower, for checks"),
+        ],
+        default=protocol.PRECISIONS[0],
+    )
     style: StringProperty(
         name="Style", description="Optional text style prompt for the whole song, e.g. 'oil painting'"
     )
