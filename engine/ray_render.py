@@ -189,6 +189,8 @@ class RayRenderJob(RenderJob):
         except BaseException:
             sys.stdout = stdout
             raise
+        if started and hasattr(stop, "install"):
+            stop.install()  # Ray's core worker installs its own SIGTERM handler (a crash report): ours again
         try:
             actors = self._actors(ray, len(chains))
             self.writer.emit(
