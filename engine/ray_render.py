@@ -362,6 +362,13 @@ class _Driver:
             raise RuntimeError(f"a Ray worker failed on chain {chain.index}: {error}") from None
         if not isinstance(error, self.ray.exceptions.RayError):
             raise error
+        if isinstance(error, self.ray.exceptions.RayActorError) and error.actor_init_failed:
+            # The worker could not start (models missing on its node, say): retrying would not help.
+            lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+            last = lines[-1] if lines else str(error)
+            if "InputError" in last:
+                raise InputError("a Ray worker could not start: " + last.split("InputError:", 1)[-1].strip())
+            raise RuntimeError(f"a Ray worker could not start: {error}")
         if self.stopping:
             return  # stopped anyway: the next render resumes from what was written
         if chain.attempts > job.options.retries:

@@ -265,3 +265,24 @@ def test_ray_without_ray_exits_2_and_says_how_to_add_it(plan_path, small_models,
     assert "install/setup.py --env ENV --ray" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "out" / "manifest.json").exists()
     assert time.monotonic() - t0 < 60
+
+
+def test_new_chain_marks_in_segment_settings_and_plans(plan_path, tmp_path):
+    from engine.plan import load_plan
+    from engine.plan_schema import validate_plan
+    from engine.segment_settings import apply_segment_settings, load_segment_settings
+
+    doc = {"kind": "m2v-segment-settings", "version": 1, "segments": [{"start": 4.5, "new_chain": True}]}
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps(doc))
+    plan = load_plan(plan_path)
+    assert apply_segment_settings(plan, load_segment_settings(path)) == []
+    assert [s.get("new_chain", False) for s in plan["segments"]] == [False, False, False, True, False]
+    assert chain_starts(plan) == [0, 3]
+    doc["segments"][0]["new_chain"] = "yes"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(InputError, match="entry 0 new_chain must be true or false"):
+        load_segment_settings(path)
+    plan["segments"][2]["new_chain"] = 1
+    with pytest.raises(InputError, match="segment 2 new_chain must be true or false"):
+        validate_plan(plan, plan_path)

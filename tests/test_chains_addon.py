@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from tests.test_addon import blender, built, song  # noqa: F401 - fixtures shared with the add-on tests
