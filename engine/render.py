@@ -279,7 +279,9 @@ def render(
     source, settings = make_source(plan, settings, models, song_16k, "cpu" if ray else device, progress)
     source.starts = starts
     job_class = RenderJob
-    if ray is not None and source.stateful:
+    if ray is not None and not source.stateful:
+        progress.emit("warning", message="--ray: a layout preview has no latent to share out; it renders here")
+    elif ray is not None:
         from engine.ray_render import RayRenderJob
 
         job_class = RayRenderJob.bind(ray, models, song_16k, settings, device)
