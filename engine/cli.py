@@ -78,7 +78,21 @@ def _render_kwargs(args: argparse.Namespace) -> dict:
 
     every = args.snapshot_every if args.snapshot_every is not None else DEFAULT_INTERVAL
     cap = None if args.cache_cap_mb is None else int(args.cache_cap_mb * 1e6)
-    return {"device": args.device, "snapshot_every": every, "cache_cap_bytes": cap}
+    return {"device": args.device, "snapshot_every": every, "cache_cap_bytes": cap, **_chain_kwargs(args)}
+
+
+def _chain_kwargs(args: argparse.Namespace) -> dict:
+    """``--chains``, ``--chain-at`` and ``--ray*`` as :func:`engine.render.render` takes them (issue 22)."""
+    from engine.chains import parse_times
+
+    out = {"chains": args.chains, "chain_at": parse_times(args.chain_at) if args.chain_at is not None else None}
+    if args.ray is not None:
+        from engine.ray_render import RayOptions, import_ray
+
+        import_ray()  # exit 2 with how to add it, before any model is loaded
+        address = None if args.ray == "local" else args.ray
+        out["ray"] = RayOptions(address=address, workers=args.ray_workers, cpus=args.ray_cpus)
+    return out
 
 
 def _load(paths, device_name: str, settings=None):
@@ -104,11 +118,14 @@ def cmd_render(args: argparse.Namespace) -> int:
         preset = plan["analysis"]["preset"]  # render as the plan was made to be rendered
     preset, _ = resolve_preset(preset, args.device)
     settings = settings_from_args(args, preset)
+    kwargs = _render_kwargs(args)
     print(f"render settings: {describe(preset)} preset, {settings.width}x{settings.height}", file=sys.stderr)
-    models = None if args.layout else _load(model_paths_from_args(args), args.device, settings)
+    # With --ray the workers render; the driver's models only give keys and guidance: on the CPU.
+    here = "cpu" if args.ray is not None else args.device
+    models = None if args.layout else _load(model_paths_from_args(args), here, settings)
     stop = StopFlag()
     stop.install()
-    code = render(args.plan, args.out, settings, models, Progress(), stop, **_render_kwargs(args))
+    code = render(args.plan, args.out, settings, models, Progress(), stop, **kwargs)
     stop.ignore()
     return code
 
@@ -423,7 +440,9 @@ def _run_render(args: argparse.Namespace, out: Path, settings, paths) -> int:
     from engine.protocol import EXIT_CANCELLED
     from engine.render import StopFlag, render
 
-    models = None if args.layout else _load(paths, args.device, settings)
+    kwargs = _render_kwargs(args)
+    here = "cpu" if args.ray is not None else args.device
+    models = None if args.layout else _load(paths, here, settings)
     stop = StopFlag()
     stop.install()
     frames = out / ("layout" if args.layout else "frames")
@@ -434,7 +453,7 @@ def _run_render(args: argparse.Namespace, out: Path, settings, paths) -> int:
     try:
         with open(events_path, "a", encoding="utf-8") as events:
             progress = Progress(out=events, bar=sys.stderr.isatty(), segment_lines=not sys.stderr.isatty())
-            code = render(out / "plan.json", frames, settings, models, progress, stop, **_render_kwargs(args))
+            code = render(out / "plan.json", frames, settings, models, progress, stop, **kwargs)
     except BaseException:
         if frames.is_dir():
             keep_created()  # finished frames: the plan they belong to stays with them

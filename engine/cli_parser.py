@@ -151,6 +151,7 @@ def _add_render_args(p: argparse.ArgumentParser, with_preset: bool = True) -> No
     )
     _add_footage_args(p)
     _add_motion_args(p)
+    _add_chain_args(p)
     p.add_argument(
         "--snapshot-every",
         type=_number(0, 86400, name="--snapshot-every"),
@@ -248,6 +249,44 @@ def _add_motion_args(p: argparse.ArgumentParser) -> None:
         "--motion-drive",
         choices=MOTION_DRIVES,
         help="music: zoom pulses on beats by onset strength, drift by segment intensity; steady: constant",
+    )
+
+
+# ---------------------------------------------------------------- chains and Ray (issue 22)
+# One place for these flags, so they can become rows of a settings table.
+
+
+def _add_chain_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "chains and Ray", "split the song into independent latent chains and render them at once on a Ray cluster"
+    )
+    g.add_argument(
+        "--chains",
+        type=_number(1, 100_000, integer=True, name="--chains"),
+        metavar="N",
+        help="N chains, split at the N-1 cuts of strongest musical change (default: one, or the plan's marks)",
+    )
+    g.add_argument("--chain-at", metavar="T1,T2,...", help="start chains at the cuts at these song seconds")
+    g.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="render each chain as a Ray task: no address starts a local Ray instance; 'auto', 'host:port' or "
+        "'ray://host:port' joins a running cluster",
+    )
+    g.add_argument(
+        "--ray-workers",
+        type=_number(1, 100_000, integer=True, name="--ray-workers"),
+        metavar="W",
+        help="Ray workers (default: one per GPU, else one per --ray-cpus CPUs)",
+    )
+    g.add_argument(
+        "--ray-cpus",
+        type=_number(1, 1024, integer=True, name="--ray-cpus"),
+        default=1,
+        metavar="C",
+        help="CPUs and torch threads per Ray worker without a GPU (%(default)s)",
     )
 
 

@@ -80,11 +80,13 @@ class Optimizer:
         self.z = self.opt = None
         self._targets: tuple = (None, None)
 
-    def reset(self, take: int = 0) -> None:
-        """The starting latent: random codebook entries drawn from the seed (and the first segment's take)."""
+    def reset(self, take: int = 0, segment: int = 0) -> None:
+        """The starting latent: random codebook entries drawn from the seed and the chain's first segment (its
+        index, unless 0, and its take)."""
         import torch
 
-        g = torch.Generator().manual_seed(sub_seed(self.s.seed, "init", *([f"take{take}"] if take else [])))
+        parts = [*([f"chain{segment}"] if segment else []), *([f"take{take}"] if take else [])]
+        g = torch.Generator().manual_seed(sub_seed(self.s.seed, "init", *parts))
         self._set(self.vqgan.random_latent(self.s.width, self.s.height, g).to(self.device), None)
 
     def _set(self, z, opt_state) -> None:

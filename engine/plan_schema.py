@@ -79,6 +79,8 @@ def validate_segment(k: int, s: object, prev_end: float | None, duration: float,
     check_number(s.get("intensity", 0.0), f"segment {k} intensity", 0, 1, path=path)
     check_number(s.get("prompt_weight", 1.0), f"segment {k} prompt_weight", 0, 1, path=path)
     check_number(s.get("take", 0), f"segment {k} take", 0, 1_000_000, integer=True, path=path)
+    if not isinstance(s.get("new_chain", False), bool):
+        raise InputError(f"segment {k} new_chain must be true or false", path)
     if s.get("prompt") is not None and (not isinstance(s["prompt"], str) or not s["prompt"].strip()):
         raise InputError(f"segment {k} prompt must be text (or null)", path)
     validate_parts(k, s["parts"], start, end, path)

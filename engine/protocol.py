@@ -125,6 +125,11 @@ EVENTS: dict[str, tuple[str, ...]] = {
     "segment_end": ("segment", "key", "reused", "start", "end", "dir", "files", "slots", "done", "total"),
     "cancelled": ("done", "total"),
     "done": ("done", "total", "out"),
+    # render --ray (engine.ray_render): the cluster joined, each chain handed to a worker, retried, done
+    "ray_start": ("address", "workers", "startup_s"),
+    "chain_start": ("chain", "segments", "pid", "node", "load_s"),
+    "chain_retry": ("chain", "segment", "index", "reason"),
+    "chain_end": ("chain", "attempts"),
     # analyze / plan (with --events)
     "planned": ("output", "segments", "steps", "images"),
     "estimate": ("steps", "images", "seconds", "device"),

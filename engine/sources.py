@@ -75,6 +75,8 @@ class ModelSource:
         self.optimizer = Optimizer(models.vqgan, models.clip, settings, device)
         self.guidance = Guidance(plan, models.clip, models.audio, song_16k, device)
         self.images = [int(s["images"]) for s in plan["segments"]]
+        #: First segments of the latent chains (engine.chains): each starts from its own initial latent.
+        self.starts: list[int] = [0]
         self.pos: tuple[int, int] | None = None
         self._schedules: dict[int, list[list[int]]] = {}
         self.motion = settings.motion()
@@ -180,12 +182,12 @@ class ModelSource:
 
         Motion: the previous image, moved, is encoded back into the latent (VQGAN-CLIP's zoom video).
         Footage: the latent becomes ``blend x latent + (1 - blend) x encoding`` of the image's footage frame
-        (the encoding alone at the render's very first image, where there is no previous image), and the
+        (the encoding alone at a chain's very first image, where there is no previous image), and the
         steps are pulled towards the frame. Adam's moments carry on: see the README.
         """
         from engine.optimize import InitPull
 
-        first = (k, i) == (0, 0)
+        first = i == 0 and k in self.starts  # a chain's very first image: no previous image
         move = None if first or not self.motion.active else self.moves(k)[i]
         j = self.footage_frames(k)[i]
         if (move is None or move.identity) and j is None:
@@ -209,8 +211,9 @@ class ModelSource:
     # ------------------------------------------------------------ positions
 
     def norm(self, k: int, i: int) -> tuple[int, int]:
-        """A segment's end is the next segment's start."""
-        return (k + 1, 0) if i >= self.images[k] and k + 1 < len(self.images) else (k, i)
+        """A segment's end is the next segment's start (within a chain: a chain start begins afresh)."""
+        nxt = k + 1 < len(self.images) and k + 1 not in self.starts
+        return (k + 1, 0) if i >= self.images[k] and nxt else (k, i)
 
     def at(self, k: int, i: int) -> bool:
         """True when the latent is where it is after ``i`` images of segment ``k``."""
@@ -227,16 +230,18 @@ class ModelSource:
 
     def seek(self, k: int, i: int, keys: list[str], state_dir: Path, warn) -> int:
         """Put the latent where it is after ``i`` images of segment ``k``; returns how many images were re-run."""
+        from engine.chains import chain_of
         from engine.snapshots import latest_on_chain, list_snapshots, load_snapshot
 
         target = self.norm(k, i)
         if self.at(*target):
             return 0
-        start = (0, 0)
+        c = chain_of(self.starts, target[0])
+        start = (c, 0)
         snaps = list_snapshots(state_dir)
-        self.optimizer.reset(int(self.plan["segments"][0].get("take", 0)))
+        self.optimizer.reset(int(self.plan["segments"][c].get("take", 0)), c)
         while True:
-            found = latest_on_chain(snaps, keys, *target)
+            found = latest_on_chain(snaps, keys, *target, first=c)
             if found is None:
                 break
             j, snap = found

@@ -384,7 +384,7 @@ def sync_segments(scene) -> None:
     cuts = [("", None)] + [(m.name, m.frame) for m in cut_markers(scene)]
     if [(it.cut, it.frame) for it in items] == [(n, f or 0) for n, f in cuts]:
         return  # the timer's usual case: no cut added, moved, renamed or deleted
-    old = [(it.cut, it.frame, it.prompt, it.prompt_weight, it.take) for it in items]
+    old = [(it.cut, it.frame, it.prompt, it.prompt_weight, it.take, it.new_chain) for it in items]
     taken = set()
     matched = []
     for name, frame in cuts:
@@ -393,26 +393,30 @@ def sync_segments(scene) -> None:
         if j is not None:
             taken.add(j)
         matched.append((name, frame, old[j] if j is not None else None))
-    want = [(n, f or 0, *(o[2:] if o else ("", 1.0, 0))) for n, f, o in matched]
+    want = [(n, f or 0, *(o[2:] if o else ("", 1.0, 0, False))) for n, f, o in matched]
     if want == old:
         return
     items.clear()
-    for name, frame, prompt, weight, take in want:
+    for name, frame, prompt, weight, take, new_chain in want:
         it = items.add()
         it.cut, it.frame, it.prompt, it.prompt_weight, it.take = name, frame, prompt, weight, take
+        it.new_chain = new_chain
 
 
 def segment_settings_doc(scene, timing: timeline.StripTiming, bounds: list[float]) -> dict:
-    """The editor's prompts and takes for the engine (``--segment-settings``), by segment start time."""
+    """The editor's prompts, takes and chain starts for the engine (``--segment-settings``), by segment start."""
     sync_segments(scene)
     entries = []
     for it in scene.m2v.segments:
-        if not (it.prompt.strip() or it.take):
+        chain = bool(it.new_chain and it.cut)
+        if not (it.prompt.strip() or it.take or chain):
             continue
         start = bounds[0] if not it.cut else round(timing.time_at(it.frame), 4)
         if bounds[0] <= start < bounds[-1]:
             prompt = it.prompt.strip() or None
             entries.append({"start": start, "prompt": prompt, "prompt_weight": it.prompt_weight, "take": it.take})
+            if chain:
+                entries[-1]["new_chain"] = True
     return {"kind": protocol.SEGMENT_SETTINGS_KIND, "version": protocol.SEGMENT_SETTINGS_VERSION, "segments": entries}
 
 
@@ -491,6 +495,7 @@ def start_render(scene, layout: bool = False, extra_model_args: list[str] | None
         render_args.append("--layout")
     else:
         render_args += ["--models", str(preferences.models_dir())] + list(extra_model_args or [])
+        render_args += preferences.ray_args()
         if st.style:
             render_args += ["--style", st.style]
     from . import footage
@@ -498,7 +503,7 @@ def start_render(scene, layout: bool = False, extra_model_args: list[str] | None
     # Footage and motion flags; generated strips go above the footage strip.
     more, floor = footage.render_args(scene, timing) if not layout else ([], 0)
     render_args += more
-    state = {"keys": set(), "timing": timing, "channel": floor}
+    state = {"keys": set(), "timing": timing, "channel": floor, "chains": {}}
 
     def handle(scene, job, ev):
         kind = ev["event"]
@@ -509,6 +514,9 @@ def start_render(scene, layout: bool = False, extra_model_args: list[str] | None
             stt.progress = ev["done"] / max(1, ev["total"])
             eta = ev["eta_s"]
             stt.status = f"{ev['done']}/{ev['total']} images" + (f", about {eta:.0f} s left" if eta else "")
+            stt.status += chains_in_flight(state["chains"], ev["segment"])
+        elif kind in ("chain_start", "chain_end", "chain_retry"):
+            note_chain(state["chains"], ev)
         elif kind == "segment_end":
             state["keys"].add(ev["key"])
             place_segment(scene, state["timing"], ev, state["channel"])
@@ -524,6 +532,22 @@ def start_render(scene, layout: bool = False, extra_model_args: list[str] | None
             _undo_push("m2v Render")
 
     return _start(scene, "render", [plan_args, render_args], handle)
+
+
+def note_chain(chains: dict, ev: dict) -> None:
+    """Keep the chains a Ray render has in flight (``--ray`` events): first segment -> its segments."""
+    if ev["event"] == "chain_start":
+        chains[ev["chain"]] = ev["segments"]
+    elif ev["event"] == "chain_end":
+        chains.pop(ev["chain"], None)
+
+
+def chains_in_flight(chains: dict, segment: int) -> str:
+    """The status's note on the chains in flight, e.g. ``; chains in flight: 1, 3 (on Ray)``."""
+    if not chains:
+        return ""
+    names = ", ".join(str(c + 1) for c in sorted(chains))
+    return f"; chains in flight: {names} (at segment {segment + 1})"
 
 
 def place_segment(scene, timing: timeline.StripTiming, ev: dict, min_channel: int = 0) -> None:

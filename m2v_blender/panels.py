@@ -112,7 +112,7 @@ _drawn_rows: list[tuple[float, str]] = []
 
 
 class M2V_UL_segments(bpy.types.UIList):
-    """Segments: start, guidance in use, prompt, take, Re-roll."""
+    """Segments: start, guidance in use, prompt, take, New Chain, Re-roll."""
 
     def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index):
         rows = _drawn_rows or _segment_rows(context.scene)
@@ -124,6 +124,8 @@ class M2V_UL_segments(bpy.types.UIList):
         sub.label(text=("prompt" if item.prompt.strip() and item.prompt_weight >= 1 else guidance)[:28])
         row.prop(item, "prompt", text="")
         row.prop(item, "take", text="")
+        if index:  # the first segment always starts a chain
+            row.prop(item, "new_chain", text="", icon="UNLINKED" if item.new_chain else "LINKED")
         row.operator("m2v.reroll", text="", icon="FILE_REFRESH").index = index
 
 

@@ -68,6 +68,12 @@ class M2VSegmentSettings(bpy.types.PropertyGroup):
         description="1: the prompt replaces the lyric or audio guidance; below 1 it mixes with it",
     )
     take: IntProperty(name="Take", default=0, min=0, description="Another take changes only this segment's draws")
+    new_chain: BoolProperty(
+        name="New Chain",
+        default=False,
+        description="Start an independent latent chain here: a fresh image at this cut (chains can render at "
+        "once on a Ray cluster)",
+    )
 
 
 class M2VSceneSettings(bpy.types.PropertyGroup):
