@@ -6,6 +6,11 @@ The baseline m2v's step is compared against, written as their script writes it: 
 taming's own ``x * sigmoid(x)`` (the caller must not have swapped in fused SiLU); ``clamp_with_grad``; the spherical
 distance loss (their ``Prompt``) averaged over cutouts; Adam; ``z`` clamped to the codebook's range after each step.
 
+Precision: on a CPU their step is float32 (OpenAI's ``clip.load`` converts CLIP to float32 there). On a CUDA
+device ``clip.load`` leaves CLIP's weights in fp16, and torch 1.9, which they pinned, ran float32 matmuls and
+cuDNN convolutions in TF32: :func:`authors_precision` gives that step (``fp32=True``: all float32, the port as
+it was before m2v knew this).
+
 One departure, for comparability: where their script seeds torch once per segment and lets every step draw on from
 the global generators, a step here takes its own ``seed`` and draws from generators seeded with it (the caller's
 state is restored). On the CPU those are the very draws ``engine.cutouts.make_cutouts(..., method="latest")`` makes
@@ -107,6 +112,33 @@ class MakeCutouts(nn.Module):
 def make_cutouts_for(cut_size, cutn, noise_fac=0.1):
     """One ``MakeCutouts`` per setting, built once as their script does."""
     return MakeCutouts(cut_size, cutn, noise_fac)
+
+
+class HalfClip:
+    """CLIP as ``clip.load`` leaves it on a CUDA device: fp16 weights, the image cast to fp16 on the way in."""
+
+    def __init__(self, clip) -> None:
+        import copy
+
+        self.clip = copy.deepcopy(clip).half()
+        self.input_size, self.embed_dim = clip.input_size, clip.embed_dim
+        self.mean, self.std = clip.mean.float(), clip.std.float()
+
+    def embed_images(self, images):
+        return self.clip.model.encode_image(((images - self.mean) / self.std).half()).float()
+
+
+def authors_precision(clip, device, fp32: bool = False):
+    """``(clip, tf32)``: the CLIP their step ran on ``device``, and whether TF32 was on (torch 1.9's default)."""
+    if device.type != "cuda" or fp32:
+        return clip, False
+    return HalfClip(clip), True
+
+
+def set_tf32(on: bool) -> None:
+    """torch 1.9's defaults (TF32 for float32 matmuls and cuDNN convolutions) or all float32."""
+    torch.backends.cuda.matmul.allow_tf32 = on
+    torch.backends.cudnn.allow_tf32 = on
 
 
 def _check_taming_nonlinearity():

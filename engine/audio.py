@@ -171,11 +171,9 @@ def load_song(
     InputError
         When the file is missing, cannot be decoded, is empty, silent or too short.
     """
-    path = Path(path)
-    if not path.exists():
-        raise InputError("file not found", path)
-    if path.is_dir():
-        raise InputError("is a folder, not an audio file", path)
+    from engine.files import check_input_file
+
+    path = check_input_file(path, "audio file")
     if path.stat().st_size == 0:
         raise InputError("the file is empty (0 bytes)", path)
     data, native_sr = _read_native(path)

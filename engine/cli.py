@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -62,7 +63,21 @@ def _render_kwargs(args: argparse.Namespace) -> dict:
 
     every = args.snapshot_every if args.snapshot_every is not None else DEFAULT_INTERVAL
     cap = None if args.cache_cap_mb is None else int(args.cache_cap_mb * 1e6)
-    return {"device": args.device, "snapshot_every": every, "cache_cap_bytes": cap}
+    return {"device": args.device, "snapshot_every": every, "cache_cap_bytes": cap, **_chain_kwargs(args)}
+
+
+def _chain_kwargs(args: argparse.Namespace) -> dict:
+    """``--chains``, ``--chain-at`` and ``--ray*`` as :func:`engine.render.render` takes them (issue 22)."""
+    from engine.chains import parse_times
+
+    out = {"chains": args.chains, "chain_at": parse_times(args.chain_at) if args.chain_at is not None else None}
+    if args.ray is not None:
+        from engine.ray_render import RayOptions, import_ray
+
+        import_ray()  # exit 2 with how to add it, before any model is loaded
+        address = None if args.ray == "local" else args.ray
+        out["ray"] = RayOptions(address=address, workers=args.ray_workers, cpus=args.ray_cpus)
+    return out
 
 
 def _load(paths, device_name: str, settings=None):
@@ -88,11 +103,14 @@ def cmd_render(args: argparse.Namespace) -> int:
         preset = plan["analysis"]["preset"]  # render as the plan was made to be rendered
     preset, _ = resolve_preset(preset, args.device)
     settings = settings_from_args(args, preset)
+    kwargs = _render_kwargs(args)
     print(f"render settings: {describe(preset)} preset, {settings.width}x{settings.height}", file=sys.stderr)
-    models = None if args.layout else _load(model_paths_from_args(args), args.device, settings)
+    # With --ray the workers render; the driver's models only give keys and guidance: on the CPU.
+    here = "cpu" if args.ray is not None else args.device
+    models = None if args.layout else _load(model_paths_from_args(args), here, settings)
     stop = StopFlag()
     stop.install()
-    code = render(args.plan, args.out, settings, models, Progress(), stop, **_render_kwargs(args))
+    code = render(args.plan, args.out, settings, models, Progress(), stop, **kwargs)
     stop.ignore()
     return code
 
@@ -103,6 +121,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     check_output_file(args.output, "-o")
     m = export_mp4(args.render_dir, args.output, fps=args.fps)
+    for w in m["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
     print(
         f"wrote {args.output}: {m['frames']} frames at {m['fps']:.3f} fps, video {m['video_seconds']:.2f} s, "
         f"audio {m['audio_seconds']:.2f} s"
@@ -135,6 +155,10 @@ def cmd_models(args: argparse.Namespace) -> int:
             for r in rows:
                 print(f"  {r['status']:9s} {r['name']}")
         return EXIT_OK if all(r["status"] in ("ok", "unpinned") for r in rows) else EXIT_INPUT
+    known = [wf.name for wf in weights.REGISTRY.values()]
+    unknown = [n for n in args.only or [] if n not in known]
+    if unknown:
+        raise InputError(f"--only: no official model file is called {', '.join(unknown)} (known: {', '.join(known)})")
     got = weights.fetch(models_dir, names=args.only, mirror=args.mirror, progress=_fetch_bar, verify=verify_structure)
     print(file=sys.stderr)
     print(f"fetched {len(got)} file(s) into {models_dir}" + (": " + ", ".join(got) if got else " (all present)"))
@@ -159,28 +183,48 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def _emit(plan: dict, args: argparse.Namespace) -> None:
-    from engine.files import dumps_strict, write_json_atomic
+    """Write the plan (and its plot), after checking it as ``render`` will: a plan m2v writes, m2v renders."""
+    from engine.files import dumps_strict
+    from engine.plan_schema import validate_plan
+    from engine.run_folder import write_noted
 
+    try:
+        validate_plan(plan, args.output or "<plan>")
+    except InputError as e:
+        raise InputError(f"this plan could not be rendered, so it is not written: {e}") from None
+    picture = None
+    if args.plot:  # drawn before anything is written: a plot that fails leaves no plan behind either
+        from engine.plot import plot_bytes, plot_format
+
+        picture = plot_bytes(plan, plot_format(args.plot))
     if args.output:
-        write_json_atomic(plan, args.output)
-    else:
-        sys.stdout.write(dumps_strict(plan) + "\n")
+        write_noted(args.output, (dumps_strict(plan) + "\n").encode("utf-8"))
     if args.plot:
-        from engine.plot import plot_plan
-
-        plot_plan(plan, args.plot)
+        write_noted(args.plot, picture)
+    if not args.output:
+        sys.stdout.write(dumps_strict(plan) + "\n")
     t = plan["totals"]
     if args.events:
         _event("planned", output=args.output, segments=len(plan["segments"]), steps=t["steps"], images=t["images"])
 
 
 def _check_plan_outputs(args: argparse.Namespace) -> None:
-    from engine.files import check_output_file
+    """Outputs checked before any work: writable, a plot format matplotlib writes, none of them an input."""
+    from engine.files import check_not_inputs, check_output_file
 
+    inputs = {
+        "song": args.song,
+        "lyrics file": args.lyrics,
+        "segment-settings file": getattr(args, "segment_settings", None),
+    }
+    check_not_inputs({"-o": args.output, "--plot": args.plot}, inputs)
     if args.output:
         check_output_file(args.output, "-o")
     if args.plot:
+        from engine.plot import plot_format
+
         check_output_file(args.plot, "--plot")
+        plot_format(args.plot)
 
 
 def _warn(plan: dict, args: argparse.Namespace) -> None:
@@ -218,6 +262,8 @@ def _estimate(plan: dict, args: argparse.Namespace, asked: str) -> None:
     plan["analysis"]["calibration"] = cal
     plan["estimate"] = {"seconds": round(sec, 1), "device": device_label(dev), "preset": preset}
     line = f"{t['steps']} steps, {t['images']} images: about {format_duration(sec)} on {device_label(dev)}"
+    if plan["analysis"]["levels"].get("intensity") == "authors":
+        line += " (the authors' intensity)"
     other = plan["analysis"].get("paper_totals")
     if asked == "auto" and preset == "draft" and other:
         p = PRESETS["paper"]
@@ -230,7 +276,7 @@ def _estimate(plan: dict, args: argparse.Namespace, asked: str) -> None:
 
 def _analysis_args(args: argparse.Namespace, preset: str) -> dict:
     """The scene and rate flags ``analyze`` and ``run`` share, as :func:`engine.plan.analyze` takes them."""
-    names = ("granularity", "min_rate", "max_rate", "fps", "min_length", "target_length")
+    names = ("granularity", "min_rate", "max_rate", "fps", "min_length", "target_length", "intensity")
     return {"preset": preset, **{n: getattr(args, n) for n in names}}
 
 
@@ -264,6 +310,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         min_rate=args.min_rate,
         max_rate=args.max_rate,
         fps=args.fps,
+        intensity=args.intensity,
     )
     if entries:
         from engine.segment_settings import apply_segment_settings
@@ -276,14 +323,37 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from engine.files import check_output_dir, write_json_atomic
-    from engine.plan import analyze
-    from engine.plot import plot_plan
+    from engine.files import FolderLock, check_input_file, check_output_dir, make_dirs
+    from engine.protocol import LOCK_FILE
+    from engine.run_folder import check_run_inputs, claim_run_files, run_names
 
     out = check_output_dir(args.out, "--out")
+    if args.song is None and args.lyrics:
+        raise InputError("--lyrics needs your song too (the demo song has its own lyrics): run SONG --lyrics FILE")
+    if args.song is not None:
+        check_input_file(args.song, "song")
+    if args.lyrics:
+        check_input_file(args.lyrics, "lyrics file")
     preset, _ = _preset_for_plan(args)
     settings = settings_from_args(args, preset)
-    out.mkdir(parents=True, exist_ok=True)
+    names = run_names(args)
+    check_run_inputs(args, out, names)
+    # Missing model files are found (or fetched) before anything is written: a refused run leaves nothing.
+    paths = None if args.layout else _run_models(args)
+    make_dirs(out)
+    # The folder's lock before anything is written there: a second run into it is refused untouched.
+    with FolderLock(out, LOCK_FILE):
+        claim_run_files(out, names)
+        return _run_in(args, out, preset, settings, paths)
+
+
+def _run_in(args: argparse.Namespace, out: Path, preset: str, settings, paths) -> int:
+    """``run`` inside its locked folder: the demo (if no song), the plan and its plot, the render, the video."""
+    from engine.files import dumps_strict
+    from engine.plan import analyze
+    from engine.plot import plot_bytes
+    from engine.run_folder import write_noted
+
     song, lyrics = args.song, args.lyrics
     if song is None:
         song, lyrics = _write_demo(out)
@@ -292,8 +362,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     _warn(plan, args)
     if not args.layout:
         _estimate(plan, args, args.preset)
-    write_json_atomic(plan, out / "plan.json")
-    png = plot_plan(plan, out / "plan.png")
+    picture = plot_bytes(plan, "png")
+    write_noted(out / "plan.json", (dumps_strict(plan) + "\n").encode("utf-8"))
+    png = out / "plan.png"
+    write_noted(png, picture)
     segs = plan["segments"]
     n_lyric = sum(any(p["kind"] == "lyric" for p in s["parts"]) for s in segs)
     print(
@@ -301,19 +373,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"({n_lyric} with lyrics), {plan['totals']['steps']} steps, {plan['totals']['images']} images"
     )
     print(f"plan: {out / 'plan.json'}\nplot: {png}")
-    return _run_render(args, out, settings)
+    return _run_render(args, out, settings, paths)
 
 
 def _write_demo(out: Path) -> tuple[Path, Path]:
+    import io
+
     import soundfile as sf
 
+    from engine.run_folder import write_noted
     from engine.synth import demo_lrc, demo_song
 
     demo = demo_song()
     song = out / "demo_song.wav"
-    sf.write(song, demo.y, demo.sr)
+    buf = io.BytesIO()
+    sf.write(buf, demo.y, demo.sr, format="WAV")
+    write_noted(song, buf.getvalue())
     lyrics = out / "demo_lyrics.lrc"
-    lyrics.write_text(demo_lrc(), encoding="utf-8")
+    write_noted(lyrics, demo_lrc().encode("utf-8"))
     print(f"synthesised the demo song: {song} ({demo.duration:.1f} s) and {lyrics}")
     return song, lyrics
 
@@ -340,26 +417,41 @@ def _run_models(args: argparse.Namespace):
         return model_paths_from_args(args)
 
 
-def _run_render(args: argparse.Namespace, out: Path, settings) -> int:
+def _run_render(args: argparse.Namespace, out: Path, settings, paths) -> int:
     """Render the plan in ``out`` and export the video."""
     from engine.export import export_mp4
+    from engine.files import created_file, keep_created
     from engine.progress import Progress
     from engine.protocol import EXIT_CANCELLED
     from engine.render import StopFlag, render
 
-    models = None if args.layout else _load(_run_models(args), args.device, settings)
+    kwargs = _render_kwargs(args)
+    here = "cpu" if args.ray is not None else args.device
+    models = None if args.layout else _load(paths, here, settings)
     stop = StopFlag()
     stop.install()
     frames = out / ("layout" if args.layout else "frames")
     # People read a bar (or a line per segment); the JSON events go to a file for tools.
-    with open(out / "render-events.jsonl", "a", encoding="utf-8") as events:
-        progress = Progress(out=events, bar=sys.stderr.isatty(), segment_lines=not sys.stderr.isatty())
-        code = render(out / "plan.json", frames, settings, models, progress, stop, **_render_kwargs(args))
+    events_path = out / "render-events.jsonl"
+    if not events_path.exists():
+        created_file(events_path)
+    try:
+        with open(events_path, "a", encoding="utf-8") as events:
+            progress = Progress(out=events, bar=sys.stderr.isatty(), segment_lines=not sys.stderr.isatty())
+            code = render(out / "plan.json", frames, settings, models, progress, stop, **kwargs)
+    except BaseException:
+        if frames.is_dir():
+            keep_created()  # finished frames: the plan they belong to stays with them
+        raise
+    keep_created()
+    _interrupts()  # the render's own handlers are done with: a signal during the export interrupts it
     if code == EXIT_CANCELLED:
         print(f"stopped: run the same command again to resume ({frames})", file=sys.stderr)
         return code
     video = out / ("layout.mp4" if args.layout else "video.mp4")
     m = export_mp4(frames, video, fps=args.fps)
+    for w in m["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
     print(f"video: {video} ({m['video_seconds']:.1f} s at {m['fps']:.0f} fps, song muxed)")
     return EXIT_OK
 
@@ -393,7 +485,40 @@ def _fail(args: argparse.Namespace | None, message: str, code: int) -> int:
     return code
 
 
+def _raise_interrupt(signum, frame) -> None:  # noqa: ARG001
+    raise KeyboardInterrupt
+
+
+def _interrupts() -> None:
+    """SIGTERM (and Windows' SIGBREAK) stop a command as SIGINT does: a clean exit that leaves nothing behind."""
+    for name in ("SIGINT", "SIGTERM", "SIGBREAK"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), _raise_interrupt)
+
+
+def _hold_signals() -> None:
+    """While a failed command cleans up, a second signal must not cut the cleanup short."""
+    for name in ("SIGINT", "SIGTERM", "SIGBREAK"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+
 def main(argv: list[str] | None = None) -> int:
+    from engine.files import undo_created
+
+    _interrupts()
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        _hold_signals()
+        undo_created()
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: list[str] | None) -> int:
+    from engine.files import undo_created
+
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -405,9 +530,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        raise
     except Exception as e:  # noqa: BLE001 - last line of defence: report, don't crash silently
+        _hold_signals()
+        undo_created()  # a refused command leaves nothing it created
         if isinstance(e, InputError):
             return _fail(args, str(e), EXIT_INPUT)
         if isinstance(e, OSError) and e.filename is not None:

@@ -67,6 +67,10 @@ def _add_settings(p: argparse.ArgumentParser, command: str) -> None:
         target.add_argument(s.flag, *s.aliases, **_setting_kwargs(s))
 
 
+# ---------------------------------------------------------------- chains and Ray (issue 22)
+# One place for these flags, so they can become rows of a settings table.
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", help="models folder with the official files (default: $M2V_MODELS or per-user data)")
     p.add_argument("--vqgan-config", help="your own taming VQGAN config (.yaml)")

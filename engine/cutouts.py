@@ -3,16 +3,19 @@
 Two methods:
 
 ``latest`` (the default, as in the authors' ``generate.py``)
-    Every cutout is the whole image pooled to CLIP's input size, ``(average + max) / 2``; kornia then augments
-    the batch (random affine, perspective, colour jitter, erasing, in that order, each with p = 0.7) and per-cutout
-    Gaussian noise is added.
+    Every cutout is the whole image pooled to CLIP's input size, ``(average + max) / 2``; then the authors'
+    augments (random affine, perspective, colour jitter, erasing, in that order, each with p = 0.7) and
+    per-cutout Gaussian noise. Two implementations: ``batched`` (the default, :mod:`engine.augment`: a few
+    batched tensor ops with static shapes) and ``kornia`` (the authors' own kornia pipeline, kept for the
+    reference step and the tests that compare against it).
 ``crops``
     Random square crops (sizes ``rand ** cut_pow`` between CLIP's input size and the image's short side), resampled
     to the input size by exact box averaging (or bilinear interpolation when the image is smaller than the input),
     randomly mirrored, plus the same noise.
 
-Every random draw comes from the integer ``seed`` and is made on the CPU, so a seed fixes the cutouts on every
-device, and the caller's random state is left alone.
+Every random draw comes from the integer ``seed`` and is made on the CPU (but the ``batched`` noise, drawn on the
+image's device by a generator seeded from it), so a seed fixes the cutouts, and the caller's random state is
+left alone.
 """
 
 from __future__ import annotations
@@ -22,12 +25,9 @@ import functools
 import torch
 import torch.nn.functional as F
 
+from engine.augment import AUGMENTS, augment_batch, latest_draws, step_draws
+from engine.augment import P as AUGMENT_P
 from engine.settings_table import CUTOUT_METHODS  # noqa: F401 - re-exported: the methods this module implements
-
-#: The authors' default augment list (``-aug Af Pe Ji Er``), applied in this order.
-AUGMENTS = ("Af", "Pe", "Ji", "Er")
-#: The probability with which each augment is applied (the authors' p for all four).
-AUGMENT_P = 0.7
 
 
 def make_cutouts(
@@ -39,6 +39,7 @@ def make_cutouts(
     cut_pow: float = 1.0,
     noise: float = 0.1,
     augments: tuple[str, ...] = AUGMENTS,
+    impl: str = "batched",
 ) -> torch.Tensor:
     """``n`` random views of ``image`` at ``size`` x ``size``, for CLIP.
 
@@ -61,14 +62,22 @@ def make_cutouts(
     augments : tuple of str
         ``latest`` only: kornia augments in application order, by the authors' codes: ``"Af"`` affine, ``"Pe"``
         perspective, ``"Ji"`` colour jitter, ``"Er"`` erasing. ``()`` leaves the pooled image as is.
+    impl : str
+        ``latest`` only: ``"batched"`` (:mod:`engine.augment`: the same augments and distributions as a few batched
+        tensor ops, draws from :func:`engine.augment.latest_draws`) or ``"kornia"`` (the authors' kornia pipeline
+        with the draws their code makes from the seed: what the reference step in ``bench/`` sees).
 
     Returns
     -------
     Tensor
         ``(n, 3, size, size)`` on ``image``'s device, differentiable with respect to ``image``.
     """
-    if method == "latest":
+    if method == "latest" and impl == "kornia":
         return _latest(image, n, size, seed, noise, tuple(augments))
+    if method == "latest" and impl == "batched":
+        return latest_batched(image, n, size, latest_draws([seed], n, size, noise, image.device), 0, augments)
+    if method == "latest":
+        raise ValueError(f"unknown cutout implementation {impl!r}; expected 'batched' or 'kornia'")
     if method == "crops":
         return _crops(image, n, size, seed, cut_pow, noise)
     raise ValueError(f"unknown cutout method {method!r}; expected one of {CUTOUT_METHODS}")
@@ -80,6 +89,23 @@ def pool_whole(image: torch.Tensor, size: int) -> torch.Tensor:
     The average keeps the image's tones, the max keeps thin bright detail that averaging would wash out.
     """
     return (F.adaptive_avg_pool2d(image, size) + F.adaptive_max_pool2d(image, size)) / 2
+
+
+def latest_batched(image, n: int, size: int, draws: dict, i: int, augments=AUGMENTS, static: bool = False):
+    """``latest`` cutouts of ``image`` from step ``i`` of ``draws`` (:func:`engine.augment.latest_draws`).
+
+    No host work and no shape that depends on a draw: what a captured step runs (``static`` selects the colour
+    order on the device, see :func:`engine.augment.jiggle`).
+    """
+    _check_augments(augments)
+    batch = pool_whole(image, size).expand(n, -1, -1, -1)
+    return augment_batch(batch, step_draws(draws, i), tuple(augments), static)
+
+
+def _check_augments(augments) -> None:
+    unknown = [a for a in augments if a not in AUGMENTS]
+    if unknown:
+        raise ValueError(f"unknown augments {unknown}; expected codes from {AUGMENTS}")
 
 
 def augmentations(augments: tuple[str, ...] = AUGMENTS, p: float = AUGMENT_P) -> tuple:

@@ -41,7 +41,7 @@ OFFICIAL_VQGAN = {
     }
 }
 OFFICIAL_CLIP = "ViT-B-32-quickgelu"
-CALIBRATION_VERSION = 1
+CALIBRATION_VERSION = 2
 
 
 def cache_dir() -> Path:
@@ -103,21 +103,22 @@ def calibrate(device, vqgan=None, clip=None, size: int = 128, cutouts: int = 4, 
     """
     import torch
 
-    from engine.optimize import Optimizer, use_autocast
+    from engine.optimize import Optimizer
+    from engine.precision import step_precision
     from engine.render import RenderSettings
 
     if vqgan is None or clip is None:
         vqgan, clip = official_models(device)
     z = vqgan.random_latent(size, size, torch.Generator().manual_seed(0)).to(device).requires_grad_(True)
     cuts = torch.rand(cutouts, 3, clip.input_size, clip.input_size, device=device, requires_grad=True)
-    autocast = use_autocast(device)
+    prec = step_precision("mixed", device)  # the default --precision
 
     def decode():
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+        with prec.matmuls(), prec.decoder():
             vqgan(z).float().mean().backward()
 
     def embed():
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+        with prec.matmuls(), prec.clip():
             clip.embed_images(cuts).float().mean().backward()
 
     settings = RenderSettings(width=size, height=size, cutouts=cutouts, cutout_method="latest")

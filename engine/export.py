@@ -15,9 +15,17 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import InputError
-from engine.files import check_number, remove_temp_files, temp_name
+from engine.files import (
+    check_input_file,
+    check_not_inputs,
+    check_number,
+    file_sha256,
+    make_dirs,
+    remove_temp_files,
+    temp_name,
+)
 from engine.manifest import load_render
-from engine.protocol import image_at
+from engine.protocol import JOURNAL_FILE, LOCK_FILE, MANIFEST_FILE, image_at
 
 MAX_FPS = 240.0
 
@@ -80,28 +88,28 @@ def export_mp4(render_dir: str | Path, video: str | Path, fps: float = 24.0, cod
     InputError
         When the render is not complete or damaged, or the written lengths do not match the song span.
     """
-    import soundfile as sf
-
     fps = check_number(fps, "--fps", 1, MAX_FPS)
     render_dir, video = Path(render_dir), Path(video)
     header, segs = finished_segments(render_dir)
+    song_path = header["song"]["path"]
+    check_video_path(video, render_dir, song_path)
     span = (segs[0]["start"], segs[-1]["end"])
     schedule = frame_schedule(segs, span, fps)
+    if not schedule:
+        raise InputError(
+            f"the render is {span[1] - span[0]:.3f} s long: at --fps {fps:g} that is not one video frame; "
+            "give a higher --fps",
+            render_dir,
+        )
     records = {f["file"]: f for s in segs for f in s["frames"]}
     first = _read_frame(render_dir, records[schedule[0]])
-    song_path = header["song"]["path"]
-    if not Path(song_path).is_file():
-        raise InputError("the song file is missing", song_path)
-    info = sf.info(song_path)
-    audio, sr = sf.read(
-        song_path,
-        start=int(span[0] * info.samplerate),
-        stop=int(span[1] * info.samplerate),
-        dtype="float32",
-        always_2d=True,
-    )
-    video.parent.mkdir(parents=True, exist_ok=True)
-    remove_temp_files(video.parent)
+    warnings = []
+    check_input_file(song_path, "song")  # before hashing it: a pipe put in its place would block the read
+    if isinstance(header["song"].get("sha256"), str) and file_sha256(song_path) != header["song"]["sha256"]:
+        warnings.append(f"{song_path} changed since the render was made: the video gets the file as it is now")
+    audio, sr = _song_audio(song_path, span)
+    make_dirs(video.parent)
+    remove_temp_files(video.parent, name=video.name)  # what a killed export of this very file left
     tmp = temp_name(video)
     try:
         _encode(tmp, schedule, records, render_dir, first.shape, audio[:, :2], sr, fps, codec)
@@ -110,7 +118,38 @@ def export_mp4(render_dir: str | Path, video: str | Path, fps: float = 24.0, cod
         os.replace(tmp, video)
     finally:
         tmp.unlink(missing_ok=True)
-    return measured
+    return {**measured, "warnings": warnings}
+
+
+def check_video_path(video: Path, render_dir: Path, song_path: str) -> None:
+    """Refuse an output that is the song, or one of the render's own records or frames."""
+    check_not_inputs({"-o": video}, {"song": song_path, "render manifest": render_dir / MANIFEST_FILE})
+    inside = Path(os.path.abspath(video))
+    root = Path(os.path.abspath(render_dir))
+    if root in inside.parents and (inside.parent != root or inside.name in (MANIFEST_FILE, JOURNAL_FILE, LOCK_FILE)):
+        raise InputError("-o names one of the render's own files; write the video elsewhere", video)
+
+
+def _song_audio(song_path: str, span: tuple[float, float]) -> tuple[np.ndarray, int]:
+    """The song's samples over ``span`` (all channels); an error names the song when it is gone or not audio."""
+    import soundfile as sf
+
+    from engine.audio import _quiet_stderr, _read_native
+
+    check_input_file(song_path, "song")
+    try:
+        with _quiet_stderr():
+            info = sf.info(song_path)
+            return sf.read(
+                song_path,
+                start=int(span[0] * info.samplerate),
+                stop=int(span[1] * info.samplerate),
+                dtype="float32",
+                always_2d=True,
+            )
+    except Exception:  # noqa: BLE001 - not for libsndfile: the analysis's decoders, or an error naming the song
+        data, sr = _read_native(Path(song_path))
+        return data[int(span[0] * sr) : int(span[1] * sr)], sr
 
 
 def _encode(tmp, schedule, records, render_dir, shape, audio, sr, fps, codec) -> None:

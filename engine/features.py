@@ -164,3 +164,25 @@ def compute_features(y: np.ndarray, sr: int, n_fft: int = N_FFT, hop: int = HOP)
     chroma = chroma_filterbank(sr, n_fft) @ power
     chroma /= np.maximum(chroma.max(axis=0, keepdims=True), 1e-10)
     return Features(sr=sr, hop=hop, mel_db=mel_db, onset=onset_strength(mel_db), chroma=chroma)
+
+
+def mel_power_curve(
+    y: np.ndarray, sr: int, hop: int = HOP, n_mels: int = N_MELS, fmax: float | None = None
+) -> np.ndarray:
+    """Mel power (linear, not dB) averaged over the mel bands, min-max normalised to 0-1 over ``y``.
+
+    The authors' intensity curve (``librosa.feature.melspectrogram`` with
+    their settings, ``np.mean(axis=0)``, then ``(x - min) / ptp``); 0.5
+    everywhere for a signal of constant power.
+
+    Returns
+    -------
+    np.ndarray
+        One value per frame, frame ``t`` centred on ``t * hop / sr`` seconds.
+    """
+    power = stft_power(y, N_FFT, hop)
+    curve = (mel_filterbank(sr, N_FFT, n_mels, fmax) @ power).mean(axis=0).astype(np.float64)
+    span = float(np.ptp(curve)) if curve.size else 0.0
+    if span <= 0.0:
+        return np.full(curve.shape, 0.5)
+    return (curve - curve.min()) / span

@@ -8,11 +8,14 @@ temporary file, which :func:`remove_temp_files` clears on the next start.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
+import re
 import secrets
+import stat
 from pathlib import Path
 
 from engine import faults
@@ -20,6 +23,18 @@ from engine.errors import InputError
 from engine.protocol import TEMP_SUFFIX
 
 _UMASK: int | None = None
+
+#: Largest file each kind of input may be (bytes): far above any real one, far below what exhausts memory.
+MAX_TEXT_BYTES = 64 << 20  # lyrics
+MAX_JSON_BYTES = 1 << 30  # plans, segment settings, render manifests
+
+#: m2v's own temporary names, exactly as :func:`temp_name` makes them (nothing else is ever deleted as one).
+_TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{8}" + re.escape(TEMP_SUFFIX))
+
+#: Folders this process created (in order), so a failed command can remove them again (:func:`undo_created`).
+_CREATED_DIRS: list[Path] = []
+#: Files this process created that a failed command removes again.
+_CREATED_FILES: list[Path] = []
 
 
 def _file_mode() -> int:
@@ -43,7 +58,7 @@ def write_bytes_atomic(path: str | Path, data: bytes, durable: bool = False, poi
     ``point`` names the write for the crash tests (:mod:`engine.faults`).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     tmp = temp_name(path)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), _file_mode())
@@ -70,21 +85,46 @@ def write_json_atomic(data: object, path: str | Path) -> None:
     write_bytes_atomic(path, (dumps_strict(data) + "\n").encode("utf-8"))
 
 
-def read_json(path: str | Path, what: str) -> object:
-    """Parse a JSON file; errors name the file."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{what} not found", path)
-    if path.is_dir():
-        raise InputError(f"is a folder, not a {what}", path)
+def check_input_file(path: str | Path, what: str, max_bytes: int | None = None) -> Path:
+    """An input the command will read: an existing regular file, at most ``max_bytes`` long.
 
+    FIFOs, devices and sockets are refused before they are opened (reading one could hang or never end).
+    """
+    path = Path(path).expanduser()
     try:
-        # NaN and Infinity parse (as Python does); the document's validator names the field that holds one.
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise InputError(f"not a valid {what} ({str(e)[:160]})", path) from None
+        st = path.stat()
+    except FileNotFoundError:
+        raise InputError(f"{what} not found", path) from None
     except OSError as e:
         raise InputError(f"cannot read the {what} ({e.strerror})", path) from None
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError(f"is a folder, not a {what}", path)
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(f"is not a regular file (a pipe, device or socket), so it cannot be the {what}", path)
+    if max_bytes is not None and st.st_size > max_bytes:
+        raise InputError(f"the {what} is {st.st_size / 1e6:.0f} MB, more than a {what} can be", path)
+    return path
+
+
+def loads_json(text: str | bytes, what: str, path: str | Path) -> object:
+    """Parse JSON text; errors (bad syntax, absurd nesting) name the file."""
+    try:
+        # NaN and Infinity parse (as Python does); the document's validator names the field that holds one.
+        return json.loads(text)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InputError(f"not a valid {what} ({str(e)[:160]})", path) from None
+    except RecursionError:
+        raise InputError(f"not a valid {what} (nested too deep)", path) from None
+
+
+def read_json(path: str | Path, what: str, max_bytes: int = MAX_JSON_BYTES) -> object:
+    """Parse a JSON file (a bounded regular file); errors name the file."""
+    path = check_input_file(path, what, max_bytes)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise InputError(f"cannot read the {what} ({e.strerror})", path) from None
+    return loads_json(raw, what, path)
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -96,10 +136,11 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def remove_temp_files(folder: str | Path, recursive_into: tuple[str, ...] = ()) -> int:
+def remove_temp_files(folder: str | Path, recursive_into: tuple[str, ...] = (), name: str | None = None) -> int:
     """Delete m2v's temporary files left in ``folder`` (and its sub-folders starting with the given prefixes).
 
-    Only names m2v itself makes (``.<name>.<hex>.m2v-tmp``) are touched. Returns how many were removed.
+    Only names m2v itself makes (exactly ``.<name>.<8 hex digits>.m2v-tmp``, regular files) are touched;
+    with ``name``, only those of that one file. Returns how many were removed.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -108,31 +149,105 @@ def remove_temp_files(folder: str | Path, recursive_into: tuple[str, ...] = ()) 
     n = 0
     for d in dirs:
         for p in d.glob(f".*{TEMP_SUFFIX}"):
-            p.unlink(missing_ok=True)
-            n += 1
+            if name is not None and not p.name.startswith(f".{name}."):
+                continue
+            if _TEMP_NAME.fullmatch(p.name) and p.is_file() and not p.is_symlink():
+                p.unlink(missing_ok=True)
+                n += 1
     return n
 
 
-def check_output_file(path: str | Path, flag: str) -> Path:
-    """A path a command will write a file to: not a folder, its parent a folder (created if missing) and writable.
+def make_dirs(folder: str | Path) -> None:
+    """``mkdir -p``, remembering the folders it made so that :func:`undo_created` can remove them."""
+    folder = Path(folder)
+    missing = []
+    for up in [folder, *folder.parents]:
+        if up.is_dir():
+            break
+        missing.append(up)
+    for d in reversed(missing):
+        try:
+            d.mkdir()
+        except FileExistsError:
+            if not d.is_dir():
+                raise
+            continue
+        _CREATED_DIRS.append(d)
 
-    Checked before any work, so a bad ``-o`` fails at once, not after a render or an export.
+
+def created_file(path: str | Path) -> None:
+    """Note a file this command made (that did not exist before), for :func:`undo_created`."""
+    _CREATED_FILES.append(Path(path))
+
+
+def undo_created() -> None:
+    """After a failed command: remove the files it noted and the folders it made, if they are empty now.
+
+    A folder that holds anything else (a finished frame, a file a user put there meanwhile) stays.
+    """
+    for p in reversed(_CREATED_FILES):
+        try:
+            if p.is_file():
+                p.unlink()
+        except OSError:
+            pass
+    for d in reversed(_CREATED_DIRS):
+        with contextlib.suppress(OSError):
+            d.rmdir()
+    _CREATED_FILES.clear()
+    _CREATED_DIRS.clear()
+
+
+def keep_created() -> None:
+    """What this command created so far is kept whatever happens next (finished work, say)."""
+    _CREATED_FILES.clear()
+    _CREATED_DIRS.clear()
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return os.path.abspath(a.expanduser()) == os.path.abspath(b.expanduser())
+
+
+def check_not_inputs(outputs: dict[str, str | Path | None], inputs: dict[str, str | Path | None]) -> None:
+    """Refuse an output that is one of the command's inputs (or another of its outputs).
+
+    Compared as files (hard links and symbolic links included) when both exist, else as absolute paths.
+    """
+    outs = [(f, Path(p)) for f, p in outputs.items() if p]
+    ins = [(f, Path(p)) for f, p in inputs.items() if p]
+    for i, (flag, out) in enumerate(outs):
+        for what, src in ins:
+            if _same_file(out, src):
+                raise InputError(f"{flag} names the {what}, which this command reads; choose another name", out)
+        for flag2, out2 in outs[i + 1 :]:
+            if _same_file(out, out2):
+                raise InputError(f"{flag} and {flag2} name the same file; choose two names", out)
+
+
+def check_output_file(path: str | Path, flag: str) -> Path:
+    """A path a command will write a file to: not a folder, not a pipe or device, under a writable folder.
+
+    Checked before any work, so a bad ``-o`` fails at once, not after a render or an export. Nothing is
+    created here: the folder is made when the file is written (:func:`make_dirs`).
     """
     path = Path(path).expanduser()
     if path.is_dir():
         raise InputError(f"{flag} names a folder; give a file name", path)
+    if path.exists() and not path.is_file():
+        raise InputError(f"{flag} names a pipe, device or socket, not a file", path)
     parent = path.parent
     for up in [parent, *parent.parents]:
         if up.exists():
             if not up.is_dir():
                 raise InputError(f"{flag}: {up} is a file, so nothing can be written under it", path)
+            if not os.access(up, os.W_OK | os.X_OK):
+                raise InputError(f"{flag}: the folder {up} is not writable", path)
             break
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputError(f"{flag}: cannot create the folder {parent} ({e.strerror})", path) from None
-    if not os.access(parent, os.W_OK):
-        raise InputError(f"{flag}: the folder {parent} is not writable", path)
     if path.exists() and not os.access(path, os.W_OK):
         raise InputError(f"{flag}: the file exists and is not writable", path)
     return path
@@ -169,7 +284,10 @@ def check_number(
         Naming ``name`` (a flag or a field) and the value.
     """
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InputError(f"{name} must be a number, got {value!r}", path)
+        raise InputError(f"{name} must be a number, got {_short_repr(value)}", path)
+    if isinstance(value, int) and value.bit_length() > 1000:
+        # A 400-digit integer from a file: no float holds it (comparing it would overflow), and no field needs it.
+        raise InputError(f"{name} is out of range (a {len(str(abs(value)))}-digit number)", path)
     if not math.isfinite(value):
         raise InputError(f"{name} must be a finite number, got {value!r}", path)
     if integer and value != int(value):
@@ -182,8 +300,18 @@ def check_number(
     return int(value) if integer else float(value)
 
 
+def _short_repr(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 class FolderLock:
-    """An exclusive lock on a render folder, so two renders never write into one folder at once."""
+    """An exclusive lock on a render folder, so two renders never write into one folder at once.
+
+    The lock file exists only while the lock is held: it is removed (still locked) on release, so a refused
+    or finished command leaves no trace. A process that locked a file another one removed meanwhile sees
+    that the name now points elsewhere and counts as refused.
+    """
 
     def __init__(self, folder: Path, name: str) -> None:
         self.path = folder / name
@@ -207,9 +335,24 @@ class FolderLock:
                 "another m2v render is writing into this folder; wait for it, or choose another folder",
                 self.path.parent,
             ) from None
+        try:
+            current = os.stat(self.path).st_ino
+        except OSError:
+            current = None
+        if os.name != "nt" and current != os.fstat(self._fd).st_ino:
+            os.close(self._fd)  # the holder released and removed it between our open and our lock
+            self._fd = None
+            raise InputError(
+                "another m2v render was writing into this folder just now; run again", self.path.parent
+            ) from None
         return self
 
     def __exit__(self, *exc) -> None:
         if self._fd is not None:
+            if os.name != "nt":
+                self.path.unlink(missing_ok=True)  # while still held: see the class note
             os.close(self._fd)  # closing releases the lock
             self._fd = None
+            if os.name == "nt":
+                with contextlib.suppress(OSError):
+                    self.path.unlink()

@@ -28,13 +28,14 @@ import bisect
 import hashlib
 import math
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from engine.errors import InputError
-from engine.files import file_sha256
+from engine.files import check_input_file, file_sha256
 
 # Still images (STILL_SUFFIXES) are read with PIL; anything else that is a file is opened as a movie (PyAV).
 from engine.protocol import STILL_SUFFIXES, image_slots
@@ -44,6 +45,9 @@ from engine.settings_check import check_setting
 EPS = 1e-7
 #: Decode forward instead of seeking when the wanted frame is at most this many frames ahead.
 SEEK_WINDOW = 48
+#: The per-frame digests of a footage file at one render size, kept in m2v's cache folder by the file's hash.
+DIGESTS_KIND, DIGESTS_VERSION = "m2v-footage-digests", 1
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -147,8 +151,11 @@ class _Movie:
             if not probe.streams.video:
                 raise InputError("--footage: the file has no video stream", path)
             stream = probe.streams.video[0]
-            stamps = (p.pts if p.pts is not None else p.dts for p in probe.demux(stream) if p.size)
-            pts = sorted({t for t in stamps if t is not None})
+            try:
+                stamps = (p.pts if p.pts is not None else p.dts for p in probe.demux(stream) if p.size)
+                pts = sorted({t for t in stamps if t is not None})
+            except (av.error.FFmpegError, OSError, ValueError) as e:
+                raise InputError(f"--footage: the movie is damaged ({e})", path) from None
             base = stream.time_base
             rate = stream.average_rate or stream.guessed_rate
         if not pts or base is None:
@@ -175,6 +182,18 @@ class _Movie:
         self._frames = self._container.decode(stream)
 
     def frame(self, j: int) -> np.ndarray:
+        import av
+
+        try:
+            return self._decode(j)
+        except (av.error.FFmpegError, OSError, ValueError, MemoryError) as e:
+            # Damage found mid-render is the movie's, so the user's to fix: say which file and frame.
+            self.close()
+            raise InputError(
+                f"--footage: frame {j} of the movie is damaged and cannot be decoded ({e})", self.path
+            ) from None
+
+    def _decode(self, j: int) -> np.ndarray:
         if self._frames is None or not (self._next <= j <= self._next + SEEK_WINDOW):
             self._open(j)
         for f in self._frames:
@@ -222,7 +241,8 @@ class Footage:
             for p in self._files:
                 h.update(f"{p.name}:{file_sha256(p)}\n".encode())
             self.digest = h.hexdigest()
-        elif path.is_file():
+        else:
+            check_input_file(path, "--footage movie or picture")
             self.digest = file_sha256(path)
             if path.suffix.lower() in STILL_SUFFIXES:
                 self.kind, self._files, self.times, self.end = "still", [path], [0.0], math.inf
@@ -230,8 +250,6 @@ class Footage:
             else:
                 self._movie = _Movie(path)
                 self.kind, self.times, self.end = "movie", self._movie.times, self._movie.end
-        else:
-            raise InputError("--footage not found", path)
 
     def __len__(self) -> int:
         return len(self.times)
@@ -244,9 +262,14 @@ class Footage:
         from PIL import Image, UnidentifiedImageError
 
         try:
-            with Image.open(p) as img:
-                return np.asarray(img.convert("RGB"), dtype=np.uint8)
-        except (UnidentifiedImageError, OSError) as e:
+            with warnings.catch_warnings():
+                # Past PIL's pixel limit a picture is a decompression bomb, not footage: refuse it, do not decode it.
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(p) as img:
+                    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise InputError(f"--footage: the picture is too large to decode ({e})", p) from None
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
             raise InputError(f"--footage: not a picture m2v can read ({e})", p) from None
 
     def frame(self, j: int, width: int, height: int) -> np.ndarray:
@@ -257,6 +280,68 @@ class Footage:
     def close(self) -> None:
         if self._movie is not None:
             self._movie.close()
+
+
+def frame_digest(rgb: np.ndarray) -> str:
+    """SHA-256 of a picture's pixels (its shape included): what an image that follows it depends on."""
+    h = hashlib.sha256(f"{rgb.shape}:{rgb.dtype}\n".encode())
+    h.update(np.ascontiguousarray(rgb).tobytes())
+    return h.hexdigest()
+
+
+def digest_cache_path(footage: Footage, width: int, height: int) -> Path:
+    """Where the digests of this footage's frames at this size are kept (``$M2V_CACHE``/footage)."""
+    from engine.estimate import cache_dir
+
+    return cache_dir() / "footage" / f"{footage.digest}-{width}x{height}.json"
+
+
+def _read_digest_cache(path: Path, width: int, height: int) -> dict[int, str]:
+    """The cached digests, or none: a damaged or foreign cache file is ignored and rewritten, never trusted."""
+    import json
+
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not (
+        isinstance(doc, dict)
+        and doc.get("kind") == DIGESTS_KIND
+        and doc.get("version") == DIGESTS_VERSION
+        and doc.get("size") == [width, height]
+        and isinstance(doc.get("frames"), dict)
+    ):
+        return {}
+    out = {}
+    for j, d in doc["frames"].items():
+        if isinstance(j, str) and j.isdigit() and isinstance(d, str) and _HEX64.match(d):
+            out[int(j)] = d
+    return out
+
+
+def frame_digests(footage: Footage, frames, width: int, height: int, cache: Path | None = None) -> dict[int, str]:
+    """The digest of each of ``frames`` (indices) decoded and resized to the render size.
+
+    Segments are keyed by the pixels of the footage frames they use, so a re-exported movie re-renders only
+    from the first segment whose frames changed. Digests are kept by the file's hash (``cache``, by default
+    :func:`digest_cache_path`): an unchanged file decodes nothing; frames not yet known are decoded once, in
+    order.
+    """
+    cache = digest_cache_path(footage, width, height) if cache is None else cache
+    known = _read_digest_cache(cache, width, height)
+    missing = sorted({int(j) for j in frames} - set(known))
+    for j in missing:
+        known[j] = frame_digest(footage.frame(j, width, height))
+    if missing:
+        from engine.files import write_json_atomic
+
+        doc = {"kind": DIGESTS_KIND, "version": DIGESTS_VERSION, "size": [width, height]}
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic({**doc, "frames": {str(j): d for j, d in sorted(known.items())}}, cache)
+        except OSError:
+            pass  # a cache that cannot be written costs the decoding next time, nothing else
+    return {int(j): known[int(j)] for j in frames}
 
 
 def segment_frames(footage: Footage, timing: FootageTiming, seg: dict) -> list[int | None]:

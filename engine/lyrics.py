@@ -59,17 +59,35 @@ def _frac(digits: str | None) -> float:
 
 def read_text(path: str | Path) -> str:
     """Read a text file as UTF-8 (BOM allowed), falling back to Latin-1 for old LRC files."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError("lyrics file not found", path)
-    if path.is_dir():
-        raise InputError("is a folder, not a lyrics file", path)
+    from engine.files import MAX_TEXT_BYTES, check_input_file
+
+    path = check_input_file(path, "lyrics file", MAX_TEXT_BYTES)
     try:
         raw = path.read_bytes()
     except OSError as e:
         raise InputError(f"cannot read the lyrics file ({e.strerror})", path) from None
     if not raw.strip():
         raise InputError("the lyrics file is empty", path)
+    text = _decode(raw)
+    if "\x00" in text:
+        raise InputError("this is not a text file (it holds NUL bytes); save the lyrics as UTF-8 text", path)
+    return text
+
+
+def _decode(raw: bytes) -> str:
+    """UTF-8 (BOM allowed), UTF-16 with a BOM or in its ASCII-heavy no-BOM shape, else Latin-1."""
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            return raw.decode("utf-16")
+        except UnicodeDecodeError:
+            pass
+    elif len(raw) >= 4 and raw.count(b"\x00") * 3 >= len(raw):
+        # UTF-16 without a BOM: every other byte of ASCII text is NUL; the side of the NULs gives the order.
+        order = "utf-16-le" if raw[1::2].count(0) > raw[0::2].count(0) else "utf-16-be"
+        try:
+            return raw.decode(order)
+        except UnicodeDecodeError:
+            pass
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -134,6 +152,13 @@ def _cue_time(s: str, path: str | Path, n: int) -> float:
     return h * 3600 + mm * 60 + ss + _frac(m.group(4))
 
 
+def _starts_cue(lines: list[str], i: int) -> bool:
+    """Line ``i`` begins the next cue (its timing, or its number right above it), blank line or not."""
+    if _CUE_LINE.match(lines[i].strip()):
+        return True
+    return lines[i].strip().isdigit() and i + 1 < len(lines) and bool(_CUE_LINE.match(lines[i + 1].strip()))
+
+
 def parse_cues(text: str, path: str | Path = "<srt>") -> list[LyricLine]:
     """Parse SRT or WebVTT cues (numbering, identifiers, settings, NOTE and STYLE blocks allowed)."""
     lines = text.splitlines()
@@ -165,7 +190,7 @@ def parse_cues(text: str, path: str | Path = "<srt>") -> list[LyricLine]:
             raise InputError(f"cue ends ({cue.group(2)}) before it starts ({cue.group(1)})", path, n)
         i += 1
         words = []
-        while i < len(lines) and lines[i].strip():
+        while i < len(lines) and lines[i].strip() and not _starts_cue(lines, i):
             words.append(_MARKUP.sub("", lines[i]).strip())
             i += 1
         text_ = " ".join(" ".join(words).split())
@@ -179,6 +204,10 @@ def _csv_seconds(s: str, path: str | Path, n: int) -> float:
     s = s.strip()
     m = _CSV_TIME.match(s)
     if m:
+        if m.group(1) is not None and int(m.group(2)) >= 60:
+            raise InputError(f"bad time {s!r}: minutes must be below 60", path, n)
+        if float(m.group(3).replace(",", ".")) >= 60:
+            raise InputError(f"bad time {s!r}: seconds must be below 60", path, n)
         return int(m.group(1) or 0) * 3600 + int(m.group(2)) * 60 + float(m.group(3).replace(",", "."))
     try:
         v = float(s)
@@ -191,27 +220,91 @@ def _csv_seconds(s: str, path: str | Path, n: int) -> float:
     return v
 
 
+#: Header names of the CSV columns (lower case, spaces and hyphens as ``_``); unnamed columns go by position.
+_CSV_TIME_NAMES = ("timestamp", "time", "start", "start_time", "starttime", "begin", "from")
+_CSV_END_NAMES = ("end", "end_time", "endtime", "stop", "to", "until")
+_CSV_TEXT_NAMES = ("text", "lyrics", "lyric", "line", "lyrics_line", "lyric_line", "words", "content")
+
+
+def _csv_is_time(s: str) -> bool:
+    """Whether a cell reads as a time stamp (``MM:SS``, ``H:MM:SS`` or seconds)."""
+    if _CSV_TIME.match(s):
+        return True
+    try:
+        return math.isfinite(float(s))
+    except ValueError:
+        return False
+
+
+def _csv_columns(header: list[str] | None, path: str | Path) -> tuple[int, int | None, int | None]:
+    """``(time, end, text)`` column indices from a header row: by name, else by position.
+
+    ``text`` is None when the words are every column after the time (a file without a header, whose
+    unquoted commas split the words into several cells).
+    """
+    if header is None:
+        return 0, None, None
+    names = [re.sub(r"[\s-]+", "_", c.strip().lower()) for c in header]
+
+    def find(choices: tuple[str, ...]) -> int | None:
+        return next((names.index(c) for c in choices if c in names), None)
+
+    time_col, end_col, text_col = find(_CSV_TIME_NAMES), find(_CSV_END_NAMES), find(_CSV_TEXT_NAMES)
+    if time_col is None:
+        time_col = 0
+    if text_col is None:
+        used = {time_col, end_col}
+        rest = [i for i in range(len(names)) if i not in used]
+        if not rest:
+            raise InputError(f"the header {','.join(header)!r} names no column for the words", path, 1)
+        text_col = rest[0] if end_col is not None or len(rest) == 1 else None
+    if text_col == time_col or (end_col is not None and text_col == end_col):
+        raise InputError(f"the header {','.join(header)!r} names one column twice", path, 1)
+    return time_col, end_col, text_col
+
+
+def _csv_words(row: list[str], time_col: int, end_col: int | None, text_col: int | None, width: int) -> str:
+    if text_col is None:
+        cells = [c for i, c in enumerate(row) if i not in (time_col, end_col)]
+    elif text_col == width - 1:
+        cells = row[text_col:]  # unquoted commas in the last column split it into extra cells
+    else:
+        cells = row[text_col : text_col + 1]
+    return " ".join(",".join(cells).split())
+
+
 def parse_csv(text: str, path: str | Path = "<csv>") -> list[LyricLine]:
-    """Parse CSV lyrics: ``MM:SS,text`` rows, or ``start_time,end_time,lyrics_line`` with a header."""
-    rows = list(csv.reader(io.StringIO(text)))
+    """Parse CSV lyrics: a time column (``MM:SS``, ``H:MM:SS`` or seconds), an optional end, the words.
+
+    A first row whose cells are not times is a header (the authors' ``timestamp,text``,
+    ``start_time,end_time,lyrics_line``, ...): its names choose the columns (time: timestamp, time,
+    start, ...; end: end, end_time, ...; words: text, lyrics, line, ...); columns it does not name go
+    by position (time first, the words after it). Quoted words may hold commas.
+    """
+    reader, rows = csv.reader(io.StringIO(text)), []
+    try:
+        rows.extend((reader.line_num, row) for row in reader if "".join(row).strip())
+    except csv.Error as e:  # a field over the csv module's size limit, say
+        raise InputError(f"not a readable CSV ({e})", path, reader.line_num) from None
+    header = None
+    if rows and not any(_csv_is_time(c.strip()) for c in rows[0][1]):
+        header = rows.pop(0)[1]
+    time_col, end_col, text_col = _csv_columns(header, path)
+    width = len(header) if header else 0
+    need = 1 + max(c for c in (time_col, end_col, time_col + 1 if text_col is None else text_col) if c is not None)
     out: list[LyricLine] = []
-    header = [c.strip().lower() for c in rows[0]] if rows else []
-    with_end = "start_time" in header and "end_time" in header
-    first = 1 if header and ("start_time" in header or header[0] in ("time", "start")) else 0
-    for n, row in enumerate(rows[first:], start=first + 1):
-        if not row or not "".join(row).strip():
-            continue
-        if with_end:
-            if len(row) < 3:
-                raise InputError("expected start_time,end_time,lyrics_line", path, n)
-            start, end = _csv_seconds(row[0], path, n), _csv_seconds(row[1], path, n)
-            words = ",".join(row[2:])
-        else:
-            if len(row) < 2:
-                raise InputError("expected a time and the words, like 01:23,some words", path, n)
-            start, end = _csv_seconds(row[0], path, n), None
-            words = ",".join(row[1:])
-        words = " ".join(words.split())
+    for n, row in rows:
+        if len(row) < need:
+            raise InputError(
+                "expected a time and the words, like 01:23,some words"
+                if header is None
+                else f"expected {need} columns as the header {','.join(header)!r} names, got {len(row)}",
+                path,
+                n,
+            )
+        start = _csv_seconds(row[time_col], path, n)
+        end = _csv_seconds(row[end_col], path, n) if end_col is not None else None
+        words = _csv_words(row, time_col, end_col, text_col, width or len(row))
         if words:
             out.append(LyricLine(time=start, text=words, line=n, end=end))
     out.sort(key=lambda x: (x.time, x.line))
@@ -250,4 +343,7 @@ def load_lyrics(path: str | Path) -> list[LyricLine]:
         raise InputError("unknown lyrics format: use .lrc, .srt, .vtt or .csv", path)
     if not out:
         raise InputError("no timed lyric lines found", path)
+    for ly in out:
+        if ly.end is not None and ly.end < ly.time:
+            raise InputError(f"the line ends ({ly.end:g} s) before it starts ({ly.time:g} s)", path, ly.line)
     return out

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from engine import __version__, faults
 from engine.errors import InputError
-from engine.files import dumps_strict, write_bytes_atomic
+from engine.files import MAX_JSON_BYTES, check_input_file, dumps_strict, write_bytes_atomic
 from engine.protocol import (
     JOURNAL_FILE,
     MANIFEST_FILE,
@@ -114,6 +114,12 @@ class RenderStore:
         """
         entries, generation = {}, 0
         path = out_dir / MANIFEST_FILE
+        if not path.exists() and (out_dir / JOURNAL_FILE).exists():
+            # m2v writes its manifest before its first journal line: this journal is someone else's file.
+            raise InputError(
+                f"holds a {JOURNAL_FILE} that m2v did not write (no {MANIFEST_FILE}); choose another output folder",
+                out_dir,
+            )
         if path.exists():
             data = _read_manifest(path)
             try:
@@ -129,6 +135,7 @@ class RenderStore:
         path = self.out_dir / JOURNAL_FILE
         if not path.exists():
             return
+        check_input_file(path, "render journal", MAX_JSON_BYTES)
         raw = path.read_bytes()
         good = 0
         for line in raw.splitlines(keepends=True):
@@ -257,9 +264,10 @@ class RenderStore:
 
 
 def _read_manifest(path: Path) -> dict:
+    check_input_file(path, "render manifest", MAX_JSON_BYTES)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError):
+        data = json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise InputError("the render manifest is damaged; choose another output folder", path) from None
     except OSError as e:
         raise InputError(f"cannot read the render manifest ({e.strerror})", path) from None

@@ -45,10 +45,9 @@ class ModelPaths:
 def _given(value: str | Path | None, what: str) -> Path | None:
     if value is None:
         return None
-    p = Path(value).expanduser()
-    if not p.is_file():
-        raise InputError(f"{what} not found" if not p.is_dir() else f"{what} is a folder, not a file", p)
-    return p
+    from engine.files import check_input_file
+
+    return check_input_file(value, what)  # a regular file: a pipe or device would hang the loader
 
 
 def resolve_model_paths(

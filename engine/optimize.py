@@ -59,41 +59,46 @@ class InitPull:
         return (x - self.target).pow(2).mean() * (self.weight / 2)
 
 
-#: bf16 autocast on CUDA: off. Measured on an H200 (bench/render_step.py, 512x512, 32 latest cutouts) it made
-#: the step slower, 97 ms against 75 ms in float32: the decoder is bound by GroupNorm and elementwise work that
-#: autocast keeps in float32 (so it only adds ~800 casts a step), and the step is bound by kernel launches on
-#: the CPU, not by the convolutions and matmuls that bf16 speeds up. float32 is also the authors' precision.
-AUTOCAST_CUDA = False
-
-
-def use_autocast(device) -> bool:
-    """Whether the step runs under bf16 autocast on ``device`` (see :data:`AUTOCAST_CUDA`)."""
-    return device.type == "cuda" and AUTOCAST_CUDA
-
-
 class Optimizer:
-    """The latent, its Adam state, and the step (the models stay frozen)."""
+    """The latent, its Adam state, and the step (the models stay frozen).
 
-    def __init__(self, vqgan, clip, settings, device) -> None:
+    One step function (:meth:`step_body`) serves both ways a step runs: eagerly (CPU, MPS, and wherever capture
+    fails) and, on CUDA, captured once per image shape as a CUDA graph and replayed (:mod:`engine.step_graph`).
+    ``settings.precision`` picks the number formats (:mod:`engine.precision`).
+    """
+
+    def __init__(self, vqgan, clip, settings, device, warn=None) -> None:
+        from engine.precision import step_precision
+        from engine.step_graph import StepGraphs
+
         self.vqgan, self.clip, self.s, self.device = vqgan, clip, settings, device
         self.z_min, self.z_max = (t.to(device) for t in vqgan.z_bounds())
-        self.autocast = use_autocast(device)
+        self.precision = step_precision(getattr(settings, "precision", "mixed"), device)
+        #: ``latest`` cutouts: "batched" (engine.augment) or "kornia" (the authors' pipeline, for the reference).
+        self.cut_impl = "batched"
+        self.graphs = StepGraphs(self, warn) if device.type == "cuda" else None
         self.z = self.opt = None
+        self._targets: tuple = (None, None)
 
-    def reset(self, take: int = 0) -> None:
-        """The starting latent: random codebook entries drawn from the seed (and the first segment's take)."""
+    def reset(self, take: int = 0, segment: int = 0) -> None:
+        """The starting latent: random codebook entries drawn from the seed and the chain's first segment (its
+        index, unless 0, and its take)."""
         import torch
 
-        g = torch.Generator().manual_seed(sub_seed(self.s.seed, "init", *([f"take{take}"] if take else [])))
+        parts = [*([f"chain{segment}"] if segment else []), *([f"take{take}"] if take else [])]
+        g = torch.Generator().manual_seed(sub_seed(self.s.seed, "init", *parts))
         self._set(self.vqgan.random_latent(self.s.width, self.s.height, g).to(self.device), None)
 
     def _set(self, z, opt_state) -> None:
         import torch
 
         self.z = z.clone().requires_grad_(True)
-        self.opt = torch.optim.Adam([self.z], lr=self.s.lr)
+        # capturable: Adam's step count lives on the device, so a captured step can update it.
+        self.opt = torch.optim.Adam([self.z], lr=self.s.lr, capturable=self.device.type == "cuda")
         if opt_state is not None:
             self.opt.load_state_dict(opt_state)
+        if self.graphs is not None:
+            self.graphs.clear()  # they hold the old latent and optimiser
 
     def state(self) -> dict:
         """A CPU copy of the latent and optimiser state (for a snapshot)."""
@@ -117,7 +122,22 @@ class Optimizer:
         with torch.no_grad():
             self.z.copy_(z)
 
-    def step(self, targets: list, seed: int, anchor=None, pull: InitPull | None = None) -> tuple:
+    @property
+    def batched(self) -> bool:
+        """Whether the step's cutouts are the batched ``latest`` ones (drawn per image, capturable)."""
+        return self.s.cutout_method == "latest" and self.cut_impl == "batched"
+
+    def image_draws(self, seeds: list[int]):
+        """The cutout draws of an image's steps (:class:`engine.augment.ImageDraws`), or None where the cutouts
+        draw per step from the seed (``crops``, or the ``kornia`` implementation)."""
+        if not self.batched:
+            return None
+        from engine.augment import ImageDraws
+
+        s = self.s
+        return ImageDraws(seeds, s.cutouts, self.clip.input_size, s.noise, self.device)
+
+    def step(self, targets: list, seed: int, anchor=None, pull: InitPull | None = None, draw=None) -> tuple:
         """One optimisation step.
 
         Parameters
@@ -125,11 +145,13 @@ class Optimizer:
         targets : list of (Tensor, float)
             Unit target vectors and their weights.
         seed : int
-            Fixes the step's cutouts and augments.
+            Fixes the step's cutouts and augments (where ``draw`` is not given).
         anchor : Tensor, optional
             The previous image's final latent: eq. 1 pulls towards it (``l1_weight``).
         pull : InitPull, optional
             An L2 pull towards a footage frame, added to the loss.
+        draw : tuple, optional
+            ``(draws, j)``: this step's cutout draws, from :meth:`image_draws` (made once for the image's steps).
 
         Returns
         -------
@@ -137,17 +159,38 @@ class Optimizer:
             The image decoded from the latent *before* the update (``(1, 3, H, W)`` in [0, 1]) and the loss
             (a 0-d tensor: reading it waits for the device, so callers read it once an image, not once a step).
         """
+        if draw is None and self.batched:
+            draw = self.image_draws([seed])[0]
+        tgt, wts = self._target_tensors(targets)
+        if self.graphs is not None and draw is not None and (pull is None or pull.weight <= 0):
+            done = self.graphs.run(tgt, wts, draw, anchor)
+            if done is not None:
+                return done
+        with self.precision.matmuls():
+            self.opt.zero_grad(set_to_none=True)
+            return self.step_body(tgt, wts, draw, anchor, pull, seed=seed)
+
+    def step_body(self, tgt, wts, draw, anchor=None, pull=None, static: bool = False, seed: int = 0) -> tuple:
+        """Decode, cut out, embed, loss, backward, Adam, eq. 1, clamp: the step, eager or under capture.
+
+        ``tgt`` ``(T, d)`` unit targets and ``wts`` ``(T,)`` their weights, on the device; ``static`` selects the
+        colour order on the device (a captured step). Gradients must be cleared by the caller.
+        """
         import torch
 
-        from engine.cutouts import make_cutouts
+        from engine.cutouts import latest_batched, make_cutouts
 
-        s, z, opt = self.s, self.z, self.opt
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
+        s, z, opt, size = self.s, self.z, self.opt, self.clip.input_size
+        with self.precision.decoder():
             out = self.vqgan(z)
-            cuts = make_cutouts(out.float(), s.cutouts, self.clip.input_size, seed, s.cutout_method, s.cutout_pow, s.noise)
+        image = out.float()
+        if draw is not None:
+            cuts = latest_batched(image, s.cutouts, size, draw[0], draw[1], static=static)
+        else:
+            cuts = make_cutouts(image, s.cutouts, size, seed, s.cutout_method, s.cutout_pow, s.noise, impl=self.cut_impl)
+        with self.precision.clip():
             emb = self.clip.embed_images(cuts)
-        loss = sum(w * spherical_distance(emb, t[None]).mean() for t, w in targets)
+        loss = (spherical_distance(emb.float()[:, None], tgt[None]).mean(0) * wts).sum()
         if pull is not None and pull.weight > 0:
             loss = loss + pull.loss(z, out)
         loss.backward()
@@ -162,9 +205,21 @@ class Optimizer:
             z.copy_(torch.maximum(torch.minimum(z, self.z_max), self.z_min))
         return out, loss.detach()
 
+    def _target_tensors(self, targets: list) -> tuple:
+        """``targets`` stacked on the device, made again only when they change (the weights cross from the host)."""
+        import torch
+
+        key = [(id(t), float(w)) for t, w in targets]
+        if self._targets[0] != key:
+            tgt = torch.stack([t.float() for t, _ in targets])
+            wts = torch.tensor([float(w) for _, w in targets], device=self.device)
+            # The list is kept with the key so that no target is freed and its id reused by another.
+            self._targets = (key, (tgt, wts), list(targets))
+        return self._targets[1]
+
     def decode(self):
         """The image of the current latent, as a step's forward pass would decode it."""
         import torch
 
-        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
+        with torch.no_grad(), self.precision.matmuls(), self.precision.decoder():
             return self.vqgan(self.z)

@@ -18,14 +18,14 @@ from engine import __version__
 from engine.audio import Song, load_song
 from engine.beats import BeatTrack, track_beats
 from engine.errors import InputError
-from engine.features import Features, compute_features
+from engine.features import Features, compute_features, mel_power_curve
 from engine.files import check_number, file_sha256
 from engine.lyrics import LyricLine, load_lyrics
 from engine.plan_schema import load_plan  # noqa: F401 - plans are read where they are checked
-from engine.protocol import PLAN_KIND, PLAN_VERSION, PRESETS, segment_counts
+from engine.protocol import AUTHORS_POWER, PLAN_KIND, PLAN_VERSION, PRESETS, segment_counts
 from engine.segments import segment_bounds
 from engine.settings_check import check_setting
-from engine.settings_table import ANALYSIS_DEFAULTS
+from engine.settings_table import ANALYSIS_DEFAULTS, INTENSITIES
 
 #: Boundaries closer to the song's end than this are taken as the end (float rounding in callers).
 END_TOLERANCE = 0.05
@@ -65,6 +65,26 @@ def level_curve(feats: Features, offset: float, window: float = 2.0) -> dict:
         "db": [float(x) for x in level],
         "range": [round(lo, 4), round(hi, 4)],
     }
+
+
+def authors_power(song_path: str | Path) -> dict:
+    """The authors' intensity curve of the whole file (``levels["power"]``, see ``engine.protocol.INTENSITIES``).
+
+    Normalised over the whole song as their code does, whatever span is
+    planned: the curve, and so every segment's intensity, stays the same when
+    the first or last cut moves.
+    """
+    a = AUTHORS_POWER
+    whole = load_song(song_path, sr=a["sr"], min_duration=0.0)
+    curve = mel_power_curve(whole.y, whole.sr, a["hop"], a["n_mels"], a["fmax"])
+    return {"hop": a["hop"] / a["sr"], "offset": 0.0, "values": [round(float(v), 5) for v in curve]}
+
+
+def check_intensity(intensity: str) -> str:
+    """``--intensity`` checked where it enters."""
+    if intensity not in INTENSITIES:
+        raise InputError(f"--intensity must be one of {', '.join(INTENSITIES)}, not {intensity!r}")
+    return intensity
 
 
 def _credited_time(t: float, boundaries: list[float]) -> float:
@@ -134,15 +154,20 @@ def build_plan(
     analysis: dict,
     lyrics_path: str | None,
     beats: BeatTrack | None = None,
+    intensity: str = "paper",
 ) -> dict:
     """Assemble the plan dictionary from analysed parts.
 
     ``bounds_rel`` are boundaries in seconds relative to ``song.y`` (0 to
     ``song.duration``); ``rates`` holds ``min_rate``, ``max_rate`` (steps per
     second of music) and ``fps`` (the output frame rate, which caps distinct
-    images).
+    images); ``intensity`` chooses the paper's or the authors' (``engine.protocol.INTENSITIES``).
     """
     levels = level_curve(feats, song.offset)
+    if intensity == "authors":
+        # Only then: a paper plan stays byte for byte what it was, and reads as paper by the key's absence.
+        levels["intensity"] = "authors"
+        levels["power"] = authors_power(song.path)
     f_bounds = [round(song.offset + float(b), 4) for b in bounds_rel]
     f_bounds[-1] = round(song.end, 4)
     counts = segment_counts(levels, f_bounds, rates["min_rate"], rates["max_rate"], rates["fps"])
@@ -217,6 +242,10 @@ def _song_json(song: Song) -> dict:
     }
 
 
+#: Lyric lines outside the song warned one by one; the rest are counted in one line.
+MAX_LYRIC_WARNINGS = 10
+
+
 def _usable_lyrics(lyrics: list[LyricLine], song: Song) -> tuple[list[str], list[tuple[int, LyricLine]]]:
     warnings, usable = [], []
     for i, ly in enumerate(lyrics):
@@ -228,6 +257,10 @@ def _usable_lyrics(lyrics: list[LyricLine], song: Song) -> tuple[list[str], list
             warnings.append(f"lyric line {ly.line} at {ly.time:.2f} s is outside the analysed span")
         else:
             usable.append((i, ly))
+    if len(warnings) > MAX_LYRIC_WARNINGS:
+        # A lyrics file for another (longer) song would otherwise bury the terminal in one line per lyric.
+        more = len(warnings) - MAX_LYRIC_WARNINGS
+        warnings = warnings[:MAX_LYRIC_WARNINGS] + [f"... and {more} more lyric lines outside the song or the span"]
     return warnings, usable
 
 
@@ -276,6 +309,7 @@ def analyze(
     target_length: float = ANALYSIS_DEFAULTS["target_length"],
     start: float | None = None,
     end: float | None = None,
+    intensity: str = "paper",
 ) -> dict:
     """Analyse a song into a plan (paper 3.1 and 3.2).
 
@@ -297,6 +331,8 @@ def analyze(
         Scene lengths in seconds (``scenes`` only): minimum and target mean.
     start, end : float, optional
         Analyse only this span of the file (seconds).
+    intensity : {'paper', 'authors'}
+        A segment's intensity as the paper's text reads it or as the authors' code computes it.
 
     Returns
     -------
@@ -304,6 +340,7 @@ def analyze(
         The plan (see the README).
     """
     rates = preset_rates(preset, min_rate, max_rate, fps)
+    check_intensity(intensity)
     granularity = _check_analysis_args(preset, granularity, min_length, target_length, start, end)
     lyrics = _lyrics(lyrics_path)
     song = load_song(song_path, start=start, end=end)
@@ -328,6 +365,7 @@ def analyze(
         analysis=analysis,
         lyrics_path=str(lyrics_path) if lyrics_path else None,
         beats=beats,
+        intensity=intensity,
     )
     if preset != "paper":
         f_bounds = [round(song.offset + float(b), 4) for b in paper_bounds]
@@ -354,10 +392,12 @@ def plan_from_boundaries(
     min_rate: float | None = None,
     max_rate: float | None = None,
     fps: float | None = None,
+    intensity: str = "paper",
 ) -> dict:
     """Re-derive intensity, steps and guidance for caller-given boundaries (file seconds).
 
     The first and last boundary bound the span; every consecutive pair is one segment.
+    ``intensity`` is as in :func:`analyze`.
     """
     b = [float(x) for x in boundaries]
     if len(b) < 2:
@@ -367,7 +407,11 @@ def plan_from_boundaries(
     for x, y in zip(b, b[1:]):
         if y <= x:
             raise InputError(f"--boundaries must increase strictly: {y} follows {x}")
+        if round(y, 4) <= round(x, 4):
+            # Plans keep times to 0.1 ms; a shorter segment would be empty in the plan, which render refuses.
+            raise InputError(f"--boundaries {x} and {y} are less than 0.0001 s apart: that segment would be empty")
     rates = preset_rates(preset, min_rate, max_rate, fps)
+    check_intensity(intensity)
     lyrics = _lyrics(lyrics_path)
     song = load_song(song_path, start=b[0], end=b[-1] + 10.0, min_duration=0.0)
     if b[-1] > song.file_duration + END_TOLERANCE:
@@ -398,6 +442,7 @@ def plan_from_boundaries(
         lyrics_path=str(lyrics_path) if lyrics_path else None,
         # The beats drive motion (engine.motion); they never change the segments given here.
         beats=track_beats(feats.onset, feats.frame_rate),
+        intensity=intensity,
     )
     if preset != "paper":
         bounds = [s["start"] for s in plan["segments"]] + [plan["segments"][-1]["end"]]

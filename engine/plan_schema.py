@@ -14,6 +14,7 @@ from pathlib import Path
 from engine.errors import InputError
 from engine.files import check_number, read_json
 from engine.protocol import PLAN_KIND, PLAN_VERSION
+from engine.settings_table import INTENSITIES
 
 MAX_STEPS = 10_000_000
 _SHA = re.compile(r"^[0-9a-f]{64}$")
@@ -79,6 +80,8 @@ def validate_segment(k: int, s: object, prev_end: float | None, duration: float,
     check_number(s.get("intensity", 0.0), f"segment {k} intensity", 0, 1, path=path)
     check_number(s.get("prompt_weight", 1.0), f"segment {k} prompt_weight", 0, 1, path=path)
     check_number(s.get("take", 0), f"segment {k} take", 0, 1_000_000, integer=True, path=path)
+    if not isinstance(s.get("new_chain", False), bool):
+        raise InputError(f"segment {k} new_chain must be true or false", path)
     if s.get("prompt") is not None and (not isinstance(s["prompt"], str) or not s["prompt"].strip()):
         raise InputError(f"segment {k} prompt must be text (or null)", path)
     validate_parts(k, s["parts"], start, end, path)
@@ -122,6 +125,10 @@ def validate_plan(plan: dict, path: str | Path = "<plan>") -> None:
     for k, s in enumerate(segs):
         prev_end = validate_segment(k, s, prev_end, float(song["duration"]), path)
     validate_beats(plan, path)
+    levels = plan.get("analysis", {}).get("levels") if isinstance(plan.get("analysis"), dict) else None
+    # Plans from before --intensity have none: they are the paper's.
+    if isinstance(levels, dict) and levels.get("intensity", "paper") not in INTENSITIES:
+        raise InputError(f"unknown intensity {levels['intensity']!r} (one of {', '.join(INTENSITIES)})", path)
     lyrics = plan.get("lyrics", [])
     if not isinstance(lyrics, list):
         raise InputError("the plan's lyrics must be a list", path)

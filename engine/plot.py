@@ -7,6 +7,32 @@ from pathlib import Path
 import numpy as np
 
 from engine.audio import load_song
+from engine.errors import InputError
+from engine.files import write_bytes_atomic
+
+
+def plot_format(out_path: str | Path, flag: str = "--plot") -> str:
+    """The image format a plot path asks for: its extension, PNG when it has none.
+
+    The file is written under exactly the name given (``plot`` stays ``plot``, a PNG).
+
+    Raises
+    ------
+    InputError
+        When matplotlib cannot write that extension (checked before anything is written).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    ext = Path(out_path).suffix.lower().lstrip(".")
+    if not ext:
+        return "png"
+    kinds = FigureCanvasBase.get_supported_filetypes()
+    if ext not in kinds:
+        raise InputError(f"{flag}: cannot write .{ext} pictures; use one of .{', .'.join(sorted(kinds))}", out_path)
+    return ext
 
 
 def plot_plan(plan: dict, out_path: str | Path) -> Path:
@@ -17,13 +43,22 @@ def plot_plan(plan: dict, out_path: str | Path) -> Path:
     plan : dict
         A plan from :func:`engine.plan.analyze` or :func:`engine.plan.plan_from_boundaries`.
     out_path : str or Path
-        PNG (or any format matplotlib writes) to create.
+        PNG (or any format matplotlib writes, by extension) to create; written atomically.
 
     Returns
     -------
     Path
         The written file.
     """
+    out_path = Path(out_path)
+    write_bytes_atomic(out_path, plot_bytes(plan, plot_format(out_path)))
+    return out_path
+
+
+def plot_bytes(plan: dict, fmt: str = "png") -> bytes:
+    """The plot of a plan as the bytes of an image file in ``fmt``."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -47,11 +82,10 @@ def plot_plan(plan: dict, out_path: str | Path) -> Path:
     _draw_rates(ax_r, plan["segments"])
     ax_r.set_xlim(span[0], span[1])
     fig.tight_layout()
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=110, format=fmt)
     plt.close(fig)
-    return out_path
+    return buf.getvalue()
 
 
 def _draw_song(ax_w, plan: dict, song) -> None:

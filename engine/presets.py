@@ -1,6 +1,7 @@
 """Resolving ``--preset auto|paper|draft|musicvideo`` and filling in what the user did not set.
 
-``paper`` is the authors' workload; ``draft`` a preview a CPU renders in
+``paper`` is the paper's method as its text reads (``--intensity authors``
+takes the authors' code's intensity instead); ``draft`` a preview a CPU renders in
 reasonable time; ``musicvideo`` the paper's workload with motion that follows
 the music. ``auto`` takes ``paper`` where a GPU is found (CUDA or Apple's
 MPS) and ``draft`` on a CPU, and says so.

@@ -42,8 +42,9 @@ ANALYSIS_SUMMARY_KIND, ANALYSIS_SUMMARY_VERSION = "m2v-analysis-summary", 1
 
 # ---------------------------------------------------------------- defaults
 
-#: The workloads. ``paper``: the authors' method end to end (every beat a segment, 10 + 110 x intensity
-#: optimisation steps per second of music, 512x512, 32 cutouts of their ``latest`` kind, Adam lr 0.1, eq. 2).
+#: The workloads. ``paper``: the paper's method as its text reads (every beat a segment, 10 + 110 x intensity
+#: optimisation steps per second of music, 512x512, 32 cutouts of the authors' ``latest`` kind, Adam lr 0.1,
+#: eq. 2); the intensity is the paper's reading unless ``--intensity authors`` (:data:`INTENSITIES`).
 #: ``draft``: a preview that a CPU renders in reasonable time. ``auto`` picks ``paper`` on a GPU, ``draft`` on
 #: a CPU. Any flag overrides its preset's value.
 PRESETS: dict[str, dict] = {
@@ -86,6 +87,12 @@ LYRIC_SUFFIXES = (".lrc", ".srt", ".vtt", ".csv")
 #: Still images footage may be (alone, or a folder of them as an image sequence).
 STILL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".tga")
 
+#: The authors' intensity curve (``--intensity authors``): sample rate, hop, mel bands and top frequency of their
+#: mel spectrogram. A plan (or an analysis summary) without ``levels["intensity"]`` is ``paper``.
+AUTHORS_POWER = {"sr": 16000, "hop": 512, "n_mels": 128, "fmax": 8000.0}
+#: The implementation of the cutouts (engine.augment), in every cache key: frames made by another are not reused.
+CUTOUT_IMPL = "batched-1"
+
 # ---------------------------------------------------------------- files in a render folder
 
 MANIFEST_FILE = "manifest.json"
@@ -114,6 +121,11 @@ EVENTS: dict[str, tuple[str, ...]] = {
     "segment_end": ("segment", "key", "reused", "start", "end", "dir", "files", "slots", "done", "total"),
     "cancelled": ("done", "total"),
     "done": ("done", "total", "out"),
+    # render --ray (engine.ray_render): the cluster joined, each chain handed to a worker, retried, done
+    "ray_start": ("address", "workers", "startup_s"),
+    "chain_start": ("chain", "segments", "pid", "node", "load_s"),
+    "chain_retry": ("chain", "segment", "index", "reason"),
+    "chain_end": ("chain", "attempts"),
     # analyze / plan (with --events)
     "planned": ("output", "segments", "steps", "images"),
     "estimate": ("steps", "images", "seconds", "device"),
@@ -192,16 +204,17 @@ def step_rate(intensity: float, min_rate: float, max_rate: float) -> float:
     return min_rate + intensity * (max_rate - min_rate)
 
 
-def step_and_image_counts(rate: float, length: float, fps: float) -> tuple[int, int]:
+def step_and_image_counts(rate: float, length: float, fps: float, whole: bool = False) -> tuple[int, int]:
     """Steps and distinct images of a segment.
 
-    ``steps = round(rate x length)`` (at least one); the images are as many as
-    the steps but never more than the output frame rate can show
-    (``round(fps x length)``, at least one): extra steps are spread over the
-    images, so a 120 steps/s segment on a 24 fps timeline makes 24 images a
-    second of 5 steps each.
+    ``steps = round(rate x length)`` (at least one; with ``whole``, the authors'
+    ``int(rate x length)``); the images are as many as the steps but never more
+    than the output frame rate can show (``round(fps x length)``, at least
+    one): extra steps are spread over the images, so a 120 steps/s segment on
+    a 24 fps timeline makes 24 images a second of 5 steps each.
     """
-    steps = max(1, int(round(rate * length)))
+    x = rate * length
+    steps = max(1, int(x + 1e-9) if whole else int(round(x)))
     return steps, max(1, min(steps, int(round(fps * length))))
 
 
@@ -218,6 +231,20 @@ def mean_level(levels: list[float], hop: float, start: float, end: float) -> flo
     return math.fsum(levels[a:b]) / (b - a)
 
 
+def max_level(levels: list[float], hop: float, start: float, end: float) -> float:
+    """Maximum of a curve (one value per ``hop`` seconds from time 0) over the frames from ``start`` to ``end``.
+
+    The authors' window: frames ``floor(start / hop)`` up to but not including ``floor(end / hop)``; a segment
+    ending at the curve's last frame takes it too (their last segment runs to the song's end).
+    """
+    n = len(levels)
+    a = min(max(int(math.floor(start / hop + 1e-6)), 0), n - 1)
+    b = min(max(int(math.floor(end / hop + 1e-6)), a + 1), n)
+    if b >= n - 1:
+        b = n
+    return max(levels[a:b])
+
+
 def normalized_intensity(level: float, lo: float, hi: float) -> float:
     """A level scaled to 0-1 between the song's quiet and loud ends (0.5 for a flat song)."""
     if hi - lo <= 1e-6:
@@ -231,17 +258,27 @@ def segment_counts(
     """``(intensity, rate, steps, images)`` per segment for the given boundaries.
 
     ``levels`` is the plan's ``analysis.levels`` (``hop``, ``offset``, ``db``,
-    ``range``): the add-on recomputes a plan's cost from it when markers move,
-    with exactly the engine's arithmetic.
+    ``range``; with ``intensity: "authors"`` also ``power``: ``hop``, ``offset``,
+    ``values``, see :data:`INTENSITIES`): the add-on recomputes a plan's cost
+    from it when markers move, with exactly the engine's arithmetic.
     """
-    hop, off, db, (lo, hi) = levels["hop"], levels["offset"], levels["db"], levels["range"]
+    authors = levels.get("intensity", "paper") == "authors"
     out = []
     for a, b in zip(bounds[:-1], bounds[1:]):
-        x = normalized_intensity(mean_level(db, hop, a - off, b - off), lo, hi)
+        x = segment_intensity(levels, a, b)
         rate = step_rate(x, min_rate, max_rate)
-        steps, images = step_and_image_counts(rate, b - a, fps)
+        steps, images = step_and_image_counts(rate, b - a, fps, whole=authors)
         out.append((x, rate, steps, images))
     return out
+
+
+def segment_intensity(levels: dict, start: float, end: float) -> float:
+    """A segment's intensity, 0-1, from the plan's level curves (file seconds ``start`` to ``end``)."""
+    if levels.get("intensity", "paper") == "authors":
+        p = levels["power"]
+        return min(1.0, max(0.0, max_level(p["values"], p["hop"], start - p["offset"], end - p["offset"])))
+    hop, off, (lo, hi) = levels["hop"], levels["offset"], levels["range"]
+    return normalized_intensity(mean_level(levels["db"], hop, start - off, end - off), lo, hi)
 
 
 def estimate_seconds(calibration: dict, steps: int, images: int, width: int, height: int, cutouts: int) -> float:

@@ -11,6 +11,7 @@ CPU.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from dataclasses import asdict, dataclass, field, make_dataclass
@@ -19,16 +20,20 @@ from typing import Any
 
 import numpy as np
 
+from engine.chains import chain_starts
 from engine.errors import InputError
-from engine.files import FolderLock, check_output_dir, file_sha256, remove_temp_files
+from engine.files import FolderLock, check_output_dir, file_sha256, make_dirs, remove_temp_files
 from engine.manifest import RenderStore, segment_folder, segment_key
 from engine.plan_schema import load_plan
 from engine.progress import Progress
 from engine.protocol import (
     AUDIO_RATE,
+    CUTOUT_IMPL,
     EXIT_CANCELLED,
     EXIT_OK,
+    JOURNAL_FILE,
     LOCK_FILE,
+    MANIFEST_FILE,
     SEGMENT_DIR_PREFIX,
     STATE_DIR,
     image_slots,
@@ -131,11 +136,15 @@ def load_plan_song(plan: dict, progress) -> np.ndarray:
     return song.y
 
 
-def segment_keys(plan: dict, song_16k: np.ndarray, settings: RenderSettings, model_ids: dict, extras=None) -> list[str]:
+def segment_keys(
+    plan: dict, song_16k: np.ndarray, settings: RenderSettings, model_ids: dict, extras=None, starts=(0,)
+) -> list[str]:
     """The chained cache key of every segment (see :mod:`engine.manifest`).
 
     ``extras(k)`` adds what only the frame source knows about segment ``k`` (the footage frames and the
     motion it uses); a segment it adds nothing to keeps the key it had without footage and motion.
+    ``starts`` are the latent chains' first segments (:mod:`engine.chains`): a chain start's key holds its
+    index instead of the previous key, so a moved chain start re-renders only the chains it touches.
     """
     from engine.guidance import audio_digest
 
@@ -157,9 +166,12 @@ def segment_keys(plan: dict, song_16k: np.ndarray, settings: RenderSettings, mod
             "take": int(seg.get("take", 0)),
             "settings": settings.key_fields(),
             "models": model_ids,
+            "cutouts": CUTOUT_IMPL,  # frames from another cutout implementation are not reused
         }
         if extras is not None:
             payload.update(extras(k))
+        if k > 0 and k in starts:
+            payload["chain_start"], prev = k, None
         prev = segment_key(payload, prev)
         keys.append(prev)
     return keys
@@ -195,13 +207,20 @@ def render(
     device: str = "auto",
     snapshot_every: float = DEFAULT_INTERVAL,
     cache_cap_bytes: int | None = None,
+    chains: int | None = None,
+    chain_at: list[float] | None = None,
+    ray=None,
 ) -> int:
     """Render a plan into ``out_dir``; returns an exit code (0 done, 3 cancelled).
 
     Parameters
     ----------
     models : engine.models.Models, optional
-        Loaded models (not needed for ``settings.layout``).
+        Loaded models (not needed for ``settings.layout``; with ``ray``, the paths are what counts).
+    chains, chain_at : optional
+        Split the song into latent chains (:func:`engine.chains.chain_starts`; default: the plan's marks).
+    ray : engine.ray_render.RayOptions, optional
+        Render the chains as Ray tasks (:mod:`engine.ray_render`) instead of here, one after another.
     snapshot_every : float
         Seconds of rendering between resume points.
     cache_cap_bytes : int, optional
@@ -212,31 +231,69 @@ def render(
     settings.validate()
     out_dir = check_output_dir(out_dir, "--out")
     plan = load_plan(plan_path)
+    starts = chain_starts(plan, chains, chain_at)
     song_16k = load_plan_song(plan, progress)
-    source, settings = make_source(plan, settings, models, song_16k, device, progress)
+    # With Ray the workers render on ``device``; here the source only gives keys: on the CPU.
+    source, settings = make_source(plan, settings, models, song_16k, "cpu" if ray else device, progress)
+    source.starts = starts
+    job_class = RenderJob
+    if ray is not None and not source.stateful:
+        progress.emit("warning", message="--ray: a layout preview has no latent to share out; it renders here")
+    elif ray is not None:
+        from engine.ray_render import RayRenderJob
+
+        job_class = RayRenderJob.bind(ray, models, song_16k, settings, device)
     try:
-        return _render_into(plan, song_16k, out_dir, settings, source, progress, stop, snapshot_every, cache_cap_bytes)
+        return _render_into(
+            plan, song_16k, out_dir, settings, source, progress, stop, snapshot_every, cache_cap_bytes, job_class
+        )
     finally:
         source.close()
 
 
 def _render_into(
-    plan, song_16k, out_dir: Path, settings, source, progress, stop, snapshot_every: float, cache_cap_bytes
+    plan, song_16k, out_dir: Path, settings, source, progress, stop, snapshot_every: float, cache_cap_bytes, job_class
 ) -> int:
     """The part of a render that writes: keys, the folder's lock, its cache, the job."""
-    keys = segment_keys(plan, song_16k, settings, source.ids(), source.key_extras)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    starts = getattr(source, "starts", [0])
+    keys = segment_keys(plan, song_16k, settings, source.ids(), source.key_extras, starts)
+    make_dirs(out_dir)
     with FolderLock(out_dir, LOCK_FILE):
         remove_temp_files(out_dir, (SEGMENT_DIR_PREFIX, STATE_DIR))
         header = {"song": plan["song"], "settings": settings.record(), "models": source.ids(), "status": "running"}
+        if len(starts) > 1:
+            header["chains"] = [plan["segments"][k]["start"] for k in starts]
         store = RenderStore.open(out_dir, header)
+        had = {p: (out_dir / p).exists() for p in (MANIFEST_FILE, JOURNAL_FILE, STATE_DIR)}
         try:
-            job = RenderJob(plan, keys, store, source, progress, snapshot_every, cache_cap_bytes)
+            job = job_class(plan, keys, store, source, progress, snapshot_every, cache_cap_bytes)
             code = job.run(stop)
+        except BaseException:
+            store.close()
+            if not any(e.frames for e in store.entries.values()):
+                _undo_bookkeeping(out_dir, had)
+            raise
         finally:
             store.close()
             remove_temp_files(out_dir, (SEGMENT_DIR_PREFIX, STATE_DIR))
     return code
+
+
+def _undo_bookkeeping(out_dir: Path, had: dict[str, bool]) -> None:
+    """A render that failed before its first frame: remove the records it created, so the folder is as it was."""
+    import shutil
+
+    for name, existed in had.items():
+        p = out_dir / name
+        if existed:
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        elif p.is_file():
+            p.unlink(missing_ok=True)
+    for d in out_dir.glob(f"{SEGMENT_DIR_PREFIX}*"):
+        with contextlib.suppress(OSError):
+            d.rmdir()  # only an empty segment folder this render began
 
 
 @dataclass
@@ -378,18 +435,7 @@ class RenderJob:
         rgb, loss = self.source.run_image(w.k, i)
         self.t_images += time.monotonic() - t0
         self.n_images += 1
-        self.done += 1
-        seg = self.segs[w.k]
-        record = {
-            "index": i,
-            "time": round(seg["start"] + i * (seg["end"] - seg["start"]) / w.images, 4),
-            "file": f"{segment_folder(w.k, w.key)}/frame_{i:05d}.png",
-            **({"loss": round(loss, 6)} if loss is not None else {}),
-            **self.source.image_info(w.k, i),
-        }
-        eta = (self.total - self.done) * self.t_images / self.n_images
-        event = {"segment": w.k, "index": i, "done": self.done, "total": self.total, "file": record["file"]}
-        event.update(eta_s=round(eta, 1), **({"loss": round(loss, 5)} if loss is not None else {}))
+        record, event = self._describe(w.k, w.key, i, loss, self.source.image_info(w.k, i))
         frame = _Pending(w.key, w.k, record, event)
         if self.source.lookahead:
             self._resolve(rgb)  # the previous image, decoded by this image's first step
@@ -397,6 +443,22 @@ class RenderJob:
         else:
             self.pending = frame
             self._resolve(rgb)
+
+    def _describe(self, k: int, key: str, i: int, loss: float | None, info: dict) -> tuple[dict, dict]:
+        """Image ``i`` of segment ``k`` is done: its manifest record and its ``image`` event (counts it)."""
+        self.done += 1
+        seg, n = self.segs[k], int(self.segs[k]["images"])
+        record = {
+            "index": i,
+            "time": round(seg["start"] + i * (seg["end"] - seg["start"]) / n, 4),
+            "file": f"{segment_folder(k, key)}/frame_{i:05d}.png",
+            **({"loss": round(loss, 6)} if loss is not None else {}),
+            **info,
+        }
+        eta = (self.total - self.done) * self.t_images / max(1, self.n_images)
+        event = {"segment": k, "index": i, "done": self.done, "total": self.total, "file": record["file"]}
+        event.update(eta_s=round(eta, 1), **({"loss": round(loss, 5)} if loss is not None else {}))
+        return record, event
 
     def _warn(self, message: str) -> None:
         self._then(self.progress.emit, "warning", message=message)

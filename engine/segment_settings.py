@@ -1,12 +1,12 @@
 """Per-segment prompts and takes an editor (or a script) sets: a small versioned JSON file applied to a plan.
 
 ``{"kind": "m2v-segment-settings", "version": 1, "segments": [{"start": 12.48,
-"prompt": "a lighthouse", "prompt_weight": 0.6, "take": 2}, ...]}``
+"prompt": "a lighthouse", "prompt_weight": 0.6, "take": 2, "new_chain": false}, ...]}``
 
 Entries are matched to the plan's segments by start time (song seconds), so
 they stay with their segment when other cuts move. A prompt replaces the
 segment's lyric or audio guidance at weight 1 and mixes with it below; a
-take changes only that segment's random draws.
+take changes only that segment's random draws; ``new_chain`` starts a latent chain there (engine.chains).
 """
 
 from __future__ import annotations
@@ -44,13 +44,21 @@ def load_segment_settings(path: str | Path) -> list[dict]:
                 "prompt": prompt.strip() or None if isinstance(prompt, str) else None,
                 "prompt_weight": check_number(e.get("prompt_weight", 1.0), f"entry {j} prompt_weight", 0, 1, path=path),
                 "take": check_number(e.get("take", 0), f"entry {j} take", 0, 1_000_000, integer=True, path=path),
+                "new_chain": _flag(e.get("new_chain", False), f"entry {j} new_chain", path),
             }
         )
     return out
 
 
+def _flag(value: object, name: str, path) -> bool:
+    if not isinstance(value, bool):
+        raise InputError(f"{name} must be true or false", path)
+    return value
+
+
 def apply_segment_settings(plan: dict, entries: list[dict]) -> list[str]:
-    """Set ``prompt``, ``prompt_weight`` and ``take`` on the plan's segments; returns warnings for unmatched entries."""
+    """Set ``prompt``, ``prompt_weight``, ``take`` and ``new_chain`` on the plan's segments; returns warnings for
+    unmatched entries."""
     segs = plan["segments"]
     warnings = []
     for e in entries:
@@ -59,4 +67,6 @@ def apply_segment_settings(plan: dict, entries: list[dict]) -> list[str]:
             warnings.append(f"segment settings for {e['start']:.3f} s match no segment start; ignored")
             continue
         segs[k].update(prompt=e["prompt"], prompt_weight=e["prompt_weight"], take=e["take"])
+        if e["new_chain"] and k > 0:  # only where set: a plan without chains stays as it was
+            segs[k]["new_chain"] = True
     return warnings

@@ -29,6 +29,14 @@ CUTOUT_METHODS = ("latest", "crops")
 #: How footage pulls each image (``--init-space``): L2 to its encoding in the latent, or to its pixels.
 INIT_SPACES = ("latent", "pixel")
 MOTION_DRIVES = ("music", "steady")
+#: How a segment's loudness becomes its intensity (``--intensity``). ``paper``: the paper's text, the segment's
+#: mean level in dB scaled between the song's 2nd and 98th percentile (``levels["db"]``); ``authors``: the
+#: authors' code, the segment's maximum of the song's min-max normalised mel power (``levels["power"]``, see
+#: ``engine.protocol.AUTHORS_POWER``), with their whole-step count ``int(rate x length)``.
+INTENSITIES = ("paper", "authors")
+#: Number formats of a step (``--precision``): ``mixed`` (the default: CLIP in fp16 and TF32 on CUDA, CLIP in bf16
+#: on a CPU with bf16 units, as the authors' GPU step had it) or ``fp32``.
+PRECISIONS = ("mixed", "fp32")
 
 # ---------------------------------------------------------------- scopes
 
@@ -45,6 +53,9 @@ SCOPE_COMMANDS = {
 GROUPS = {
     "footage": ("footage styling", "each image starts from, and is pulled towards, a footage frame"),
     "motion": ("motion", "move the previous image before each image's steps (off, except in the musicvideo preset)"),
+    "chains": (
+        "chains and Ray", "split the song into independent latent chains and render them at once on a Ray cluster"
+    ),
 }
 
 
@@ -143,8 +154,8 @@ SETTINGS: tuple[Setting, ...] = (
     # ---------------------------------------------------------- analysis
     Setting(
         "preset", "--preset", "choice", "auto", choices=PRESET_CHOICES, scopes=("plan", "job"),
-        help="paper: the authors' workload; draft: a fast preview; musicvideo: paper with motion that follows the "
-        "music; auto: paper on a GPU, draft on a CPU (render: the plan's preset first) (%(default)s)",
+        help="paper: the paper's method as its text reads; draft: a fast preview; musicvideo: paper with motion "
+        "that follows the music; auto: paper on a GPU, draft on a CPU (render: the plan's preset first) (%(default)s)",
     ),
     Setting(
         "min_rate", "--min-rate", "float", None, preset="plan", lo=0, hi=1000, lo_open=True, scopes=("plan",),
@@ -157,6 +168,16 @@ SETTINGS: tuple[Setting, ...] = (
         help="steps per second in the loudest segment (paper 120, draft 8)",
         ui=UI("Max Rate", lo=0.1, default_preset="draft", when=("custom",),
               description="Optimisation steps per second in the loudest segment"),
+    ),
+    Setting(
+        "intensity", "--intensity", "choice", "paper", choices=INTENSITIES, scopes=("plan",),
+        help="a segment's intensity, which sets its steps per second: paper, its mean level in dB against the "
+        "song's range (the paper's text); authors, its peak of the song's normalised mel power with whole steps, "
+        "as the authors' code computes it (%(default)s)",
+        ui=UI("Intensity", items={
+            "paper": ("Paper", "A segment's mean level in dB against the song's range, as the paper's text reads"),
+            "authors": ("Authors' Code", "A segment's peak of the song's normalised mel power, as the authors' code"),
+        }),
     ),
     Setting(
         "fps", "--fps", "float", 24.0, lo=1, hi=240, scopes=("plan",),
@@ -289,7 +310,36 @@ SETTINGS: tuple[Setting, ...] = (
             "steady": ("Steady", "The same motion everywhere"),
         }),
     ),
+    Setting(
+        "precision", "--precision", "choice", "mixed", choices=PRECISIONS,
+        help="mixed (default: CLIP in fp16 and TF32 on CUDA, bf16 on a CPU with bf16 units) or fp32",
+        ui=UI("Precision", when=("model",), items={
+            "mixed": ("Mixed", "CLIP in half precision on a GPU (and in bf16 on a CPU with bf16 units): faster"),
+            "fp32": ("FP32", "Every step in 32-bit floats"),
+        }),
+    ),
     # ---------------------------------------------------------- job: how a render runs (frames do not change)
+    Setting(
+        "chains", "--chains", "int", None, lo=1, hi=100_000, metavar="N", scopes=("job",), group="chains",
+        help="N chains, split at the N-1 cuts of strongest musical change (default: one, or the plan's marks)",
+    ),
+    Setting(
+        "chain_at", "--chain-at", "str", None, metavar="T1,T2,...", scopes=("job",), group="chains",
+        help="start chains at the cuts at these song seconds",
+    ),
+    Setting(
+        "ray", "--ray", "str", None, nargs="?", const="local", metavar="ADDRESS", scopes=("job",), group="chains",
+        help="render each chain as a Ray task: no address starts a local Ray instance; 'auto', 'host:port' or "
+        "'ray://host:port' joins a running cluster",
+    ),
+    Setting(
+        "ray_workers", "--ray-workers", "int", None, lo=1, hi=100_000, metavar="W", scopes=("job",), group="chains",
+        help="Ray workers (default: one per GPU, else one per --ray-cpus CPUs)",
+    ),
+    Setting(
+        "ray_cpus", "--ray-cpus", "int", 1, lo=1, hi=1024, metavar="C", scopes=("job",), group="chains",
+        help="CPUs and torch threads per Ray worker without a GPU (%(default)s)",
+    ),
     Setting(
         "snapshot_every", "--snapshot-every", "float", None, lo=0, hi=86400, metavar="S", scopes=("job",),
         help="seconds of rendering between resume points (default 15)",

@@ -51,12 +51,15 @@ def list_snapshots(state_dir: Path) -> list[Snapshot]:
     return out
 
 
-def latest_on_chain(snaps: list[Snapshot], keys: list[str], k: int, i: int) -> tuple[int, Snapshot] | None:
+def latest_on_chain(
+    snaps: list[Snapshot], keys: list[str], k: int, i: int, first: int = 0
+) -> tuple[int, Snapshot] | None:
     """The latest snapshot at or before position ``(k, i)`` (segment ``k``, ``i`` images done) on the key chain.
 
+    ``first`` is the first segment of the latent chain (engine.chains) ``k`` belongs to: nothing before it.
     Returns ``(segment index, snapshot)`` or None (then the render starts from its seed).
     """
-    where = {key: j for j, key in enumerate(keys[: k + 1])}
+    where = {key: j for j, key in enumerate(keys[: k + 1]) if j >= first}
     best = None
     for s in snaps:
         j = where.get(s.key)

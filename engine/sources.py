@@ -75,6 +75,8 @@ class ModelSource:
         self.optimizer = Optimizer(models.vqgan, models.clip, settings, device)
         self.guidance = Guidance(plan, models.clip, models.audio, song_16k, device)
         self.images = [int(s["images"]) for s in plan["segments"]]
+        #: First segments of the latent chains (engine.chains): each starts from its own initial latent.
+        self.starts: list[int] = [0]
         self.pos: tuple[int, int] | None = None
         self._schedules: dict[int, list[list[int]]] = {}
         self.motion = settings.motion()
@@ -87,6 +89,7 @@ class ModelSource:
         if settings.needs_encoder:
             models.vqgan.require_encoder()  # fails here, before the render starts, if the file has none
         self._frames: dict[int, list] = {}
+        self._digests: dict[int, str] | None = None
         self._moves: dict[int, list] = {}
         self._encoded: tuple | None = None  # (frame index, picture, latent) of the last footage frame encoded
 
@@ -132,15 +135,24 @@ class ModelSource:
             self._moves[k] = segment_motion(self.plan, k, self.motion)
         return self._moves[k]
 
+    def footage_digests(self) -> dict[int, str]:
+        """The pixel digest of every footage frame the plan uses, at the render size (``engine.footage``)."""
+        if self._digests is None:
+            from engine.footage import frame_digests
+
+            used = {j for k in range(len(self.images)) for j in self.footage_frames(k) if j is not None}
+            self._digests = frame_digests(self.footage, used, self.settings.width, self.settings.height)
+        return self._digests
+
     def key_extras(self, k: int) -> dict:
-        """Segment ``k``'s footage frames and moves, for its cache key (nothing where it uses neither)."""
+        """Segment ``k``'s footage frames (by their pixels at the render size, so a re-exported movie re-renders
+        only where its frames changed) and moves, for its cache key (nothing where it uses neither)."""
         out: dict = {}
         frames = self.footage_frames(k)
         if any(j is not None for j in frames):
-            s = self.settings
+            s, digests = self.settings, self.footage_digests()
             out["footage"] = {
-                "content": self.footage.digest,
-                "frames": frames,
+                "frames": [None if j is None else digests[j] for j in frames],
                 "init_weight": s.init_weight,
                 "init_space": s.init_space,
                 "blend": s.footage_blend,
@@ -170,12 +182,12 @@ class ModelSource:
 
         Motion: the previous image, moved, is encoded back into the latent (VQGAN-CLIP's zoom video).
         Footage: the latent becomes ``blend x latent + (1 - blend) x encoding`` of the image's footage frame
-        (the encoding alone at the render's very first image, where there is no previous image), and the
+        (the encoding alone at a chain's very first image, where there is no previous image), and the
         steps are pulled towards the frame. Adam's moments carry on: see the README.
         """
         from engine.optimize import InitPull
 
-        first = (k, i) == (0, 0)
+        first = i == 0 and k in self.starts  # a chain's very first image: no previous image
         move = None if first or not self.motion.active else self.moves(k)[i]
         j = self.footage_frames(k)[i]
         if (move is None or move.identity) and j is None:
@@ -199,8 +211,9 @@ class ModelSource:
     # ------------------------------------------------------------ positions
 
     def norm(self, k: int, i: int) -> tuple[int, int]:
-        """A segment's end is the next segment's start."""
-        return (k + 1, 0) if i >= self.images[k] and k + 1 < len(self.images) else (k, i)
+        """A segment's end is the next segment's start (within a chain: a chain start begins afresh)."""
+        nxt = k + 1 < len(self.images) and k + 1 not in self.starts
+        return (k + 1, 0) if i >= self.images[k] and nxt else (k, i)
 
     def at(self, k: int, i: int) -> bool:
         """True when the latent is where it is after ``i`` images of segment ``k``."""
@@ -217,16 +230,18 @@ class ModelSource:
 
     def seek(self, k: int, i: int, keys: list[str], state_dir: Path, warn) -> int:
         """Put the latent where it is after ``i`` images of segment ``k``; returns how many images were re-run."""
+        from engine.chains import chain_of
         from engine.snapshots import latest_on_chain, list_snapshots, load_snapshot
 
         target = self.norm(k, i)
         if self.at(*target):
             return 0
-        start = (0, 0)
+        c = chain_of(self.starts, target[0])
+        start = (c, 0)
         snaps = list_snapshots(state_dir)
-        self.optimizer.reset(int(self.plan["segments"][0].get("take", 0)))
+        self.optimizer.reset(int(self.plan["segments"][c].get("take", 0)), c)
         while True:
-            found = latest_on_chain(snaps, keys, *target)
+            found = latest_on_chain(snaps, keys, *target, first=c)
             if found is None:
                 break
             j, snap = found
@@ -269,9 +284,12 @@ class ModelSource:
         # Eq. 1 anchors to where the image starts: the previous image, moved and blended as above.
         anchor = opt.z.detach().clone() if s.l1_weight > 0 else None
         first = None
-        for step, p in enumerate(self.schedule(k)[i]):
-            seed = sub_seed(s.seed, k, *([f"take{take}"] if take else []), i, step)
-            out, loss = opt.step(self.targets(k, p), seed, anchor, pull)
+        parts = self.schedule(k)[i]
+        seeds = [sub_seed(s.seed, k, *([f"take{take}"] if take else []), i, step) for step in range(len(parts))]
+        draws = opt.image_draws(seeds)  # every step's cutout draws, made before the steps
+        for step, p in enumerate(parts):
+            draw = draws[step] if draws is not None else None
+            out, loss = opt.step(self.targets(k, p), seeds[step], anchor, pull, draw)
             if first is None:
                 first = out
         self.pos = (k, i + 1)

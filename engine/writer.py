@@ -132,8 +132,17 @@ class ImageWriter:
             raise
         self.queue.put(("image", key, segment, record, encoded, event))  # the writer frees the slot
 
-    def snapshot(self, key: str, images: int, state: dict) -> None:
-        """Queue a resume point (``state`` must already be a CPU copy)."""
+    def encoded_frame(self, key: str, segment: int, record: dict, png: bytes, digest: str, event: dict) -> None:
+        """Queue an image already encoded elsewhere (a Ray worker): as :meth:`frame`, without the encoding."""
+        done: Future = Future()
+        done.set_result((png, digest))
+        if self.error is not None:
+            raise self.error
+        self._slots.acquire()
+        self.queue.put(("frame", key, segment, record, done, event))  # the writer frees the slot
+
+    def snapshot(self, key: str, images: int, state: dict | bytes) -> None:
+        """Queue a resume point (``state`` must already be a CPU copy, or its encoded bytes)."""
         self._put(("snapshot", key, images, state))
 
     def call(self, fn, *args, **kw) -> None:
@@ -174,7 +183,7 @@ class ImageWriter:
             self._write_image(*item[1:])
         elif kind == "snapshot":
             _, key, images, state = item
-            data = encode_state(state)
+            data = state if isinstance(state, bytes) else encode_state(state)
             save_snapshot(self.state_dir, key, images, data)
             self.bytes_written += len(data)
             self.snapshot_bytes += len(data)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Create (or update) m2v's managed engine environment.
 
-    python3 install/setup.py --env PATH [--device auto|cpu|cuda] [--dev] [--python PY]
+    python3 install/setup.py --env PATH [--device auto|cpu|cuda] [--ray] [--dev] [--python PY]
 
 Idempotent: a stamp file in the environment records what was installed; a
 second run with the same requirements only verifies the imports. Standard
@@ -26,6 +26,8 @@ STAMP = "m2v-env.json"
 ENGINE_REQS = HERE / "requirements-engine.txt"
 NODEPS_REQS = HERE / "requirements-nodeps.txt"
 DEV_REQS = HERE / "requirements-dev.txt"
+#: Ray for ``engine render --ray`` (with --ray, and with --dev for the tests).
+RAY_REQS = HERE / "requirements-ray.txt"
 LTS_REQS = HERE / "requirements-blender-lts.txt"
 #: With --dev, Blender 4.2 LTS (bpy) goes into this sub-folder of the environment.
 LTS_ENV = "blender-4.2"
@@ -77,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         help="cpu: CPU-only torch (smaller download); auto/cuda: PyPI's default build",
     )
     ap.add_argument("--dev", action="store_true", help="also install test and lint tools and Blender's bpy module")
+    ap.add_argument("--ray", action="store_true", help="also install Ray, to render chains on a cluster (--ray)")
     ap.add_argument("--python", default=sys.executable, help="base interpreter for the environment (default: this one)")
     args = ap.parse_args(argv)
 
@@ -91,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    files = [ENGINE_REQS, NODEPS_REQS] + ([DEV_REQS] if args.dev else [])
+    with_ray = args.ray or args.dev
+    files = [ENGINE_REQS, NODEPS_REQS] + ([DEV_REQS] if args.dev else []) + ([RAY_REQS] if with_ray else [])
     digest = requirements_digest(files, args.device)
     stamp_path = env / STAMP
     total = 4
@@ -112,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         _run(pip + ["--no-deps", "-r", str(NODEPS_REQS)])
         if args.dev:
             _run(pip + ["-r", str(DEV_REQS)])
+        if with_ray:
+            _run(pip + ["-r", str(RAY_REQS)])
     if args.dev and sys.version_info[:2] == (3, 11):
         lts = env / LTS_ENV
         lts_py = env_python(lts)
@@ -142,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: the environment at {env} cannot import the engine's packages (see above)", file=sys.stderr)
         return 1
     info = json.loads(proc.stdout.strip().splitlines()[-1])
-    info.update({"digest": digest, "device": args.device, "dev": args.dev, "engine_src": str(ROOT)})
+    info.update({"digest": digest, "device": args.device, "dev": args.dev, "ray": with_ray, "engine_src": str(ROOT)})
     tmp = stamp_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(info, indent=1))
     os.replace(tmp, stamp_path)

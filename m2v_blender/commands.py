@@ -89,7 +89,7 @@ def start_render(scene, layout: bool = False, extra_model_args: list[str] | None
     # Footage and motion flags; generated strips go above the footage strip.
     more, floor = footage.render_args(scene, timing) if not layout else ([], 0)
     render_args = _render_args(st, out / ("layout" if layout else "frames"), layout, extra_model_args, bool(more))
-    handle = _render_handler({"keys": set(), "timing": timing, "channel": floor})
+    handle = _render_handler({"keys": set(), "timing": timing, "channel": floor, "chains": {}})
     return registry.start(scene, "render", [plan_args, render_args + more], handle)
 
 
@@ -100,7 +100,7 @@ def _render_args(st, frames_dir: Path, layout: bool, extra_model_args, with_foot
     args += presets.setting_args(st, "render", presets.conditions(st, layout, with_footage))
     if layout:
         return args + ["--layout"]
-    return args + ["--models", str(preferences.models_dir())] + list(extra_model_args or [])
+    return args + ["--models", str(preferences.models_dir())] + list(extra_model_args or []) + preferences.ray_args()
 
 
 def _render_handler(state: dict):
@@ -115,6 +115,9 @@ def _render_handler(state: dict):
             stt.progress = ev["done"] / max(1, ev["total"])
             eta = ev["eta_s"]
             stt.status = f"{ev['done']}/{ev['total']} images" + (f", about {eta:.0f} s left" if eta else "")
+            stt.status += chains_in_flight(state["chains"], ev["segment"])
+        elif kind in ("chain_start", "chain_end", "chain_retry"):
+            note_chain(state["chains"], ev)
         elif kind == "segment_end":
             state["keys"].add(ev["key"])
             adapters.place_segment(scene, state["timing"], ev, state["channel"])
@@ -130,3 +133,19 @@ def _render_handler(state: dict):
             registry.undo_push("m2v Render")
 
     return handle
+
+
+def note_chain(chains: dict, ev: dict) -> None:
+    """Keep the chains a Ray render has in flight (``--ray`` events): first segment -> its segments."""
+    if ev["event"] == "chain_start":
+        chains[ev["chain"]] = ev["segments"]
+    elif ev["event"] == "chain_end":
+        chains.pop(ev["chain"], None)
+
+
+def chains_in_flight(chains: dict, segment: int) -> str:
+    """The status's note on the chains in flight, e.g. ``; chains in flight: 1, 3 (at segment 4)``."""
+    if not chains:
+        return ""
+    names = ", ".join(str(c + 1) for c in sorted(chains))
+    return f"; chains in flight: {names} (at segment {segment + 1})"

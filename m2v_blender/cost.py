@@ -22,16 +22,19 @@ def estimate_text(scene) -> str:
     v = presets.effective(st)
     frames = tuple(markers.scene_segment_frames(scene))
     # The panel redraws often: parse the stored analysis only when something it depends on changed.
-    sig = (frames, tuple(sorted(v.items())), timing, st.analysis_json.__hash__())
+    sig = (frames, tuple(sorted(v.items())), timing, st.analysis_json.__hash__(), st.intensity)
     if sig not in _ESTIMATES:
         _ESTIMATES.clear()
-        _ESTIMATES[sig] = _estimate(markers.analysis_summary(scene), frames, timing, v)
+        _ESTIMATES[sig] = _estimate(markers.analysis_summary(scene), frames, timing, v, st.intensity)
     return _ESTIMATES[sig]
 
 
-def _estimate(summary: dict | None, frames: tuple, timing: timeline.StripTiming, v: dict) -> str:
+def _estimate(summary: dict | None, frames: tuple, timing: timeline.StripTiming, v: dict, intensity: str) -> str:
     if summary is None or not summary.get("levels"):
         return ""
+    if summary["levels"].get("intensity", "paper") != intensity:
+        # The stored curve is the other intensity's: only a new Analyze measures this one.
+        return f"Analyze again to cost the {intensity} intensity"
     span = timing.visible_span()
     bounds = timeline.boundaries_from_frames(list(frames), timing, span)
     counts = protocol.segment_counts(summary["levels"], bounds, v["min_rate"], v["max_rate"], timing.fps)

@@ -106,7 +106,7 @@ def sync_segments(scene) -> None:
     cuts = [("", None)] + [(m.name, m.frame) for m in cut_markers(scene)]
     if [(it.cut, it.frame) for it in items] == [(n, f or 0) for n, f in cuts]:
         return  # the timer's usual case: no cut added, moved, renamed or deleted
-    old = [(it.cut, it.frame, it.prompt, it.prompt_weight, it.take) for it in items]
+    old = [(it.cut, it.frame, it.prompt, it.prompt_weight, it.take, it.new_chain) for it in items]
     taken = set()
     matched = []
     for name, frame in cuts:
@@ -115,26 +115,30 @@ def sync_segments(scene) -> None:
         if j is not None:
             taken.add(j)
         matched.append((name, frame, old[j] if j is not None else None))
-    want = [(n, f or 0, *(o[2:] if o else ("", 1.0, 0))) for n, f, o in matched]
+    want = [(n, f or 0, *(o[2:] if o else ("", 1.0, 0, False))) for n, f, o in matched]
     if want == old:
         return
     items.clear()
-    for name, frame, prompt, weight, take in want:
+    for name, frame, prompt, weight, take, new_chain in want:
         it = items.add()
         it.cut, it.frame, it.prompt, it.prompt_weight, it.take = name, frame, prompt, weight, take
+        it.new_chain = new_chain
 
 
 def segment_settings_doc(scene, timing: timeline.StripTiming, bounds: list[float]) -> dict:
-    """The editor's prompts and takes for the engine (``--segment-settings``), by segment start time."""
+    """The editor's prompts, takes and chain starts for the engine (``--segment-settings``), by segment start time."""
     sync_segments(scene)
     entries = []
     for it in scene.m2v.segments:
-        if not (it.prompt.strip() or it.take):
+        chain = bool(it.new_chain and it.cut)
+        if not (it.prompt.strip() or it.take or chain):
             continue
         start = bounds[0] if not it.cut else round(timing.time_at(it.frame), 4)
         if bounds[0] <= start < bounds[-1]:
             prompt = it.prompt.strip() or None
             entries.append({"start": start, "prompt": prompt, "prompt_weight": it.prompt_weight, "take": it.take})
+            if chain:
+                entries[-1]["new_chain"] = True
     return {"kind": protocol.SEGMENT_SETTINGS_KIND, "version": protocol.SEGMENT_SETTINGS_VERSION, "segments": entries}
 
 

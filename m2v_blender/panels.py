@@ -56,6 +56,7 @@ class SEQUENCER_PT_m2v(bpy.types.Panel):
         else:
             custom.label(text=f"{v['granularity']}, {v['min_rate']:g}-{v['max_rate']:g} steps/s")
             custom.label(text=f"{v['size'][0]}x{v['size'][1]}, {v['cutouts']} {v['cutout_method']} cutouts")
+        box.prop(st, "intensity")
         if v["granularity"] == "scenes":
             row = box.row(align=True)
             row.prop(st, "min_length")
@@ -65,6 +66,7 @@ class SEQUENCER_PT_m2v(bpy.types.Panel):
             box.label(text=line, icon="TIME")
         box = layout.box()
         box.prop(st, "seed")
+        box.prop(st, "precision")  # setting: precision (issue 19)
         box.prop(st, "style")
         box.prop(st, "output_dir")
         row = box.row(align=True)
@@ -138,7 +140,7 @@ _drawn_rows: list[tuple[float, str]] = []
 
 
 class M2V_UL_segments(bpy.types.UIList):
-    """Segments: start, guidance in use, prompt, take, Re-roll."""
+    """Segments: start, guidance in use, prompt, take, New Chain, Re-roll."""
 
     def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index):
         rows = _drawn_rows or _segment_rows(context.scene)
@@ -150,6 +152,8 @@ class M2V_UL_segments(bpy.types.UIList):
         sub.label(text=("prompt" if item.prompt.strip() and item.prompt_weight >= 1 else guidance)[:28])
         row.prop(item, "prompt", text="")
         row.prop(item, "take", text="")
+        if index:  # the first segment always starts a chain
+            row.prop(item, "new_chain", text="", icon="UNLINKED" if item.new_chain else "LINKED")
         row.operator("m2v.reroll", text="", icon="FILE_REFRESH").index = index
 
 

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import bpy
-from bpy.props import StringProperty
+from bpy.props import EnumProperty, StringProperty
 
 from .setting_props import setting_properties
 
@@ -30,6 +30,18 @@ class M2VPreferences(bpy.types.AddonPreferences):
     models_dir: StringProperty(
         name="Models", subtype="DIR_PATH", description="Folder of the model files (empty: the extension's user folder)"
     )
+    render_on: EnumProperty(
+        name="Render On",
+        items=[
+            ("LOCAL", "This Computer", "Render here, one latent chain after another"),
+            ("RAY", "Ray Cluster", "Render the segments' latent chains at once on a Ray cluster (engine --ray)"),
+        ],
+        default="LOCAL",
+    )
+    ray_address: StringProperty(
+        name="Ray Address",
+        description="'auto', 'host:port' or 'ray://host:port' of a running cluster; empty: a local Ray instance",
+    )
     check_result: StringProperty(default="", options={"SKIP_SAVE"})
 
     def draw(self, context):
@@ -38,6 +50,10 @@ class M2VPreferences(bpy.types.AddonPreferences):
         layout.prop(self, "env_dir")
         layout.prop(self, "models_dir")
         layout.prop(self, "device")
+        row = layout.row()
+        row.prop(self, "render_on", expand=True)
+        if self.render_on == "RAY":
+            layout.prop(self, "ray_address")
         row = layout.row()
         row.operator("m2v.install_engine", icon="IMPORT")
         row.operator("m2v.fetch_models", icon="URL")
@@ -85,6 +101,23 @@ def engine_python(context=None) -> Path:
 def device(context=None) -> str:
     p = prefs(context)
     return os.environ.get("M2V_DEVICE") or (p.device if p else "auto")
+
+
+def ray_args(context=None) -> list[str]:
+    """The engine's ``--ray [ADDRESS]`` when the preferences say Ray cluster.
+
+    ``$M2V_RAY`` overrides them (scripts, farms): empty is this computer, ``local`` a local Ray instance,
+    anything else a cluster's address."""
+    p = prefs(context)
+    address = os.environ.get("M2V_RAY")
+    if address is None:
+        if not p or p.render_on != "RAY":
+            return []
+        address = p.ray_address.strip() or "local"
+    address = address.strip()
+    if not address:
+        return []
+    return ["--ray"] if address == "local" else ["--ray", address]
 
 
 def register() -> None:

@@ -31,7 +31,7 @@ _P = protocol.PRESETS
 
 PRESET_ITEMS = [
     ("auto", "Auto", "Paper on a GPU, Draft on a CPU (decided by the engine at Analyze)"),
-    ("paper", "Paper", "The authors' workload: every beat, 10-120 steps/s, 512x512, their cutouts"),
+    ("paper", "Paper", "The paper's method as its text reads: every beat, 10-120 steps/s, 512x512"),
     ("draft", "Draft", "A fast preview: scene changes, 2-8 steps/s, 256x256"),
     ("musicvideo", "Music Video", "Paper, with a zoom pulse on every beat and a drift that follows the loudness"),
     ("custom", "Custom", "Your own values below"),
@@ -66,6 +66,12 @@ class M2VSegmentSettings(bpy.types.PropertyGroup):
         description="1: the prompt replaces the lyric or audio guidance; below 1 it mixes with it",
     )
     take: IntProperty(name="Take", default=0, min=0, description="Another take changes only this segment's draws")
+    new_chain: BoolProperty(
+        name="New Chain",
+        default=False,
+        description="Start an independent latent chain here: a fresh image at this cut (chains can render at "
+        "once on a Ray cluster)",
+    )
 
 
 class M2VSceneSettings(bpy.types.PropertyGroup):

@@ -35,11 +35,24 @@ def footage_frame(j: int, width: int = 64, height: int = 48) -> np.ndarray:
     return img.clip(0, 255).astype(np.uint8)
 
 
-def write_movie(path: Path, frames: int, rate: Fraction = Fraction(30000, 1001), width: int = 64, height: int = 48):
-    """An H.264 (lossless) mp4 of ``frames`` frames at ``rate``; returns the frames written."""
+def write_movie(
+    path: Path,
+    frames: int,
+    rate: Fraction = Fraction(30000, 1001),
+    width: int = 64,
+    height: int = 48,
+    regraded_from: int | None = None,
+):
+    """An H.264 (lossless) mp4 of ``frames`` frames at ``rate``; returns the frames written.
+
+    ``regraded_from``: frames from this index on get another colour grade (an editor's re-export that changed
+    only the end); the frames before it are the same pixels.
+    """
     import av
 
     out = [footage_frame(j, width, height) for j in range(frames)]
+    if regraded_from is not None:
+        out[regraded_from:] = [(255 - a // 2).astype(np.uint8) for a in out[regraded_from:]]
     with av.open(str(path), "w") as c:
         s = c.add_stream("libx264", rate=rate)
         s.width, s.height, s.pix_fmt = width, height, "yuv444p"

@@ -190,6 +190,7 @@ def test_render_with_models_cancel_resume_and_pump(built, song, tmp_path, small_
         scene.m2v.width = scene.m2v.height = 32
         scene.m2v.min_rate, scene.m2v.max_rate = 1.0, 2.0
         scene.m2v.cut_method = "crops"
+        scene.m2v.precision = "fp32"
         for f in (strip.frame_final_start + 120, strip.frame_final_start + 240):
             scene.timeline_markers.new("m2v S0%d" % (f // 120), frame=f)
         extra = {model_args(small_models)!r}
@@ -230,6 +231,7 @@ def test_render_with_models_cancel_resume_and_pump(built, song, tmp_path, small_
     final = by["resumed"]["strips"]
     assert len(final) == 3 and by["resumed"]["status"] == "render finished"
     assert [s["key"] for s in final[: len(kept)]] == [s["key"] for s in kept]  # finished segments were reused
+    assert json.loads((out / "frames" / "manifest.json").read_text())["settings"]["precision"] == "fp32"  # the panel's
     from engine.export import probe
 
     video = next(tmp_path.glob("vse*.mp4"))
@@ -397,3 +399,33 @@ def test_undo_check_offline_refusal_and_file_close(built, song, tmp_path, small_
     assert by["closed"][0] == {"step": "closed", "alive": False, "jobs": 0}
     timer = by["timer"][0]
     assert timer["ticks"] > 0 and timer["strips"] >= 1 and timer["status"] == "render finished"
+
+
+def test_intensity_setting_reaches_analyze_plan_and_the_cost(built, song, tmp_path):
+    """The panel's Intensity is the engine's ``--intensity`` for Analyze and for Render's plan."""
+    wav, _, _ = song
+    zip_path = next(built.glob("m2v-*.zip"))
+    out = tmp_path / "out"
+    res = blender(
+        f"""
+        import bpy, sys
+        install({str(zip_path)!r})
+        cost = sys.modules["bl_ext.user_default.m2v.cost"]
+        scene, strip = song_scene({str(wav)!r}, {str(out) + "/"!r})
+        scene.m2v.intensity = "authors"
+        assert bpy.ops.m2v.analyze() == {{"FINISHED"}}
+        authors_cost = cost.estimate_text(scene)
+        scene.m2v.intensity = "paper"
+        stale = cost.estimate_text(scene)
+        scene.m2v.intensity = "authors"
+        assert bpy.ops.m2v.render(layout=True) == {{"FINISHED"}}
+        emit(authors_cost=authors_cost, stale=stale)
+    """,
+        tmp_path,
+    )
+    analysis = json.loads((out / "analysis.json").read_text())
+    plan = json.loads((out / "plan.json").read_text())
+    assert analysis["analysis"]["levels"]["intensity"] == "authors"
+    assert plan["analysis"]["levels"]["intensity"] == "authors"
+    assert res[0]["authors_cost"].startswith(f"{analysis['totals']['steps']} steps")
+    assert res[0]["stale"] == "Analyze again to cost the paper intensity"

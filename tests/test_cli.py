@@ -79,7 +79,7 @@ def test_main_job_without_weights_says_what_to_do(tmp_path):
     proc = run_engine("run", "--out", str(tmp_path / "out"), "--models", str(tmp_path / "none"), "--no-fetch")
     assert proc.returncode == 2
     assert "is missing" in proc.stderr and "models fetch" in proc.stderr and "--layout" in proc.stderr
-    assert (tmp_path / "out" / "plan.json").exists()  # the analysis is kept
+    assert not (tmp_path / "out").exists()  # found before anything is written (issue 23: refused, nothing made)
 
 
 def test_main_job_end_to_end_with_models(tmp_path, small_models):

@@ -85,6 +85,39 @@ def test_csv_seed_format_and_timed_lines(tmp_path):
         load_lyrics(_write(tmp_path, "c.csv", "00:01,ok\nlater,words\n"))
 
 
+AUTHORS_CSV = (
+    "timestamp,text\n"
+    "00:05,A person looking at the sky\n"
+    '00:12,"some text, with comma"\n'
+    "01:03,all dressed up in my shower cap\n"
+)
+
+
+def test_csv_of_the_authors_shape(tmp_path):
+    """joeljang/music2video's lyrics CSVs: a ``timestamp,text`` header and ``MM:SS`` stamps."""
+    lines = load_lyrics(_write(tmp_path, "song_lyrics.csv", AUTHORS_CSV))
+    assert [(x.time, x.text, x.line) for x in lines] == [
+        (5.0, "A person looking at the sky", 2),
+        (12.0, "some text, with comma", 3),
+        (63.0, "all dressed up in my shower cap", 4),
+    ]
+
+
+def test_csv_columns_by_name_else_by_position(tmp_path):
+    swapped = load_lyrics(_write(tmp_path, "a.csv", 'Lyrics,End,Start\n"b, c",4,00:03\na,2.5,1\n'))
+    assert [(x.time, x.end, x.text) for x in swapped] == [(1.0, 2.5, "a"), (3.0, 4.0, "b, c")]
+    # A header naming nothing m2v knows: time first, the words after it.
+    unnamed = load_lyrics(_write(tmp_path, "b.csv", "when,what\n00:07,seven, eight\n"))
+    assert [(x.time, x.text, x.line) for x in unnamed] == [(7.0, "seven, eight", 2)]
+    # Unquoted commas in the named last column stay in the words.
+    loose = load_lyrics(_write(tmp_path, "c.csv", "timestamp,text\n00:01,one, two\n"))
+    assert [x.text for x in loose] == ["one, two"]
+    with pytest.raises(InputError, match=r"d\.csv, line 3: expected 3 columns"):
+        load_lyrics(_write(tmp_path, "d.csv", "start,end,text\n1,2,ok\n3,4\n"))
+    with pytest.raises(InputError, match=r"e\.csv, line 2: bad time 'soon'"):
+        load_lyrics(_write(tmp_path, "e.csv", "timestamp,text\nsoon,words\n"))
+
+
 def test_empty_unknown_and_missing_files(tmp_path):
     with pytest.raises(InputError, match="empty"):
         load_lyrics(_write(tmp_path, "e.lrc", "  \n"))

@@ -175,16 +175,22 @@ def _stop_after(proc, n_images, sig):
     return seen, rest
 
 
-def test_cancel_and_crash_then_resume_equal_an_uninterrupted_render(tmp_path, song, small_models):
+# Both precisions (on this CPU, with bf16 units, "mixed" runs CLIP in bf16) and both cut methods (latest: the
+# batched cutouts, whose draws are made once an image).
+@pytest.mark.parametrize(("precision", "cut"), [("mixed", "latest"), ("fp32", "crops")])
+def test_cancel_and_crash_then_resume_equal_an_uninterrupted_render(tmp_path, song, small_models, precision, cut):
     plan_path, plan = _plan(tmp_path, song)
     whole = tmp_path / "whole"
-    settings = _settings(lr=0.3)
+    settings = _settings(lr=0.3, precision=precision, cutout_method=cut)
     assert render(plan_path, whole, settings, _loader(small_models, plan_path, whole), Quiet()) == 0
     assert len(set(_hashes(whole))) > len(_hashes(whole)) // 2  # frames change, so a wrong resume would show
+    m = json.loads((whole / "manifest.json").read_text())
+    assert m["settings"]["precision"] == precision
     total = sum(s["images"] for s in plan["segments"])
 
     out = tmp_path / "resumed"
-    proc = _engine_render(plan_path, out, small_models)
+    extra = ("--precision", precision, "--cut-method", cut)
+    proc = _engine_render(plan_path, out, small_models, extra)
     _, rest = _stop_after(proc, 5, signal.SIGINT)
     assert proc.returncode == EXIT_CANCELLED
     assert '"event": "cancelled"' in rest
@@ -192,9 +198,9 @@ def test_cancel_and_crash_then_resume_equal_an_uninterrupted_render(tmp_path, so
     kept = sum(len(m["cache"][s["key"]]["frames"]) for s in m["segments"] if s["key"] in m["cache"])
     assert m["status"] == "cancelled" and 5 <= kept < total
 
-    proc = _engine_render(plan_path, out, small_models)
+    proc = _engine_render(plan_path, out, small_models, extra)
     _stop_after(proc, 3, signal.SIGKILL)  # a crash: no chance to clean up
-    proc = _engine_render(plan_path, out, small_models)
+    proc = _engine_render(plan_path, out, small_models, extra)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     assert _hashes(out) == _hashes(whole)
@@ -367,3 +373,18 @@ def test_eq1_acts_on_the_latent(tmp_path, song, small_models):
     # only coordinates pinned at the codebook's bounds stay put.
     assert moved[0.0][1] < moved[0.5][1] < moved[5.0][1]
     assert not torch.equal(moved[0.0][2], moved[0.5][2])
+
+
+def test_precision_and_the_cutout_implementation_enter_the_cache_keys(tmp_path, song, monkeypatch):
+    import engine.render as R
+    from engine.render import segment_keys
+
+    _, plan = _plan(tmp_path, song)
+    song16 = _song16(plan)
+    ids = {"vqgan": "x", "clip": "y"}
+    mixed = segment_keys(plan, song16, _settings(), ids)
+    assert segment_keys(plan, song16, _settings(), ids) == mixed
+    fp32 = segment_keys(plan, song16, _settings(precision="fp32"), ids)
+    assert all(a != b for a, b in zip(mixed, fp32))
+    monkeypatch.setattr(R, "CUTOUT_IMPL", "another-implementation")
+    assert all(a != b for a, b in zip(mixed, segment_keys(plan, song16, _settings(), ids)))

@@ -1,0 +1,77 @@
+"""``run``'s output folder: which files in it are m2v's own, and writing them so a failed run can undo them.
+
+m2v knows its own files in a ``run --out`` folder by ``.m2v-run.json``, the list of names ``run`` writes
+there, written (under the folder's lock) before the first of them: a listed name is m2v's to replace; an
+unlisted file of one of those names is the user's, and the run is refused without touching anything (a
+render folder holding m2v's manifest counts as m2v's too).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from engine.errors import InputError
+from engine.files import check_not_inputs, created_file, read_json, write_bytes_atomic, write_json_atomic
+from engine.protocol import MANIFEST_FILE, MANIFEST_KIND
+
+RUN_RECORD = ".m2v-run.json"
+RUN_RECORD_KIND = "m2v-run-files"
+
+
+def run_names(args: argparse.Namespace) -> list[str]:
+    """The names ``run`` writes into its ``--out`` folder (files and its render folder)."""
+    names = ["plan.json", "plan.png", "render-events.jsonl", "layout" if args.layout else "frames"]
+    names.append("layout.mp4" if args.layout else "video.mp4")
+    if args.song is None:
+        names += ["demo_song.wav", "demo_lyrics.lrc"]
+    return names
+
+
+def check_run_inputs(args: argparse.Namespace, out: Path, names: list[str]) -> None:
+    """None of the files ``run`` reads (song, lyrics, footage) may be one it writes."""
+    inputs = {"song": args.song, "lyrics file": args.lyrics, "--footage": args.footage}
+    check_not_inputs({f"--out {out}/{n}": out / n for n in names}, inputs)
+
+
+def _read_record(out: Path) -> list[str]:
+    path = out / RUN_RECORD
+    if not path.exists():
+        return []
+    doc = read_json(path, "m2v run record")
+    if not isinstance(doc, dict) or doc.get("kind") != RUN_RECORD_KIND or not isinstance(doc.get("files"), list):
+        raise InputError("is not m2v's record of its files; choose another --out folder", path)
+    return [n for n in doc["files"] if isinstance(n, str)]
+
+
+def _is_render_folder(folder: Path) -> bool:
+    try:
+        doc = read_json(folder / MANIFEST_FILE, "render manifest")
+    except InputError:
+        return False
+    return isinstance(doc, dict) and doc.get("kind") == MANIFEST_KIND
+
+
+def claim_run_files(out: Path, names: list[str]) -> None:
+    """Refuse a folder holding a file of one of ``names`` that m2v did not write there; then record them."""
+    own = set(_read_record(out))
+    for n in names:
+        p = out / n
+        if n in own or not (p.exists() or p.is_symlink()):
+            continue
+        if p.is_dir() and not p.is_symlink() and (not any(p.iterdir()) or _is_render_folder(p)):
+            continue
+        raise InputError(f"--out holds {n}, which m2v did not write; move it, or choose another --out folder", p)
+    existed = (out / RUN_RECORD).exists()
+    write_json_atomic({"kind": RUN_RECORD_KIND, "version": 1, "files": sorted(own | set(names))}, out / RUN_RECORD)
+    if not existed:
+        created_file(out / RUN_RECORD)
+
+
+def write_noted(path: str | Path, data: bytes) -> None:
+    """Write a file atomically; a new one is noted, so that a command that fails later removes it again."""
+    path = Path(path)
+    existed = path.exists()
+    write_bytes_atomic(path, data)
+    if not existed:
+        created_file(path)
