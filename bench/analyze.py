@@ -35,7 +35,7 @@ print(time.perf_counter() - t)
 M2V = """
 import sys, time
 t = time.perf_counter()
-from engine.plan import analyze
+from engine.plan.build import analyze
 analyze(sys.argv[1])
 print(time.perf_counter() - t)
 """
@@ -69,7 +69,7 @@ def make_song(folder: Path) -> Path:
     import numpy as np
     import soundfile as sf
 
-    from engine.synth import Section, synth_song
+    from engine.analysis.synth import Section, synth_song
 
     kinds = [("sparse", "soft", 0.3), ("rock", "organ", 0.6), ("metal", "bright", 1.0), ("four", "bright", 0.8)]
     secs = [Section(8, 124, *kinds[i % 4], chords=(50 + i % 5, 53, 57)) for i in range(16)]

@@ -17,9 +17,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import mir_eval  # noqa: E402
 import numpy as np  # noqa: E402
 
-from engine.beats import beat_grid, track_beats  # noqa: E402
-from engine.features import compute_features  # noqa: E402
-from engine.synth import Section, synth_song  # noqa: E402
+from engine.analysis.beats import beat_grid, track_beats  # noqa: E402
+from engine.analysis.features import compute_features  # noqa: E402
+from engine.analysis.synth import Section, synth_song  # noqa: E402
 
 
 def cases() -> dict[str, list[Section]]:

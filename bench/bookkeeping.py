@@ -1,13 +1,13 @@
 """Benchmark: the render's bookkeeping per image, with the model step replaced by a fixed latent update.
 
 A synthetic render of ``--images`` images (default 20,000) at 512x512 goes
-through the real machinery: :class:`engine.render.RenderJob` with its
-one-image lookahead, :class:`engine.writer.ImageWriter` (PNG encode,
+through the real machinery: :class:`engine.render.loop.RenderJob` with its
+one-image lookahead, :class:`engine.store.writer.ImageWriter` (PNG encode,
 SHA-256, durable atomic write, journal line, ``image`` event),
-:class:`engine.manifest.RenderStore` (journal, amortised compaction) and
-the time-based resume points of :mod:`engine.snapshots`. Only the frame
+:class:`engine.store.manifest.RenderStore` (journal, amortised compaction) and
+the time-based resume points of :mod:`engine.store.snapshots`. Only the frame
 source is synthetic: :class:`SyntheticSource` has the interface of
-:class:`engine.sources.ModelSource`, its state is the size of the real one
+:class:`engine.render.sources.ModelSource`, its state is the size of the real one
 at 512x512 (a 1x256x32x32 float32 latent and Adam's two moments), and its
 "step" adds a fixed update to the latent and makes a frame that encodes
 like a VQGAN frame (a smooth colour field that changes slowly, plus mild
@@ -28,10 +28,10 @@ the records, queueing (and any wait on the bounded queue, i.e.
 back-pressure), copying the state for a snapshot, segment ends, waking late
 because another thread held the GIL.
 
-The plan is a real plan file (validated by :func:`engine.plan.load_plan`)
+The plan is a real plan file (validated by :func:`engine.plan.build.load_plan`)
 over a synthesised song: beat segments of 0.6 s with 14 images each, as
 the paper's beat-cut videos have. The same steps as
-:func:`engine.render.render` open the folder and run the job, so the
+:func:`engine.render.loop.render` open the folder and run the job, so the
 writer's and the store's byte counters can be read.
 
 Prints per-thousand figures for the first and the last thousand images
@@ -74,7 +74,7 @@ def write_song(path: Path, seconds: float) -> Path:
     """A synthesised song at least ``seconds`` long (rock at 100 bpm, 2.4 s a bar)."""
     import soundfile as sf
 
-    from engine.synth import Section, synth_song
+    from engine.analysis.synth import Section, synth_song
 
     bars = int(np.ceil(seconds / 2.4)) + 1
     song = synth_song([Section(bars, 100, "rock", "soft", 0.5)], seed=5)
@@ -263,7 +263,7 @@ def rss_mb() -> float:
 
 
 class SyntheticSource:
-    """:class:`engine.sources.ModelSource`'s interface; a step is a fixed latent update and a sleep."""
+    """:class:`engine.render.sources.ModelSource`'s interface; a step is a fixed latent update and a sleep."""
 
     stateful = True
     lookahead = True
@@ -336,7 +336,7 @@ class SyntheticSource:
         return self.current
 
     def state(self) -> dict:
-        from engine.optimize import cpu_copy
+        from engine.render.optimize import cpu_copy
 
         return {"z": cpu_copy(self.z), "opt": cpu_copy(self.opt.state_dict())}
 
@@ -359,13 +359,13 @@ def sleep_floor(step_s: float, n: int = 100) -> float:
 
 
 def run_render(plan_path: Path, out_dir: Path, step_ms: float, snapshot_every: float, busy: Busy | None = None):
-    """What :func:`engine.render.render` does once its source is made; returns the finished job."""
+    """What :func:`engine.render.loop.render` does once its source is made; returns the finished job."""
     from engine.files import FolderLock
-    from engine.manifest import RenderStore
-    from engine.plan import load_plan
+    from engine.plan.build import load_plan
     from engine.progress import Progress
     from engine.protocol import LOCK_FILE
-    from engine.render import RenderJob, RenderSettings, StopFlag, load_plan_song, segment_keys
+    from engine.render.loop import RenderJob, RenderSettings, StopFlag, load_plan_song, segment_keys
+    from engine.store.manifest import RenderStore
 
     settings = RenderSettings(width=512, height=512)
     plan = load_plan(plan_path)
@@ -487,7 +487,7 @@ def main() -> None:
     import torch
 
     from engine.files import write_json_atomic
-    from engine.snapshots import DEFAULT_INTERVAL
+    from engine.store.snapshots import DEFAULT_INTERVAL
 
     torch.set_num_threads(1)  # a GPU render's torch uses no CPU threads for the step
     work = Path(tempfile.mkdtemp(prefix="m2v-bookkeeping-"))

@@ -33,11 +33,11 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="m2v-footage-edit-"))
     os.environ["M2V_CACHE"] = str(tmp / "cache")
 
+    from engine.analysis.synth import Section, synth_song
     from engine.files import write_json_atomic
-    from engine.plan import plan_from_boundaries
+    from engine.plan.build import plan_from_boundaries
     from engine.progress import Collect
-    from engine.render import render
-    from engine.synth import Section, synth_song
+    from engine.render.loop import render
     from tests.conftest import write_song
     from tests.footage_media import write_movie
     from tests.small_models import load_small, small_settings, write_all

@@ -27,10 +27,10 @@ def full_models(device):
     """The official architectures with random weights, the VQGAN's encoder attached."""
     import torch
 
-    from engine.estimate import OFFICIAL_VQGAN, official_models
-    from engine.models import Models
-    from engine.vqgan import VQGANEncoder, parse_config
-    from engine.wav2clip import Wav2CLIP
+    from engine.models.factory import Models
+    from engine.models.vqgan import VQGANEncoder, parse_config
+    from engine.models.wav2clip import Wav2CLIP
+    from engine.render.estimate import OFFICIAL_VQGAN, official_models
 
     vq, clip = official_models(device)
     vq.attach_encoder(VQGANEncoder(parse_config(OFFICIAL_VQGAN)))
@@ -57,12 +57,12 @@ def main() -> None:
 
     import torch
 
-    from engine.audio import load_song
+    from engine.analysis.audio import load_song
+    from engine.analysis.synth import Section, synth_song
     from engine.files import write_json_atomic
-    from engine.plan import plan_from_boundaries
-    from engine.render import RenderSettings
-    from engine.sources import ModelSource
-    from engine.synth import Section, synth_song
+    from engine.plan.build import plan_from_boundaries
+    from engine.render.loop import RenderSettings
+    from engine.render.sources import ModelSource
     from tests.conftest import write_song
     from tests.footage_media import write_movie
 

@@ -32,9 +32,9 @@ sys.path.insert(0, str(ROOT))
 
 
 def make_plan(work: Path, seconds: float, segments: int, rate: float, fps: float) -> tuple[Path, list[float]]:
+    from engine.analysis.synth import Section, synth_song
     from engine.files import write_json_atomic
-    from engine.plan import plan_from_boundaries
-    from engine.synth import Section, synth_song
+    from engine.plan.build import plan_from_boundaries
     from tests.conftest import write_song
 
     bars = max(1, int(seconds / 2))  # 2 s bars at 120 bpm
@@ -64,7 +64,7 @@ class Timed:
 
 
 def render_once(plan, out, models, settings, chain_at, ray=None):
-    from engine.render import render
+    from engine.render.loop import render
 
     events = Timed()
     t0 = time.monotonic()
@@ -88,7 +88,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from engine.ray_render import RayOptions
+    from engine.render.ray_render import RayOptions
     from tests.small_models import load_small, small_settings, write_all
 
     work = Path(tempfile.mkdtemp(prefix="m2v-render-chains-"))

@@ -28,11 +28,11 @@ FANTASMA = ROOT.parent / "shared" / "data" / "songs" / "fantasma"
 
 
 class RandomWeights:
-    """The official architectures with random weights, shaped like :class:`engine.models.Models`."""
+    """The official architectures with random weights, shaped like :class:`engine.models.factory.Models`."""
 
     def __init__(self, device) -> None:
-        from engine.estimate import official_models
-        from engine.wav2clip import Wav2CLIP
+        from engine.models.wav2clip import Wav2CLIP
+        from engine.render.estimate import official_models
 
         self.vqgan, self.clip = official_models(device)
         self.audio = Wav2CLIP().eval().requires_grad_(False).to(device)
@@ -54,11 +54,11 @@ def main() -> None:
     args = ap.parse_args()
 
     from engine.files import write_json_atomic
-    from engine.models import load_models, pick_device, resolve_model_paths
-    from engine.plan import analyze
+    from engine.models.factory import load_models, pick_device, resolve_model_paths
+    from engine.plan.build import analyze
     from engine.progress import Collect
     from engine.protocol import PRESETS
-    from engine.render import RenderSettings, render
+    from engine.render.loop import RenderSettings, render
 
     dev = pick_device(args.device)
     t0 = time.perf_counter()
@@ -93,7 +93,7 @@ def main() -> None:
         peak = f"{torch.cuda.max_memory_allocated() / 2**20:.0f} MB on the GPU"
     else:
         peak = f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB resident"
-    from engine.precision import step_precision
+    from engine.render.precision import step_precision
 
     failed = [str(w.message) for w in caught if "CUDA graph" in str(w.message)]
     capture = "eager" if dev.type != "cuda" else ("eager (" + failed[0] + ")" if failed else "CUDA graphs")

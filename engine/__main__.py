@@ -14,10 +14,10 @@ def _quiet_exit(code: int) -> None:
     sys.exit(code)
 
 
-# SIGTERM while the engine is still importing stops it as SIGINT does (engine.cli.main installs the same).
+# SIGTERM while the engine is still importing stops it as SIGINT does (engine.cli.commands.main installs the same).
 signal.signal(signal.SIGTERM, _interrupt)
 try:
-    from engine.cli import main
+    from engine.cli.commands import main
 
     code = main()
 except KeyboardInterrupt:

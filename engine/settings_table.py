@@ -2,12 +2,12 @@
 
 A row says the setting's name, its flag, its type, default, range or
 choices, where it belongs (which commands take it, whether it enters
-:class:`engine.render.RenderSettings` and the cache keys, whether per
+:class:`engine.render.loop.RenderSettings` and the cache keys, whether per
 segment), its help text, and how the add-on shows it (its property, the
 add-on's own limits where they differ, and when the add-on passes the flag).
-From these rows come the engine's flags (``engine.cli_parser``), their
+From these rows come the engine's flags (``engine.cli.parser``), their
 checks (``engine.settings_check``), ``RenderSettings`` and
-``settings_from_args`` (``engine.render``, ``engine.cli``), and the add-on's
+``settings_from_args`` (``engine.render.loop``, ``engine.cli.commands``), and the add-on's
 properties and the flags it passes (``m2v_blender.properties``,
 ``m2v_blender.commands``). Adding a setting is adding a row.
 
@@ -95,7 +95,7 @@ class Setting:
     ``RenderSettings`` fields a pair fills when they are not one tuple field (``--size``: width, height).
     ``record``: the name in the manifest and the cache keys where it differs (they are a file format).
     ``preset``: where a flag left out takes the preset's value: ``plan`` (the plan builder), ``look``
-    (``PRESETS``) or ``motion`` (``MOTION_PRESETS``), see ``engine.presets``.
+    (``PRESETS``) or ``motion`` (``MOTION_PRESETS``), see ``engine.plan.presets``.
     ``action``: ``store_true``/``store_false`` for a bool switch (the flag is then the switch). ``parts``: how
     messages name a pair's two values (``--size width``). For example ``--ray [ADDRESS]`` is ``Setting("ray", "--ray",
     "str", None, nargs="?", const="auto", scopes=("job",))``, an analysis choice ``--intensity paper|authors``

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from engine.synth import Section, synth_song
+from engine.analysis.synth import Section, synth_song
 
 REPO = Path(__file__).resolve().parents[1]
 # The engine's cache (device calibration) in a folder of this test session, never the user's own.

@@ -311,7 +311,7 @@ def write_wav2clip(folder: Path, seed: int = 0) -> Path:
     """Write a small Wav2CLIP checkpoint as the original: a flat state dict of tensors."""
     import torch
 
-    from engine.wav2clip import Wav2CLIP
+    from engine.models.wav2clip import Wav2CLIP
 
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
@@ -336,8 +336,8 @@ def render_cmd(plan_path: Path, out: Path, models: Path, *extra: str, cutouts: i
 
 
 def small_settings(**kw):
-    """:class:`engine.render.RenderSettings` at the tests' common settings; ``kw`` overrides them."""
-    from engine.render import RenderSettings
+    """:class:`engine.render.loop.RenderSettings` at the tests' common settings; ``kw`` overrides them."""
+    from engine.render.loop import RenderSettings
 
     return RenderSettings(**{"width": 32, "height": 32, "cutouts": 8, "seed": 1, "cutout_method": "crops", **kw})
 
@@ -360,7 +360,7 @@ def model_args(folder: Path) -> list[str]:
 
 def load_small(folder: Path, device: str = "cpu"):
     """The small models in ``folder``, loaded through the product's factory."""
-    from engine.models import load_models, resolve_model_paths
+    from engine.models.factory import load_models, resolve_model_paths
 
     paths = resolve_model_paths(
         folder,

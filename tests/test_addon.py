@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from engine.synth import Section, synth_song
+from engine.analysis.synth import Section, synth_song
 from m2v_blender.timeline import StripTiming
 from tests.conftest import REPO, write_song
 
@@ -232,7 +232,7 @@ def test_render_with_models_cancel_resume_and_pump(built, song, tmp_path, small_
     assert len(final) == 3 and by["resumed"]["status"] == "render finished"
     assert [s["key"] for s in final[: len(kept)]] == [s["key"] for s in kept]  # finished segments were reused
     assert json.loads((out / "frames" / "manifest.json").read_text())["settings"]["precision"] == "fp32"  # the panel's
-    from engine.export import probe
+    from engine.store.export import probe
 
     video = next(tmp_path.glob("vse*.mp4"))
     m = probe(video)

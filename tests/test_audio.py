@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from engine.audio import MIN_DURATION, load_song
+from engine.analysis.audio import MIN_DURATION, load_song
 from engine.errors import InputError
 from tests.conftest import run_engine, write_song
 

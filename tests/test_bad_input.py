@@ -13,9 +13,9 @@ import sys
 import numpy as np
 import pytest
 
+from engine.analysis.synth import Section, synth_song
 from engine.files import write_json_atomic
-from engine.plan import plan_from_boundaries
-from engine.synth import Section, synth_song
+from engine.plan.build import plan_from_boundaries
 from tests.conftest import REPO, run_engine, write_song
 from tests.small_models import model_args
 

@@ -2,9 +2,9 @@ import mir_eval
 import numpy as np
 import pytest
 
-from engine.beats import beat_grid, hold_edges, jumps_half_a_beat, local_period, track_beats, trim_beats
-from engine.features import compute_features
-from engine.synth import Section, synth_song
+from engine.analysis.beats import beat_grid, hold_edges, jumps_half_a_beat, local_period, track_beats, trim_beats
+from engine.analysis.features import compute_features
+from engine.analysis.synth import Section, synth_song
 
 
 def _track(song):

@@ -1,4 +1,4 @@
-"""Latent chains (engine.chains) rendered here and on a local Ray instance (engine.ray_render).
+"""Latent chains (engine.render.chains) rendered here and on a local Ray instance (engine.render.ray_render).
 
 One Ray instance for the module (``ray.init(num_cpus=2)``, a few seconds to start), shut down at the end;
 the engine's command-line renders join it by its address. Frames are compared byte for byte; every
@@ -15,11 +15,11 @@ import time
 
 import pytest
 
-from engine.chains import chain_starts, cut_change, strongest_cuts
+from engine.analysis.synth import Section, synth_song
 from engine.errors import InputError
 from engine.files import write_json_atomic
-from engine.plan import plan_from_boundaries
-from engine.synth import Section, synth_song
+from engine.plan.build import plan_from_boundaries
+from engine.render.chains import chain_starts, cut_change, strongest_cuts
 from tests.conftest import REPO, write_song
 from tests.small_models import render_cmd
 
@@ -105,7 +105,7 @@ def three_chains(plan_path, small_models, tmp_path_factory):
 
 
 def test_strongest_cuts_follow_the_change_in_the_plan(plan_path):
-    from engine.plan import load_plan
+    from engine.plan.build import load_plan
 
     plan = load_plan(plan_path)
     change = cut_change(plan)
@@ -268,9 +268,9 @@ def test_ray_without_ray_exits_2_and_says_how_to_add_it(plan_path, small_models,
 
 
 def test_new_chain_marks_in_segment_settings_and_plans(plan_path, tmp_path):
-    from engine.plan import load_plan
-    from engine.plan_schema import validate_plan
-    from engine.segment_settings import apply_segment_settings, load_segment_settings
+    from engine.plan.build import load_plan
+    from engine.plan.schema import validate_plan
+    from engine.plan.segment_settings import apply_segment_settings, load_segment_settings
 
     doc = {"kind": "m2v-segment-settings", "version": 1, "segments": [{"start": 4.5, "new_chain": True}]}
     path = tmp_path / "s.json"

@@ -69,7 +69,7 @@ def test_main_job_layout_runs_offline_on_the_synthesised_demo(tmp_path):
     assert (tmp_path / "out" / "plan.png").stat().st_size > 10_000
     assert sum(p["kind"] == "lyric" for s in plan["segments"] for p in s["parts"]) >= 3
     assert 95 < plan["analysis"]["tempo_bpm"] < 105  # the demo is synthesised at 100 bpm
-    from engine.export import probe
+    from engine.store.export import probe
 
     m = probe(tmp_path / "out" / "layout.mp4")
     assert abs(m["video_seconds"] - plan["song"]["duration"]) < 0.05
@@ -89,7 +89,7 @@ def test_main_job_end_to_end_with_models(tmp_path, small_models):
         "run", "--out", str(tmp_path / "out"), "--size", "32", "32", *model_args(small_models), timeout=600
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    from engine.export import probe
+    from engine.store.export import probe
 
     plan = json.loads((tmp_path / "out" / "plan.json").read_text())
     m = probe(tmp_path / "out" / "video.mp4")

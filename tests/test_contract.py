@@ -135,7 +135,7 @@ def test_a_renamed_field_is_caught(monkeypatch):
 
 
 def test_engine_events_carry_the_declared_fields_and_feed_the_addon(tmp_path, sectioned_wav):
-    from engine.export import frame_schedule
+    from engine.store.export import frame_schedule
     from m2v_blender.timeline import StripTiming, strip_files
 
     plan = tmp_path / "plan.json"

@@ -18,10 +18,10 @@ import time
 
 import pytest
 
+from engine.analysis.synth import Section, synth_song
 from engine.files import write_json_atomic
-from engine.plan import plan_from_boundaries
+from engine.plan.build import plan_from_boundaries
 from engine.protocol import JOURNAL_FILE, TEMP_SUFFIX
-from engine.synth import Section, synth_song
 from tests.conftest import REPO, write_song
 from tests.small_models import render_cmd
 

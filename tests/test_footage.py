@@ -15,14 +15,14 @@ import pytest
 import torch
 from PIL import Image
 
+from engine.analysis.synth import Section, synth_song
 from engine.errors import InputError
 from engine.files import write_json_atomic
-from engine.footage import Footage, FootageTiming, pick_frame
-from engine.motion import Motion, MotionSettings, segment_motion, warp
-from engine.plan import plan_from_boundaries
+from engine.plan.build import plan_from_boundaries
 from engine.progress import Collect
-from engine.render import render, segment_keys
-from engine.synth import Section, synth_song
+from engine.render.footage import Footage, FootageTiming, pick_frame
+from engine.render.loop import render, segment_keys
+from engine.render.motion import Motion, MotionSettings, segment_motion, warp
 from tests.conftest import REPO, run_engine, write_song
 from tests.footage_media import footage_frame, nearest_frame, write_movie
 from tests.small_models import load_small, render_cmd, small_settings, synthetic_pictures, write_vqgan
@@ -70,8 +70,8 @@ def _codes(vq, z):
 
 
 def test_encoder_loads_from_the_checkpoint_weights_only_and_strictly(small_models, tmp_path):
-    from engine.checkpoints import load_torch_file
-    from engine.vqgan import load_encoder, load_vqgan
+    from engine.models.checkpoints import load_torch_file
+    from engine.models.vqgan import load_encoder, load_vqgan
 
     cfg, ckpt = small_models / "vqgan" / "model.yaml", small_models / "vqgan" / "last.ckpt"
     vq = load_vqgan(cfg, ckpt)
@@ -101,7 +101,7 @@ def test_encoder_loads_from_the_checkpoint_weights_only_and_strictly(small_model
 
 
 def test_encoder_round_trip(roundtrip_models, small_models):
-    from engine.vqgan import load_vqgan
+    from engine.models.vqgan import load_vqgan
 
     vq = load_vqgan(roundtrip_models / "vqgan" / "model.yaml", roundtrip_models / "vqgan" / "last.ckpt")
     pictures = synthetic_pictures(8, 32, 99)
@@ -251,9 +251,9 @@ def _slots(seg):
 
 
 def _source(models_dir, p, **kw):
-    from engine.audio import load_song
-    from engine.models import pick_device
-    from engine.sources import ModelSource
+    from engine.analysis.audio import load_song
+    from engine.models.factory import pick_device
+    from engine.render.sources import ModelSource
 
     song = load_song(p["song"]["path"], sr=16000, min_duration=0.0).y
     return ModelSource(p, _settings(**kw), load_small(models_dir), song, pick_device("cpu"))
@@ -364,7 +364,7 @@ def test_lookahead_cache_and_resume_with_footage_and_motion(plan, movie, roundtr
 def test_cache_keys_hold_the_footage_frames_and_moves_each_segment_uses(plan, movie, small_models, tmp_path):
     _, p = plan
     path, frames = movie
-    from engine.audio import load_song
+    from engine.analysis.audio import load_song
 
     song = load_song(p["song"]["path"], sr=16000, min_duration=0.0).y
 

@@ -10,12 +10,12 @@ import json
 
 import pytest
 
+from engine.analysis.synth import Section, synth_song
 from engine.files import write_json_atomic
-from engine.footage import Footage, digest_cache_path
-from engine.plan import plan_from_boundaries
+from engine.plan.build import plan_from_boundaries
 from engine.progress import Collect
-from engine.render import render
-from engine.synth import Section, synth_song
+from engine.render.footage import Footage, digest_cache_path
+from engine.render.loop import render
 from tests.conftest import write_song
 from tests.footage_media import write_movie
 from tests.small_models import load_small, small_settings
@@ -68,10 +68,10 @@ def test_reexported_movie_rerenders_from_the_first_changed_frame(plan4, roundtri
 
 
 def test_an_unchanged_movie_decodes_nothing_for_its_keys(plan4, small_models, tmp_path, monkeypatch):
-    from engine.audio import load_song
-    from engine.models import pick_device
-    from engine.render import segment_keys
-    from engine.sources import ModelSource
+    from engine.analysis.audio import load_song
+    from engine.models.factory import pick_device
+    from engine.render.loop import segment_keys
+    from engine.render.sources import ModelSource
 
     monkeypatch.setenv("M2V_CACHE", str(tmp_path / "cache"))
     _, p = plan4

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from engine.errors import InputError
-from engine.plan import analyze, load_plan, plan_from_boundaries
+from engine.plan.build import analyze, load_plan, plan_from_boundaries
 from engine.protocol import segment_counts
 from tests.conftest import run_engine, write_song
 
@@ -74,7 +74,7 @@ def _check_same_boundaries(path, bounds, maxima, iterations, plan) -> None:
 
 @pytest.fixture(scope="module")
 def synth_file(tmp_path_factory):
-    from engine.synth import Section, synth_song
+    from engine.analysis.synth import Section, synth_song
 
     song = synth_song(
         [

@@ -1,7 +1,7 @@
 import pytest
 
+from engine.analysis.lyrics import load_lyrics
 from engine.errors import InputError
-from engine.lyrics import load_lyrics
 
 
 def _write(tmp_path, name, text):

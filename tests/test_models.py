@@ -9,7 +9,7 @@ from tests.small_models import write_clip, write_vqgan
 def test_lightning_checkpoint_loads_without_lightning(small_models):
     import importlib.util
 
-    from engine.vqgan import load_vqgan
+    from engine.models.vqgan import load_vqgan
 
     assert importlib.util.find_spec("pytorch_lightning") is None
     model = load_vqgan(small_models / "vqgan" / "model.yaml", small_models / "vqgan" / "last.ckpt")
@@ -21,8 +21,8 @@ def test_lightning_checkpoint_loads_without_lightning(small_models):
 
 
 def test_vqgan_weights_come_from_the_file(tmp_path, small_models):
-    from engine.checkpoints import load_torch_file
-    from engine.vqgan import load_vqgan
+    from engine.models.checkpoints import load_torch_file
+    from engine.models.vqgan import load_vqgan
 
     sd = load_torch_file(small_models / "vqgan" / "last.ckpt")["state_dict"]
     model = load_vqgan(small_models / "vqgan" / "model.yaml", small_models / "vqgan" / "last.ckpt")
@@ -31,7 +31,7 @@ def test_vqgan_weights_come_from_the_file(tmp_path, small_models):
 
 
 def test_transformer_checkpoint_autoencoder_under_first_stage_model(tmp_path):
-    from engine.vqgan import load_vqgan
+    from engine.models.vqgan import load_vqgan
 
     cfg, ckpt = write_vqgan(tmp_path / "t", mode="transformer")
     model = load_vqgan(cfg, ckpt)
@@ -48,7 +48,7 @@ def test_transformer_checkpoint_autoencoder_under_first_stage_model(tmp_path):
     ],
 )
 def test_tampered_checkpoints_fail_cleanly(tmp_path, mode, words, capfd):
-    from engine.vqgan import load_vqgan
+    from engine.models.vqgan import load_vqgan
 
     cfg, ckpt = write_vqgan(tmp_path / mode, mode=mode)
     with pytest.raises(InputError) as e:
@@ -58,7 +58,7 @@ def test_tampered_checkpoints_fail_cleanly(tmp_path, mode, words, capfd):
 
 
 def test_bad_configs(tmp_path):
-    from engine.vqgan import load_config
+    from engine.models.vqgan import load_config
 
     html = tmp_path / "model.yaml"
     html.write_text("<!DOCTYPE html><html><body>Sign in</body></html>")
@@ -71,7 +71,7 @@ def test_bad_configs(tmp_path):
 
 
 def test_gumbel_config_uses_embed_codebook(tmp_path):
-    from engine.vqgan import parse_config
+    from engine.models.vqgan import parse_config
 
     cfg = parse_config(
         {
@@ -103,7 +103,7 @@ def test_gumbel_config_uses_embed_codebook(tmp_path):
 def test_clip_loads_from_safetensors_with_strict_keys(tmp_path, small_models):
     from safetensors.torch import load_file, save_file
 
-    from engine.clip_guide import load_clip
+    from engine.models.clip_guide import load_clip
 
     cfg, weights = small_models / "clip" / "m2v-tiny-clip.json", small_models / "clip" / "tiny_clip.safetensors"
     clip = load_clip(str(cfg), weights)
@@ -119,7 +119,7 @@ def test_clip_loads_from_safetensors_with_strict_keys(tmp_path, small_models):
 
 
 def test_quickgelu_trap_is_avoided(tmp_path):
-    from engine.clip_guide import resolve_model_name
+    from engine.models.clip_guide import resolve_model_name
 
     assert resolve_model_name("ViT-B-32", tmp_path / "open_clip_vit_b32_openai.safetensors") == "ViT-B-32-quickgelu"
     assert resolve_model_name("ViT-B-32", tmp_path / "laion2b.safetensors") == "ViT-B-32"
@@ -139,7 +139,7 @@ def _reference_log_spec(x: np.ndarray) -> np.ndarray:
 
 
 def test_wav2clip_front_end_matches_the_original_computation(small_models):
-    from engine.wav2clip import load_wav2clip
+    from engine.models.wav2clip import load_wav2clip
 
     model = load_wav2clip(small_models / "Wav2CLIP.pt")
     rng = np.random.default_rng(0)
@@ -157,7 +157,7 @@ def test_wav2clip_front_end_matches_the_original_computation(small_models):
 
 
 def test_wav2clip_strict_keys(tmp_path, small_models):
-    from engine.wav2clip import load_wav2clip
+    from engine.models.wav2clip import load_wav2clip
 
     sd = torch.load(small_models / "Wav2CLIP.pt", weights_only=True)
     assert sum(k.startswith("audio_encoder.") for k in sd) == 121
@@ -179,7 +179,7 @@ def test_small_clip_file_is_rebuilt_deterministically(tmp_path):
 def test_audio_embedding_follows_its_model_to_the_gpu(small_models):
     # The song stays on the CPU; a Wav2CLIP moved to the GPU with the other models must still embed it
     # (found on a lent H200: torch.stft refused a CPU signal with a CUDA window).
-    from engine.wav2clip import embed_audio
+    from engine.models.wav2clip import embed_audio
     from tests.small_models import load_small
 
     audio = load_small(small_models).audio

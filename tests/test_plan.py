@@ -4,10 +4,10 @@ import math
 import numpy as np
 import pytest
 
+from engine.analysis.lyrics import LyricLine
 from engine.errors import InputError
 from engine.files import write_json_atomic
-from engine.lyrics import LyricLine
-from engine.plan import MIN_AUDIO_PART, analyze, guidance_parts, load_plan, plan_from_boundaries
+from engine.plan.build import MIN_AUDIO_PART, analyze, guidance_parts, load_plan, plan_from_boundaries
 from engine.protocol import PLAN_VERSION, PRESETS, mean_level, normalized_intensity
 
 
@@ -65,7 +65,7 @@ def test_steps_follow_the_rule_and_images_the_frame_cap(sectioned_wav, preset):
 
 
 def test_louder_sections_get_higher_rates(tmp_path):
-    from engine.synth import Section, synth_song
+    from engine.analysis.synth import Section, synth_song
     from tests.conftest import write_song
 
     gains = [0.3, 0.9, 0.15, 0.6]
@@ -254,7 +254,7 @@ def test_every_fantasma_lyric_guides_its_span(fantasma, granularity):
         holding = [p for p in parts if p["start"] <= t < p["end"] or t < p["start"] <= t + 0.25]
         assert any(p["kind"] == "lyric" and i in p["lyrics"] for p in holding), (i, t, plan["lyrics"][i]["text"])
     # ... and each such part gets optimisation steps of its own.
-    from engine.schedule import step_parts
+    from engine.plan.schedule import step_parts
 
     for s in plan["segments"]:
         assert set(step_parts(s)) == set(range(len(s["parts"])))

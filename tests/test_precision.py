@@ -1,11 +1,11 @@
-"""--precision (engine.precision) and the captured step (engine.step_graph): formats per device, loss parity."""
+"""--precision (engine.render.precision) and the captured step (engine.render.step_graph): formats per device, loss parity."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from engine.precision import PRECISIONS, cpu_has_bf16, step_precision
+from engine.render.precision import PRECISIONS, cpu_has_bf16, step_precision
 from tests.small_models import load_small, small_settings
 
 CUDA = torch.cuda.is_available()
@@ -62,7 +62,7 @@ def test_a_bad_precision_is_refused_naming_the_flag():
 
 
 def _losses(models, precision, steps, device="cpu", capture=True):
-    from engine.optimize import Optimizer
+    from engine.render.optimize import Optimizer
 
     s = small_settings(width=32, height=32, cutouts=8, lr=0.2, cutout_method="latest", precision=precision)
     opt = Optimizer(models.vqgan, models.clip, s, torch.device(device))
@@ -99,7 +99,7 @@ def test_the_captured_step_follows_the_eager_step_on_cuda(small_models, precisio
 
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
 def test_capture_leaves_the_latent_and_adam_where_they_were(small_models):
-    from engine.optimize import Optimizer
+    from engine.render.optimize import Optimizer
 
     models = load_small(small_models, "cuda")
     s = small_settings(cutout_method="latest")

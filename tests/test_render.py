@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from engine.audio import load_song
+from engine.analysis.audio import load_song
+from engine.analysis.synth import Section, synth_song
 from engine.files import write_json_atomic
-from engine.guidance import Guidance
-from engine.plan import plan_from_boundaries
+from engine.plan.build import plan_from_boundaries
 from engine.progress import Collect
 from engine.protocol import EXIT_CANCELLED
-from engine.render import render
-from engine.synth import Section, synth_song
+from engine.render.guidance import Guidance
+from engine.render.loop import render
 from tests.conftest import REPO, run_engine, write_song
 from tests.small_models import load_small, render_cmd, small_settings
 
@@ -79,7 +79,7 @@ def test_targets_follow_guidance_and_eq2(tmp_path, song, small_models):
     plan_path, plan = _plan(tmp_path, song)
     models = _loader(small_models)
     clip, audio = models.clip, models.audio
-    from engine.wav2clip import embed_audio
+    from engine.models.wav2clip import embed_audio
 
     g = Guidance(plan, clip, audio, _song16(plan), torch.device("cpu"))
     text = clip.embed_text(["a red balloon over the sea"])[0]
@@ -114,7 +114,7 @@ def test_similarity_to_target_rises_within_a_segment(tmp_path, song, small_model
 
     g = Guidance(plan, clip, audio, _song16(plan), torch.device("cpu"))
     frames_of = _frames(out)
-    from engine.cutouts import make_cutouts
+    from engine.render.cutouts import make_cutouts
 
     def similarity(file, target):
         img = torch.from_numpy(np.array(Image.open(out / file))).permute(2, 0, 1).float()[None] / 255
@@ -237,7 +237,7 @@ def test_moving_one_boundary_rerenders_from_that_segment_only(tmp_path, song, sm
 
 
 def test_export_length_matches_the_audio(tmp_path, song, small_models):
-    from engine.export import export_mp4, probe
+    from engine.store.export import export_mp4, probe
 
     plan_path, plan = _plan(tmp_path, song)
     out = tmp_path / "out"
@@ -303,8 +303,8 @@ def test_optimised_step_follows_the_authors_step():
 
 
 def _source(small_models, plan, **kw):
-    from engine.models import pick_device
-    from engine.sources import ModelSource
+    from engine.models.factory import pick_device
+    from engine.render.sources import ModelSource
 
     return ModelSource(plan, _settings(lr=0.3, **kw), _loader(small_models), _song16(plan), pick_device("cpu"))
 
@@ -376,8 +376,8 @@ def test_eq1_acts_on_the_latent(tmp_path, song, small_models):
 
 
 def test_precision_and_the_cutout_implementation_enter_the_cache_keys(tmp_path, song, monkeypatch):
-    import engine.render as R
-    from engine.render import segment_keys
+    import engine.render.loop as R
+    from engine.render.loop import segment_keys
 
     _, plan = _plan(tmp_path, song)
     song16 = _song16(plan)

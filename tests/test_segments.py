@@ -1,10 +1,10 @@
 import mir_eval
 import numpy as np
 
-from engine.beats import beat_grid, track_beats
-from engine.features import compute_features
-from engine.segments import segment_bounds
-from engine.synth import Section, synth_song
+from engine.analysis.beats import beat_grid, track_beats
+from engine.analysis.features import compute_features
+from engine.analysis.segments import segment_bounds
+from engine.analysis.synth import Section, synth_song
 
 
 def _analyse(song, **kw):

@@ -23,10 +23,10 @@ import contextlib, io, json
 import engine.settings_table as t
 from engine.settings_table import UI, Setting
 t.SETTINGS = t.SETTINGS + ({ROW},)
-from engine.cli import main, settings_from_args
-from engine.cli_parser import build_parser
+from engine.cli.commands import main, settings_from_args
+from engine.cli.parser import build_parser
 from engine.errors import InputError
-from engine.render import RenderSettings
+from engine.render.loop import RenderSettings
 
 parser = build_parser()
 text = io.StringIO()
@@ -57,7 +57,7 @@ def test_a_new_row_is_a_flag_a_check_and_a_render_setting():
 
 def test_table_keeps_the_recorded_settings_and_their_order():
     # The cache keys hash the settings in this order under these names: a reorder or rename re-renders everything.
-    from engine.render import RenderSettings
+    from engine.render.loop import RenderSettings
 
     names = list(RenderSettings().record())
     assert names[:6] == ["width", "height", "cutouts", "cut_method", "cut_pow", "lr"]
@@ -66,7 +66,7 @@ def test_table_keeps_the_recorded_settings_and_their_order():
 
 
 def test_cut_method_is_an_alias_of_cutout_method():
-    from engine.cli_parser import build_parser
+    from engine.cli.parser import build_parser
 
     p = build_parser()
     old = p.parse_args(["render", "p.json", "--out", "o", "--cut-method", "crops"])
@@ -121,7 +121,7 @@ def test_a_new_row_is_an_addon_property_and_flag(tmp_path):
 def test_rows_carry_optional_values_job_and_analysis_settings(monkeypatch, capsys):
     # The shapes other settings take: an optional-value flag (--ray [ADDRESS]), an analysis choice.
     import engine.settings_table as t
-    from engine.cli_parser import build_parser
+    from engine.cli.parser import build_parser
 
     rows = (
         t.Setting("ray", "--ray", "str", None, nargs="?", const="auto", scopes=("job",), help="a cluster"),

@@ -65,7 +65,7 @@ def test_marker_names_are_recognised_and_only_ours():
 
 
 def test_lyrics_csv_round_trips_through_the_engine_parser(tmp_path):
-    from engine.lyrics import load_lyrics
+    from engine.analysis.lyrics import load_lyrics
 
     p = tmp_path / "l.csv"
     p.write_text(lyrics_csv([(65.4321, "second, with comma"), (3.2, "first")]), encoding="utf-8")

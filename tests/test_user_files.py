@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engine.analysis.lyrics import load_lyrics
+from engine.analysis.synth import Section, synth_song
 from engine.files import FolderLock, remove_temp_files, write_json_atomic
-from engine.lyrics import load_lyrics
-from engine.plan import plan_from_boundaries
+from engine.plan.build import plan_from_boundaries
 from engine.protocol import LOCK_FILE, TEMP_SUFFIX
-from engine.synth import Section, synth_song
 from tests.conftest import REPO, run_engine, write_song
 from tests.small_models import model_args
 

@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from engine import weights
-from engine.weights import DownloadError, download
+from engine.models import weights
+from engine.models.weights import DownloadError, download
 from tests.conftest import run_engine
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from engine import writer as writer_mod
-from engine.manifest import RenderStore
 from engine.progress import Collect
 from engine.protocol import JOURNAL_FILE
-from engine.writer import ImageWriter
+from engine.store.manifest import RenderStore
+from engine.store.writer import ImageWriter
 
 KEY = "a" * 64
 

@@ -1,0 +1,1 @@
+"""The song and its lyrics: loading, features, beats, segments, lyric files (torch-free)."""

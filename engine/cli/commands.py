@@ -1,0 +1,543 @@
+"""Command line: ``python -m engine [--events] <command>``.
+
+Exit codes (see :mod:`engine.protocol`): 0 ok, 2 bad input (the message
+names the file or flag and the problem, no traceback), 3 cancelled render,
+1 internal error. ``--events`` makes every command speak JSON events on
+stdout (the add-on's mode); ``render`` always does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import traceback
+from pathlib import Path
+
+from engine.cli.parser import build_parser
+from engine.errors import InputError
+from engine.plan.presets import motion_value, preset_value
+from engine.protocol import (
+    EXIT_INPUT,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    PRESETS,
+    make_event,
+)
+from engine.settings_table import in_scope
+
+# ---------------------------------------------------------------- helpers
+
+
+def settings_from_args(args: argparse.Namespace, preset: str):
+    """Render settings: the flags the user gave, the preset's values for the rest (one per table row)."""
+    from engine.render.loop import RenderSettings
+
+    values = {}
+    for s in in_scope("render"):
+        v = getattr(args, s.name) if s.flag else s.default
+        if s.preset == "look":
+            v = preset_value(preset, s.name, v)
+        elif s.preset == "motion":
+            v = motion_value(preset, s.name, v)
+        if s.nargs == 2 and v is not None:
+            v = tuple(v)
+        values.update(zip(s.fields, v) if s.fields else [(s.name, v)])
+    settings = RenderSettings(**values)
+    settings.validate()
+    return settings
+
+
+def model_paths_from_args(args: argparse.Namespace):
+    from engine.models.factory import resolve_model_paths
+
+    return resolve_model_paths(
+        args.models, args.vqgan_config, args.vqgan_ckpt, args.clip_model, args.clip_weights, args.audio_encoder
+    )
+
+
+def _render_kwargs(args: argparse.Namespace) -> dict:
+    from engine.store.snapshots import DEFAULT_INTERVAL
+
+    every = args.snapshot_every if args.snapshot_every is not None else DEFAULT_INTERVAL
+    cap = None if args.cache_cap_mb is None else int(args.cache_cap_mb * 1e6)
+    return {"device": args.device, "snapshot_every": every, "cache_cap_bytes": cap, **_chain_kwargs(args)}
+
+
+def _chain_kwargs(args: argparse.Namespace) -> dict:
+    """``--chains``, ``--chain-at`` and ``--ray*`` as :func:`engine.render.loop.render` takes them (issue 22)."""
+    from engine.render.chains import parse_times
+
+    out = {"chains": args.chains, "chain_at": parse_times(args.chain_at) if args.chain_at is not None else None}
+    if args.ray is not None:
+        from engine.render.ray_render import RayOptions, import_ray
+
+        import_ray()  # exit 2 with how to add it, before any model is loaded
+        address = None if args.ray == "local" else args.ray
+        out["ray"] = RayOptions(address=address, workers=args.ray_workers, cpus=args.ray_cpus)
+    return out
+
+
+def _load(paths, device_name: str, settings=None):
+    from engine.models.factory import load_models, pick_device
+
+    return load_models(paths, pick_device(device_name), encoder=bool(settings and settings.needs_encoder))
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from engine.files import check_output_dir
+    from engine.plan.presets import describe, resolve_preset
+    from engine.plan.schema import load_plan
+    from engine.progress import Progress
+    from engine.render.loop import StopFlag, render
+
+    check_output_dir(args.out, "--out")
+    plan = load_plan(args.plan)  # checked before any model is loaded
+    preset = args.preset
+    if preset == "auto" and plan.get("analysis", {}).get("preset") in PRESETS:
+        preset = plan["analysis"]["preset"]  # render as the plan was made to be rendered
+    preset, _ = resolve_preset(preset, args.device)
+    settings = settings_from_args(args, preset)
+    kwargs = _render_kwargs(args)
+    print(f"render settings: {describe(preset)} preset, {settings.width}x{settings.height}", file=sys.stderr)
+    # With --ray the workers render; the driver's models only give keys and guidance: on the CPU.
+    here = "cpu" if args.ray is not None else args.device
+    models = None if args.layout else _load(model_paths_from_args(args), here, settings)
+    stop = StopFlag()
+    stop.install()
+    code = render(args.plan, args.out, settings, models, Progress(), stop, **kwargs)
+    stop.ignore()
+    return code
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from engine.files import check_output_file
+    from engine.store.export import export_mp4
+
+    check_output_file(args.output, "-o")
+    m = export_mp4(args.render_dir, args.output, fps=args.fps)
+    for w in m["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
+    print(
+        f"wrote {args.output}: {m['frames']} frames at {m['fps']:.3f} fps, video {m['video_seconds']:.2f} s, "
+        f"audio {m['audio_seconds']:.2f} s"
+    )
+    return EXIT_OK
+
+
+def _models_dir(args: argparse.Namespace) -> Path:
+    from engine.models import weights
+
+    folder = Path(args.models).expanduser() if args.models else weights.default_models_dir()
+    if folder.exists() and not folder.is_dir():
+        raise InputError("--models names a file, not a folder", folder)
+    return folder
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from engine.models import weights
+    from engine.models.factory import verify_structure
+
+    if args.models_command is None:
+        raise InputError("models needs an action: fetch or check (python -m engine models --help)")
+    models_dir = _models_dir(args)
+    if args.models_command == "check":
+        rows = weights.check(models_dir)
+        if args.json:
+            print(json.dumps({"models": str(models_dir), "files": rows}, indent=1))
+        else:
+            print(f"models folder: {models_dir}")
+            for r in rows:
+                print(f"  {r['status']:9s} {r['name']}")
+        return EXIT_OK if all(r["status"] in ("ok", "unpinned") for r in rows) else EXIT_INPUT
+    known = [wf.name for wf in weights.REGISTRY.values()]
+    unknown = [n for n in args.only or [] if n not in known]
+    if unknown:
+        raise InputError(f"--only: no official model file is called {', '.join(unknown)} (known: {', '.join(known)})")
+    got = weights.fetch(models_dir, names=args.only, mirror=args.mirror, progress=_fetch_bar, verify=verify_structure)
+    print(file=sys.stderr)
+    print(f"fetched {len(got)} file(s) into {models_dir}" + (": " + ", ".join(got) if got else " (all present)"))
+    return EXIT_OK
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from engine.cli.info import engine_info
+
+    info = engine_info(_models_dir(args))
+    if args.events:
+        _event("info", **{k: v for k, v in info.items() if k not in ("kind", "version")})
+    elif args.json:
+        print(json.dumps(info, indent=1))
+    else:
+        print(f"m2v engine {info['engine']}, python {info['python']}, torch {info['torch']}")
+        print(f"device: {info['device']} ({info['device_name']})")
+        print(f"models folder: {info['models_dir']}")
+        for r in info["models"]:
+            print(f"  {r['status']:9s} {r['name']}")
+    return EXIT_OK
+
+
+def _emit(plan: dict, args: argparse.Namespace) -> None:
+    """Write the plan (and its plot), after checking it as ``render`` will: a plan m2v writes, m2v renders."""
+    from engine.cli.run_folder import write_noted
+    from engine.files import dumps_strict
+    from engine.plan.schema import validate_plan
+
+    try:
+        validate_plan(plan, args.output or "<plan>")
+    except InputError as e:
+        raise InputError(f"this plan could not be rendered, so it is not written: {e}") from None
+    picture = None
+    if args.plot:  # drawn before anything is written: a plot that fails leaves no plan behind either
+        from engine.analysis.plot import plot_bytes, plot_format
+
+        picture = plot_bytes(plan, plot_format(args.plot))
+    if args.output:
+        write_noted(args.output, (dumps_strict(plan) + "\n").encode("utf-8"))
+    if args.plot:
+        write_noted(args.plot, picture)
+    if not args.output:
+        sys.stdout.write(dumps_strict(plan) + "\n")
+    t = plan["totals"]
+    if args.events:
+        _event("planned", output=args.output, segments=len(plan["segments"]), steps=t["steps"], images=t["images"])
+
+
+def _check_plan_outputs(args: argparse.Namespace) -> None:
+    """Outputs checked before any work: writable, a plot format matplotlib writes, none of them an input."""
+    from engine.files import check_not_inputs, check_output_file
+
+    inputs = {
+        "song": args.song,
+        "lyrics file": args.lyrics,
+        "segment-settings file": getattr(args, "segment_settings", None),
+    }
+    check_not_inputs({"-o": args.output, "--plot": args.plot}, inputs)
+    if args.output:
+        check_output_file(args.output, "-o")
+    if args.plot:
+        from engine.analysis.plot import plot_format
+
+        check_output_file(args.plot, "--plot")
+        plot_format(args.plot)
+
+
+def _warn(plan: dict, args: argparse.Namespace) -> None:
+    for w in plan.get("warnings", []):
+        if args.events:
+            _event("warning", message=w)
+        print(f"warning: {w}", file=sys.stderr)
+
+
+def _preset_for_plan(args: argparse.Namespace) -> tuple[str, str]:
+    """The resolved preset and device; says so when ``auto`` chose the draft."""
+    from engine.plan.presets import describe, resolve_preset
+
+    preset, dev = resolve_preset(args.preset, args.device)
+    if args.preset == "auto":
+        why = "a GPU was found" if preset == "paper" else "no GPU was found"
+        print(f"preset: {describe(preset)}, because {why} (--preset paper|draft to choose)", file=sys.stderr)
+    return preset, dev
+
+
+def _estimate(plan: dict, args: argparse.Namespace, asked: str) -> None:
+    """Print (and record in the plan) what rendering it will cost on this device."""
+    if args.no_estimate:
+        return
+    from engine.models.factory import pick_device
+    from engine.protocol import estimate_seconds, format_duration
+    from engine.render.estimate import cached_calibration, device_label
+
+    dev = pick_device(args.device)
+    cal = cached_calibration(dev)
+    preset = plan["analysis"]["preset"]
+    w, h = PRESETS[preset]["size"]
+    t = plan["totals"]
+    sec = estimate_seconds(cal, t["steps"], t["images"], w, h, PRESETS[preset]["cutouts"])
+    plan["analysis"]["calibration"] = cal
+    plan["estimate"] = {"seconds": round(sec, 1), "device": device_label(dev), "preset": preset}
+    line = f"{t['steps']} steps, {t['images']} images: about {format_duration(sec)} on {device_label(dev)}"
+    if plan["analysis"]["levels"].get("intensity") == "authors":
+        line += " (the authors' intensity)"
+    other = plan["analysis"].get("paper_totals")
+    if asked == "auto" and preset == "draft" and other:
+        p = PRESETS["paper"]
+        paper = estimate_seconds(cal, other["steps"], other["images"], *p["size"], p["cutouts"])
+        line += f" (the paper preset: {other['steps']} steps, about {format_duration(paper)} here)"
+    print(line, file=sys.stderr)
+    if args.events:
+        _event("estimate", steps=t["steps"], images=t["images"], seconds=round(sec, 1), device=device_label(dev))
+
+
+def _analysis_args(args: argparse.Namespace, preset: str) -> dict:
+    """The scene and rate flags ``analyze`` and ``run`` share, as :func:`engine.plan.build.analyze` takes them."""
+    names = ("granularity", "min_rate", "max_rate", "fps", "min_length", "target_length", "intensity")
+    return {"preset": preset, **{n: getattr(args, n) for n in names}}
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from engine.plan.build import analyze
+
+    _check_plan_outputs(args)
+    preset, _ = _preset_for_plan(args)
+    plan = analyze(args.song, lyrics_path=args.lyrics, start=args.start, end=args.end, **_analysis_args(args, preset))
+    _warn(plan, args)
+    _estimate(plan, args, args.preset)
+    _emit(plan, args)
+    return EXIT_OK
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from engine.plan.build import parse_boundaries, plan_from_boundaries
+
+    _check_plan_outputs(args)
+    entries = None
+    if args.segment_settings:
+        from engine.plan.segment_settings import load_segment_settings
+
+        entries = load_segment_settings(args.segment_settings)
+    preset, _ = _preset_for_plan(args)
+    plan = plan_from_boundaries(
+        args.song,
+        parse_boundaries(args.boundaries),
+        preset=preset,
+        lyrics_path=args.lyrics,
+        min_rate=args.min_rate,
+        max_rate=args.max_rate,
+        fps=args.fps,
+        intensity=args.intensity,
+    )
+    if entries:
+        from engine.plan.segment_settings import apply_segment_settings
+
+        plan["warnings"] += apply_segment_settings(plan, entries)
+    _warn(plan, args)
+    _estimate(plan, args, args.preset)
+    _emit(plan, args)
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from engine.cli.run_folder import check_run_inputs, claim_run_files, run_names
+    from engine.files import FolderLock, check_input_file, check_output_dir, make_dirs
+    from engine.protocol import LOCK_FILE
+
+    out = check_output_dir(args.out, "--out")
+    if args.song is None and args.lyrics:
+        raise InputError("--lyrics needs your song too (the demo song has its own lyrics): run SONG --lyrics FILE")
+    if args.song is not None:
+        check_input_file(args.song, "song")
+    if args.lyrics:
+        check_input_file(args.lyrics, "lyrics file")
+    preset, _ = _preset_for_plan(args)
+    settings = settings_from_args(args, preset)
+    names = run_names(args)
+    check_run_inputs(args, out, names)
+    # Missing model files are found (or fetched) before anything is written: a refused run leaves nothing.
+    paths = None if args.layout else _run_models(args)
+    make_dirs(out)
+    # The folder's lock before anything is written there: a second run into it is refused untouched.
+    with FolderLock(out, LOCK_FILE):
+        claim_run_files(out, names)
+        return _run_in(args, out, preset, settings, paths)
+
+
+def _run_in(args: argparse.Namespace, out: Path, preset: str, settings, paths) -> int:
+    """``run`` inside its locked folder: the demo (if no song), the plan and its plot, the render, the video."""
+    from engine.analysis.plot import plot_bytes
+    from engine.cli.run_folder import write_noted
+    from engine.files import dumps_strict
+    from engine.plan.build import analyze
+
+    song, lyrics = args.song, args.lyrics
+    if song is None:
+        song, lyrics = _write_demo(out)
+    plan = analyze(song, lyrics_path=lyrics, **_analysis_args(args, preset))
+    args.events = False
+    _warn(plan, args)
+    if not args.layout:
+        _estimate(plan, args, args.preset)
+    picture = plot_bytes(plan, "png")
+    write_noted(out / "plan.json", (dumps_strict(plan) + "\n").encode("utf-8"))
+    png = out / "plan.png"
+    write_noted(png, picture)
+    segs = plan["segments"]
+    n_lyric = sum(any(p["kind"] == "lyric" for p in s["parts"]) for s in segs)
+    print(
+        f"{Path(str(song)).name}: {plan['analysis'].get('tempo_bpm', 0):.1f} bpm, {len(segs)} segments "
+        f"({n_lyric} with lyrics), {plan['totals']['steps']} steps, {plan['totals']['images']} images"
+    )
+    print(f"plan: {out / 'plan.json'}\nplot: {png}")
+    return _run_render(args, out, settings, paths)
+
+
+def _write_demo(out: Path) -> tuple[Path, Path]:
+    import io
+
+    import soundfile as sf
+
+    from engine.analysis.synth import demo_lrc, demo_song
+    from engine.cli.run_folder import write_noted
+
+    demo = demo_song()
+    song = out / "demo_song.wav"
+    buf = io.BytesIO()
+    sf.write(buf, demo.y, demo.sr, format="WAV")
+    write_noted(song, buf.getvalue())
+    lyrics = out / "demo_lyrics.lrc"
+    write_noted(lyrics, demo_lrc().encode("utf-8"))
+    print(f"synthesised the demo song: {song} ({demo.duration:.1f} s) and {lyrics}")
+    return song, lyrics
+
+
+def _run_models(args: argparse.Namespace):
+    """The model files for ``run``, fetching the official ones on first use."""
+    from engine.models import weights
+    from engine.models.factory import verify_structure
+
+    try:
+        return model_paths_from_args(args)
+    except InputError as missing:
+        if args.no_fetch:
+            raise
+        models_dir = _models_dir(args)
+        print(f"downloading the official model files into {models_dir} (first use) ...", file=sys.stderr)
+        try:
+            weights.fetch(models_dir, progress=_fetch_bar, verify=verify_structure)
+        except InputError as e:
+            raise InputError(
+                f"{missing}\nThe download failed too: {e}\nPreview the cut without models: python -m engine run --layout"
+            ) from None
+        print(file=sys.stderr)
+        return model_paths_from_args(args)
+
+
+def _run_render(args: argparse.Namespace, out: Path, settings, paths) -> int:
+    """Render the plan in ``out`` and export the video."""
+    from engine.files import created_file, keep_created
+    from engine.progress import Progress
+    from engine.protocol import EXIT_CANCELLED
+    from engine.render.loop import StopFlag, render
+    from engine.store.export import export_mp4
+
+    kwargs = _render_kwargs(args)
+    here = "cpu" if args.ray is not None else args.device
+    models = None if args.layout else _load(paths, here, settings)
+    stop = StopFlag()
+    stop.install()
+    frames = out / ("layout" if args.layout else "frames")
+    # People read a bar (or a line per segment); the JSON events go to a file for tools.
+    events_path = out / "render-events.jsonl"
+    if not events_path.exists():
+        created_file(events_path)
+    try:
+        with open(events_path, "a", encoding="utf-8") as events:
+            progress = Progress(out=events, bar=sys.stderr.isatty(), segment_lines=not sys.stderr.isatty())
+            code = render(out / "plan.json", frames, settings, models, progress, stop, **kwargs)
+    except BaseException:
+        if frames.is_dir():
+            keep_created()  # finished frames: the plan they belong to stays with them
+        raise
+    keep_created()
+    _interrupts()  # the render's own handlers are done with: a signal during the export interrupts it
+    if code == EXIT_CANCELLED:
+        print(f"stopped: run the same command again to resume ({frames})", file=sys.stderr)
+        return code
+    video = out / ("layout.mp4" if args.layout else "video.mp4")
+    m = export_mp4(frames, video, fps=args.fps)
+    for w in m["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
+    print(f"video: {video} ({m['video_seconds']:.1f} s at {m['fps']:.0f} fps, song muxed)")
+    return EXIT_OK
+
+
+def _fetch_bar(name: str, done: int, total: int | None) -> None:
+    pct = f"{100 * done / total:5.1f}%" if total else f"{done / 1e6:8.1f} MB"
+    print(f"\r{name}: {pct}", end="", file=sys.stderr, flush=True)
+
+
+def _event(name: str, **fields) -> None:
+    sys.stdout.write(json.dumps(make_event(name, **fields), ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+COMMANDS = {
+    "analyze": cmd_analyze,
+    "plan": cmd_plan,
+    "run": cmd_run,
+    "render": cmd_render,
+    "export": cmd_export,
+    "models": cmd_models,
+    "info": cmd_info,
+}
+
+
+def _fail(args: argparse.Namespace | None, message: str, code: int) -> int:
+    """The one error path: a line on stderr for people, an ``error`` event for the add-on."""
+    print(f"error: {message}", file=sys.stderr)
+    if args is not None and (getattr(args, "events", False) or getattr(args, "command", None) == "render"):
+        _event("error", message=message, code=code)
+    return code
+
+
+def _raise_interrupt(signum, frame) -> None:  # noqa: ARG001
+    raise KeyboardInterrupt
+
+
+def _interrupts() -> None:
+    """SIGTERM (and Windows' SIGBREAK) stop a command as SIGINT does: a clean exit that leaves nothing behind."""
+    for name in ("SIGINT", "SIGTERM", "SIGBREAK"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), _raise_interrupt)
+
+
+def _hold_signals() -> None:
+    """While a failed command cleans up, a second signal must not cut the cleanup short."""
+    for name in ("SIGINT", "SIGTERM", "SIGBREAK"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from engine.files import undo_created
+
+    _interrupts()
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        _hold_signals()
+        undo_created()
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: list[str] | None) -> int:
+    from engine.files import undo_created
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse's own usage errors are bad input too
+        return EXIT_INPUT if e.code not in (0, None) else EXIT_OK
+    if not args.command:
+        parser.print_help()
+        return EXIT_INPUT
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:  # noqa: BLE001 - last line of defence: report, don't crash silently
+        _hold_signals()
+        undo_created()  # a refused command leaves nothing it created
+        if isinstance(e, InputError):
+            return _fail(args, str(e), EXIT_INPUT)
+        if isinstance(e, OSError) and e.filename is not None:
+            # A path the user gave that cannot be read or written: their input, named.
+            return _fail(args, f"{e.filename}: {e.strerror or e}", EXIT_INPUT)
+        traceback.print_exc()
+        return _fail(args, "internal error in the m2v engine (details above); please report it", EXIT_INTERNAL)

@@ -1,0 +1,1 @@
+"""The render: the loop, image sources, the optimisation step, cutouts, guidance, footage, motion."""

@@ -1,0 +1,169 @@
+"""What a render will cost, measured before it starts: a few timed calibration steps, cached per device.
+
+The step's cost is modelled as the VQGAN decoder's forward and backward
+passes (in proportion to the pixels), CLIP's (in proportion to the
+cutouts) and the rest of the step (cutouts, augments, Adam). Each is timed
+once on the device with the official architectures and random weights
+(timing does not depend on the values, so no model file is needed), and
+kept in ``calibration.json`` in m2v's cache folder. The add-on applies the
+same model (``engine.protocol.estimate_seconds``) when markers or settings change.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from engine.files import write_json_atomic
+
+OFFICIAL_VQGAN = {
+    "model": {
+        "target": "taming.models.vqgan.VQModel",
+        "params": {
+            "embed_dim": 256,
+            "n_embed": 16384,
+            "ddconfig": {
+                "double_z": False,
+                "z_channels": 256,
+                "resolution": 256,
+                "in_channels": 3,
+                "out_ch": 3,
+                "ch": 128,
+                "ch_mult": [1, 1, 2, 2, 4],
+                "num_res_blocks": 2,
+                "attn_resolutions": [16],
+                "dropout": 0.0,
+            },
+        },
+    }
+}
+OFFICIAL_CLIP = "ViT-B-32-quickgelu"
+CALIBRATION_VERSION = 2
+
+
+def cache_dir() -> Path:
+    """``$M2V_CACHE``, else the platform's per-user cache folder."""
+    env = os.environ.get("M2V_CACHE")
+    if env:
+        return Path(env).expanduser()
+    if sys.platform == "win32":
+        return Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local")) / "m2v" / "cache"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "m2v"
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "m2v"
+
+
+def official_models(device):
+    """The official architectures with random weights (for timing only)."""
+    import logging
+
+    import open_clip
+    import torch
+
+    from engine.models.clip_guide import ClipGuide
+    from engine.models.vqgan import VQGAN, parse_config, use_fused_activation
+
+    use_fused_activation(True)
+    torch.manual_seed(0)
+    vq = VQGAN(parse_config(OFFICIAL_VQGAN)).eval().requires_grad_(False)
+    vq.codebook.normal_()
+    level = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)
+    try:
+        model = open_clip.create_model(OFFICIAL_CLIP, pretrained=None).eval().requires_grad_(False)
+    finally:
+        logging.getLogger().setLevel(level)
+    clip = ClipGuide(model, open_clip.get_tokenizer(OFFICIAL_CLIP), OFFICIAL_CLIP)
+    return vq.to(device), clip.to(device)
+
+
+def _timed(fn, device, repeats: int) -> float:
+    import torch
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    fn()  # warm-up: allocator, kernel caches
+    sync()
+    t = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    sync()
+    return (time.perf_counter() - t) / repeats
+
+
+def calibrate(device, vqgan=None, clip=None, size: int = 128, cutouts: int = 4, repeats: int = 2) -> dict:
+    """Time the parts of a step on ``device``; returns the cost model (seconds).
+
+    ``vqgan``/``clip`` default to the official architectures with random weights.
+    """
+    import torch
+
+    from engine.render.loop import RenderSettings
+    from engine.render.optimize import Optimizer
+    from engine.render.precision import step_precision
+
+    if vqgan is None or clip is None:
+        vqgan, clip = official_models(device)
+    z = vqgan.random_latent(size, size, torch.Generator().manual_seed(0)).to(device).requires_grad_(True)
+    cuts = torch.rand(cutouts, 3, clip.input_size, clip.input_size, device=device, requires_grad=True)
+    prec = step_precision("mixed", device)  # the default --precision
+
+    def decode():
+        with prec.matmuls(), prec.decoder():
+            vqgan(z).float().mean().backward()
+
+    def embed():
+        with prec.matmuls(), prec.clip():
+            clip.embed_images(cuts).float().mean().backward()
+
+    settings = RenderSettings(width=size, height=size, cutouts=cutouts, cutout_method="latest")
+    opt = Optimizer(vqgan, clip, settings, device)
+    opt.reset()
+    target = torch.nn.functional.normalize(torch.randn(clip.embed_dim, device=device), dim=-1)
+    t_dec, t_clip = _timed(decode, device, repeats), _timed(embed, device, repeats)
+    t_step = _timed(lambda: opt.step([(target, 1.0)], 0), device, repeats)
+    return {
+        "version": CALIBRATION_VERSION,
+        "device": device.type,
+        "decode_s_per_mpix": t_dec / (size * size / 1e6),
+        "clip_s_per_cutout": t_clip / cutouts,
+        "step_overhead_s": max(0.0, t_step - t_dec - t_clip),
+        "image_s": 0.0,
+    }
+
+
+def device_label(device) -> str:
+    import platform
+
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return "Apple GPU"
+    return f"CPU ({os.cpu_count()} cores, {platform.machine()})"
+
+
+def cached_calibration(device) -> dict:
+    """The calibration of this device (and torch version), measured once and kept in the cache folder."""
+    import torch
+
+    key = f"{device.type}|{device_label(device)}|torch {torch.__version__}|{OFFICIAL_CLIP}+f16_16384"
+    path = cache_dir() / "calibration.json"
+    try:
+        known = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(known, dict):
+            known = {}
+    except (OSError, ValueError):
+        known = {}
+    cal = known.get(key)
+    if not (isinstance(cal, dict) and cal.get("version") == CALIBRATION_VERSION):
+        cal = {**calibrate(device), "label": device_label(device)}
+        known[key] = cal
+        write_json_atomic(known, path)
+    return cal

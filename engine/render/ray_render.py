@@ -1,0 +1,379 @@
+"""``render --ray``: the plan's latent chains rendered as Ray tasks, written here by today's writer.
+
+Each Ray worker is an actor (:class:`ChainWorker`) that loads the models
+once and then runs whole chains (:class:`engine.render.chain_runner.ChainRunner`),
+streaming every finished image (PNG bytes, SHA-256, loss) and its resume
+points back to the driver. The driver (:class:`RayRenderJob`) writes them
+through the same writer, journal and manifest as a local render, so the
+folder, the events, cancel (exit 3) and resume are a local render's, and
+workers need no shared file system: only the models (and a footage file)
+at the same paths on every node.
+
+A worker that dies has its chain retried (Ray restarts the actor, which
+loads the models again) from the chain's last resume point the driver
+holds; the images after it are re-run and, on the CPU with the same thread
+count, come out bit for bit as before.
+"""
+
+from __future__ import annotations
+
+import functools
+import queue
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.errors import InputError
+from engine.render.loop import RenderJob, Work
+
+#: The Ray this engine is tested with (install/requirements-ray.txt).
+RAY_PIN = "ray==2.60.0"
+HOW_TO_ADD = (
+    "--ray needs Ray in the engine's environment: add it with "
+    "`python install/setup.py --env ENV --ray` (or `ENV/bin/python -m pip install " + RAY_PIN + "`)"
+)
+
+
+#: Messages a worker may run ahead of the driver (frames in flight are bounded, as in the local writer).
+BACKLOG = 8
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how to run the chains.
+
+    address : None for a new local Ray instance on this machine, ``auto`` or ``host:port`` or
+        ``ray://host:port`` for an existing cluster.
+    workers : workers (one chain at a time each); default one per GPU, else one per ``cpus`` CPUs.
+    cpus : CPUs and torch threads per worker where there is no GPU.
+    retries : how often one chain may be retried after its worker died.
+    """
+
+    address: str | None = None
+    workers: int | None = None
+    cpus: int = 1
+    retries: int = 3
+
+
+def import_ray():
+    """The ``ray`` module, or an InputError that says how to add it."""
+    try:
+        import ray
+    except ImportError:
+        raise InputError(HOW_TO_ADD) from None
+    return ray
+
+
+def connect(ray, options: RayOptions) -> bool:
+    """Join (or start) a Ray instance; True when this call started or joined it (so it shuts it down)."""
+    if ray.is_initialized():
+        return False
+    engine_dir = str(Path(__file__).resolve().parent)
+    kw = {
+        "runtime_env": {"py_modules": [engine_dir]},  # workers on other machines get this engine's code
+        "include_dashboard": False,
+        "log_to_driver": False,
+        "configure_logging": False,
+    }
+    try:
+        if options.address is None:
+            ray.init(**kw)
+        else:
+            ray.init(address=options.address, **kw)
+    except (ConnectionError, ValueError, RuntimeError) as e:
+        where = options.address or "a local instance"
+        raise InputError(f"--ray {where}: cannot start or reach the Ray cluster ({e})") from None
+    return True
+
+
+class ChainWorker:
+    """A Ray worker's state: the models, loaded once, and the plan's frame source (see the module)."""
+
+    def __init__(self, paths, settings, plan: dict, song_16k, starts: list[int], device: str, threads: int) -> None:
+        import os
+        import tempfile
+
+        import torch
+
+        from engine.models.factory import load_models, pick_device
+        from engine.render.sources import ModelSource
+
+        t0 = time.monotonic()
+        if device == "cpu" or not torch.cuda.is_available():
+            torch.set_num_threads(threads)
+        for name in ("vqgan_config", "vqgan_ckpt", "clip_weights", "audio_encoder"):
+            if not Path(getattr(paths, name)).is_file():
+                raise InputError(f"this Ray node has no {getattr(paths, name)}: put the models at the same path")
+        dev = pick_device(device)
+        models = load_models(paths, dev, encoder=settings.needs_encoder)
+        self.source = ModelSource(plan, settings, models, song_16k, dev)
+        self.source.starts = starts
+        self.stop_event = threading.Event()
+        self.tmp = tempfile.mkdtemp(prefix="m2v-chain-")
+        self.info_ = {"pid": os.getpid(), "node": _node_ip(), "load_s": round(time.monotonic() - t0, 3)}
+
+    def info(self) -> dict:
+        return self.info_
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def run_chain(self, todo: list, keys: list[str], snapshots: dict, snapshot_every: float):
+        """Stream a chain's messages (:mod:`engine.render.chain_runner`), resuming from the given resume points."""
+        import shutil
+
+        from engine.render.chain_runner import ChainRunner
+
+        state_dir = Path(self.tmp) / "state"
+        shutil.rmtree(state_dir, ignore_errors=True)
+        state_dir.mkdir(parents=True)
+        for name, data in snapshots.items():
+            (state_dir / name).write_bytes(data)
+        self.source.pos = None  # a new chain: seek from its resume points
+        yield from ChainRunner(self.source, keys, state_dir, snapshot_every, self.stop_event).run(todo)
+
+
+def _node_ip() -> str:
+    try:
+        import ray
+
+        return ray.util.get_node_ip_address()
+    except Exception:  # noqa: BLE001 - only a label for the events
+        return "?"
+
+
+@dataclass
+class Chain:
+    """One chain's work, as the driver tracks it."""
+
+    index: int  # its first segment
+    work: list[Work]
+    attempts: int = 0
+    latest: tuple[str, bytes] | None = None  # the newest resume point received: (file name, bytes)
+
+
+class RayRenderJob(RenderJob):
+    """A render whose chains run as Ray tasks; the writing, events and records are :class:`RenderJob`'s."""
+
+    @classmethod
+    def bind(cls, options: RayOptions, models, song_16k, settings, device: str):
+        """A job factory with :class:`RenderJob`'s arguments."""
+        return functools.partial(cls, ray_args=(options, models, song_16k, settings, device))
+
+    def __init__(self, *args, ray_args, **kw) -> None:
+        super().__init__(*args, **kw)
+        self.options, self.models, self.song, self.settings, self.device = ray_args
+        self.begun: set[int] = set()
+        self.finished: set[int] = set()
+        self.got: dict[int, set[int]] = {}
+
+    def _loop(self, todo: list[Work], stop) -> bool:
+        for w in todo:
+            if w.reused:
+                self.done += w.images
+                self.writer.call(self.store.use, w.key)
+                self.writer.call(self._segment_end, w.k, True, self.done)
+            else:
+                self.done += w.first
+        chains = self._chains(todo)
+        if not chains:
+            return False
+        ray = import_ray()
+        t0 = time.monotonic()
+        # Ray prints its workers' deaths to stdout, where the events go: to stderr with it, while it runs.
+        stdout, sys.stdout = sys.stdout, sys.stderr
+        try:
+            started = connect(ray, self.options)
+        except BaseException:
+            sys.stdout = stdout
+            raise
+        if started and hasattr(stop, "install"):
+            stop.install()  # Ray's core worker installs its own SIGTERM handler (a crash report): ours again
+        try:
+            actors = self._actors(ray, len(chains))
+            self.writer.emit(
+                "ray_start",
+                address=self.options.address or "local",
+                workers=len(actors),
+                startup_s=round(time.monotonic() - t0, 3),
+            )
+            return _Driver(self, ray, actors, chains, stop).run()
+        finally:
+            if started:
+                ray.shutdown()
+            sys.stdout = stdout
+
+    def _chains(self, todo: list[Work]) -> list[Chain]:
+        from engine.render.chains import chain_spans
+
+        out = []
+        for a, b in chain_spans(self.source.starts, len(todo)):
+            work = [w for w in todo[a:b] if not w.reused]
+            if work:
+                out.append(Chain(a, work))
+        return out
+
+    def _actors(self, ray, n_chains: int) -> list:
+        opts = self.options
+        gpus = ray.cluster_resources().get("GPU", 0) if self.device in ("auto", "cuda") else 0
+        if gpus >= 1:
+            res, device, auto = {"num_gpus": 1}, "cuda", int(gpus)
+        else:
+            cpus = ray.cluster_resources().get("CPU", 1)
+            res, device, auto = {"num_cpus": opts.cpus}, "cpu", max(1, int(cpus // opts.cpus))
+        n = max(1, min(opts.workers or auto, n_chains))
+        remote = ray.remote(max_restarts=opts.retries, max_task_retries=0, max_concurrency=2, **res)(ChainWorker)
+        # Held for the job's life: a restarted actor reads its arguments again.
+        self.refs = plan, song = ray.put(self.plan), ray.put(self.song)
+        args = (self.models.paths, self.settings, plan, song, list(self.source.starts), device, opts.cpus)
+        return [remote.remote(*args) for _ in range(n)]
+
+    # ------------------------------------------------------------ the driver's records of a chain
+
+    def remaining(self, chain: Chain) -> list[tuple[int, str, int, int]]:
+        """What is left of a chain: ``(segment, key, first image, images)`` for its unfinished segments."""
+        out = []
+        for w in chain.work:
+            if w.k not in self.finished:
+                out.append((w.k, w.key, w.first + len(self.got.get(w.k, ())), w.images))
+        return out
+
+    def resume_points(self, chain: Chain) -> dict[str, bytes]:
+        """The resume points a worker may need for what is left of ``chain`` (files by name)."""
+        from engine.store.snapshots import latest_on_chain, list_snapshots
+
+        snaps, out = list_snapshots(self.state_dir), {}
+        for k, _key, first, _n in self.remaining(chain):
+            found = latest_on_chain(snaps, self.keys, k, first, first=chain.index)
+            if found is not None:
+                out[found[1].path.name] = found[1].path.read_bytes()
+        if chain.latest is not None:
+            out[chain.latest[0]] = chain.latest[1]
+        return out
+
+    def handle(self, chain: Chain, msg: tuple) -> None:
+        """Write what a worker sent, through the writer, as the local loop would."""
+        from engine.store.snapshots import snapshot_name
+
+        kind = msg[0]
+        if kind == "begin" and msg[1] not in self.begun:
+            k, first = msg[1], msg[2]
+            self.begun.add(k)
+            n = int(self.segs[k]["images"])
+            self.writer.call(self.store.begin, k, self.keys[k], n)
+            self.writer.call(self._segment_start, Work(k, self.keys[k], first, n, False))
+        elif kind == "frame":
+            _, k, key, i, png, digest, loss, info = msg
+            if i in self.got.setdefault(k, set()):
+                return
+            self.got[k].add(i)
+            self.n_images += 1
+            self.t_images = time.monotonic() - self.t_start
+            record, event = self._describe(k, key, i, loss, info)
+            self.writer.encoded_frame(key, k, record, png, digest, event)
+        elif kind == "snapshot":
+            _, key, images, data = msg
+            self.writer.snapshot(key, images, data)
+            chain.latest = (snapshot_name(key, images), data)
+        elif kind == "finish" and msg[1] not in self.finished:
+            self.finished.add(msg[1])
+            self.writer.call(self.store.finish, self.keys[msg[1]])
+            self.writer.call(self._segment_end, msg[1], False, self.done)
+        elif kind == "warning":
+            self.writer.emit("warning", message=msg[1])
+        elif kind == "event":
+            self.writer.emit(msg[1], **msg[2])
+
+
+class _Driver:
+    """Hands chains to idle workers, collects their messages, retries chains whose worker died."""
+
+    def __init__(self, job: RayRenderJob, ray, actors: list, chains: list[Chain], stop) -> None:
+        self.job, self.ray, self.stop = job, ray, stop
+        self.idle = list(actors)
+        self.todo = list(chains)
+        self.busy: dict[int, object] = {}
+        self.inbox: queue.Queue = queue.Queue()
+        self.stopping = False
+
+    def run(self) -> bool:
+        """True when the render was stopped before every chain was done."""
+        self.job.t_start = time.monotonic()
+        while self.todo or self.busy:
+            if self.stop.stop and not self.stopping:
+                self.stopping = True
+                self.todo.clear()
+                for actor in self.busy.values():
+                    actor.stop.remote()
+            while self.todo and self.idle and not self.stopping:
+                self._start(self.todo.pop(0), self.idle.pop(0))
+            try:
+                chain, msg = self.inbox.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if msg[0] == "exit":
+                self._exit(chain, msg[1])
+            else:
+                self.job.handle(chain, msg)
+        return self.stopping
+
+    def _start(self, chain: Chain, actor) -> None:
+        chain.attempts += 1
+        self.busy[chain.index] = actor
+        job = self.job
+        args = (job.remaining(chain), job.keys, job.resume_points(chain), job.snapshot_every)
+        threading.Thread(target=self._stream, args=(chain, actor, args), daemon=True).start()
+
+    def _stream(self, chain: Chain, actor, args) -> None:
+        """(a thread per chain in flight) Pass a worker's messages to the driver; then ``("exit", error)``."""
+        error = None
+        try:
+            info = self._ready(actor)
+            segs = [w.k for w in chain.work]
+            self.inbox.put((chain, ("event", "chain_start", {"chain": chain.index, "segments": segs, **info})))
+            call = actor.run_chain.options(num_returns="streaming", _generator_backpressure_num_objects=BACKLOG)
+            for ref in call.remote(*args):
+                self.inbox.put((chain, self.ray.get(ref)))
+        except BaseException as e:  # noqa: BLE001 - handed to the driver's thread
+            error = e
+        self.inbox.put((chain, ("exit", error)))
+
+    def _ready(self, actor) -> dict:
+        """The worker's pid, node and model-loading time, once it is up (a restarted one reloads its models)."""
+        while True:
+            try:
+                return self.ray.get(actor.info.remote())
+            except self.ray.exceptions.ActorUnavailableError:
+                time.sleep(0.5)
+
+    def _exit(self, chain: Chain, error) -> None:
+        actor = self.busy.pop(chain.index)
+        self.idle.append(actor)
+        job = self.job
+        if error is None:
+            job.writer.emit("chain_end", chain=chain.index, attempts=chain.attempts)
+            return
+        if isinstance(error, self.ray.exceptions.RayTaskError):
+            cause = getattr(error, "cause", None)
+            if isinstance(cause, InputError):
+                raise cause from None
+            raise RuntimeError(f"a Ray worker failed on chain {chain.index}: {error}") from None
+        if not isinstance(error, self.ray.exceptions.RayError):
+            raise error
+        if isinstance(error, self.ray.exceptions.RayActorError) and error.actor_init_failed:
+            # The worker could not start (models missing on its node, say): retrying would not help.
+            lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+            last = lines[-1] if lines else str(error)
+            if "InputError" in last:
+                raise InputError("a Ray worker could not start: " + last.split("InputError:", 1)[-1].strip())
+            raise RuntimeError(f"a Ray worker could not start: {error}")
+        if self.stopping:
+            return  # stopped anyway: the next render resumes from what was written
+        if chain.attempts > job.options.retries:
+            raise RuntimeError(f"chain {chain.index}: its worker died {chain.attempts} times ({error})")
+        left = job.remaining(chain)
+        at = left[0] if left else (chain.index, "", 0, 0)
+        job.writer.emit("chain_retry", chain=chain.index, segment=at[0], index=at[2], reason=type(error).__name__)
+        self.todo.insert(0, chain)

@@ -1,0 +1,319 @@
+"""Where a render's images come from, chosen once before the loop: layout cards or the model.
+
+Both give ``run_image(k, i) -> (rgb, loss)`` for image ``i`` of segment
+``k``. The model source also carries the latent through the video: it can
+``seek`` to any position by loading the nearest resume point on the chain of
+segment keys and re-running the images after it.
+
+The model source looks one image ahead (``lookahead``): an image is the
+latent after its own steps, and the first forward pass of the next image's
+first step decodes exactly that latent, so ``run_image`` returns the
+*previous* image and a render never pays for a decode of its own per image
+(only :meth:`ModelSource.decode`, before a jump or at the end).
+
+Footage and motion change the latent *before* an image's first step (the
+previous image moved and re-encoded, the footage frame blended in), so that
+first forward pass no longer sees the previous image. For those images the
+source decodes the previous latent itself, before changing it, and returns
+that: the same pixels, one decoder pass (which motion needs anyway, to move
+the picture).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+
+class LayoutSource:
+    """Titled cards per image: the cut and timing at a glance, no models, no state."""
+
+    stateful = False
+    lookahead = False
+
+    def __init__(self, plan: dict, settings) -> None:
+        self.plan, self.settings = plan, settings
+
+    def ids(self) -> dict:
+        from engine import __version__
+
+        return {"layout": __version__}
+
+    def key_extras(self, k: int) -> dict:
+        return {}
+
+    def image_info(self, k: int, i: int) -> dict:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+    def seek(self, k: int, i: int, keys: list[str], state_dir: Path, warn) -> int:
+        return 0
+
+    def run_image(self, k: int, i: int) -> tuple[np.ndarray, float | None]:
+        from engine.render.layout import layout_card
+
+        seg = self.plan["segments"][k]
+        s = self.settings
+        return layout_card(seg, i, len(self.plan["segments"]), s.width, s.height), None
+
+
+class ModelSource:
+    """Images optimised with the models; one latent through the whole plan."""
+
+    stateful = True
+    lookahead = True
+
+    def __init__(self, plan: dict, settings, models, song_16k: np.ndarray, device) -> None:
+        from engine.render.guidance import Guidance
+        from engine.render.optimize import Optimizer
+
+        self.plan, self.settings, self.models = plan, settings, models
+        self.optimizer = Optimizer(models.vqgan, models.clip, settings, device)
+        self.guidance = Guidance(plan, models.clip, models.audio, song_16k, device)
+        self.images = [int(s["images"]) for s in plan["segments"]]
+        #: First segments of the latent chains (engine.render.chains): each starts from its own initial latent.
+        self.starts: list[int] = [0]
+        self.pos: tuple[int, int] | None = None
+        self._schedules: dict[int, list[list[int]]] = {}
+        self.motion = settings.motion()
+        self.footage = self.timing = None
+        if settings.footage is not None:
+            from engine.render.footage import Footage
+
+            self.footage = Footage(settings.footage, settings.footage_fps)
+            self.timing = settings.footage_timing()
+        if settings.needs_encoder:
+            models.vqgan.require_encoder()  # fails here, before the render starts, if the file has none
+        self._frames: dict[int, list] = {}
+        self._digests: dict[int, str] | None = None
+        self._moves: dict[int, list] = {}
+        self._encoded: tuple | None = None  # (frame index, picture, latent) of the last footage frame encoded
+
+    def ids(self) -> dict:
+        return self.models.ids()
+
+    def close(self) -> None:
+        if self.footage is not None:
+            self.footage.close()
+
+    # ------------------------------------------------------------ footage and motion
+
+    def warnings(self) -> list[str]:
+        """What the user should know before the render: footage that covers nothing, motion with no beats."""
+        out = []
+        if self.footage is not None and not any(
+            j is not None for k in range(len(self.images)) for j in self.footage_frames(k)
+        ):
+            out.append(
+                f"the footage {self.settings.footage} covers none of the plan's images: check --footage-offset, "
+                "--footage-speed and --footage-span"
+            )
+        m = self.motion
+        if m.active and m.drive == "music" and m.zoom != 0 and not self.plan.get("beats"):
+            out.append("the plan has no beats (an older m2v made it): no zoom pulses; plan it again to get them")
+        return out
+
+    def footage_frames(self, k: int) -> list:
+        """The footage frame each image of segment ``k`` follows (None: none)."""
+        if self.footage is None:
+            return [None] * self.images[k]
+        if k not in self._frames:
+            from engine.render.footage import segment_frames
+
+            self._frames[k] = segment_frames(self.footage, self.timing, self.plan["segments"][k])
+        return self._frames[k]
+
+    def moves(self, k: int) -> list:
+        """How each image of segment ``k`` moves the previous one."""
+        if k not in self._moves:
+            from engine.render.motion import segment_motion
+
+            self._moves[k] = segment_motion(self.plan, k, self.motion)
+        return self._moves[k]
+
+    def footage_digests(self) -> dict[int, str]:
+        """The pixel digest of every footage frame the plan uses, at the render size (``engine.render.footage``)."""
+        if self._digests is None:
+            from engine.render.footage import frame_digests
+
+            used = {j for k in range(len(self.images)) for j in self.footage_frames(k) if j is not None}
+            self._digests = frame_digests(self.footage, used, self.settings.width, self.settings.height)
+        return self._digests
+
+    def key_extras(self, k: int) -> dict:
+        """Segment ``k``'s footage frames (by their pixels at the render size, so a re-exported movie re-renders
+        only where its frames changed) and moves, for its cache key (nothing where it uses neither)."""
+        out: dict = {}
+        frames = self.footage_frames(k)
+        if any(j is not None for j in frames):
+            s, digests = self.settings, self.footage_digests()
+            out["footage"] = {
+                "frames": [None if j is None else digests[j] for j in frames],
+                "init_weight": s.init_weight,
+                "init_space": s.init_space,
+                "blend": s.footage_blend,
+            }
+        if self.motion.active:
+            out["motion"] = [m.key() for m in self.moves(k)]
+        return out
+
+    def image_info(self, k: int, i: int) -> dict:
+        """What the manifest records about image ``i`` beyond its file: the footage frame it followed."""
+        j = self.footage_frames(k)[i]
+        return {} if j is None else {"footage": j}
+
+    def _footage_latent(self, j: int):
+        """Footage frame ``j`` at the render size: the picture (``(1, 3, H, W)`` in [0, 1]) and its encoding."""
+        import torch
+
+        if self._encoded is None or self._encoded[0] != j:
+            s, dev = self.settings, self.optimizer.device
+            rgb = self.footage.frame(j, s.width, s.height)
+            picture = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float().div(255).to(dev)
+            self._encoded = (j, picture, self.models.vqgan.encode(picture))
+        return self._encoded[1], self._encoded[2]
+
+    def _before_steps(self, k: int, i: int):
+        """Move the previous image and bring in the footage frame; returns ``(previous image or None, pull)``.
+
+        Motion: the previous image, moved, is encoded back into the latent (VQGAN-CLIP's zoom video).
+        Footage: the latent becomes ``blend x latent + (1 - blend) x encoding`` of the image's footage frame
+        (the encoding alone at a chain's very first image, where there is no previous image), and the
+        steps are pulled towards the frame. Adam's moments carry on: see the README.
+        """
+        from engine.render.optimize import InitPull
+
+        first = i == 0 and k in self.starts  # a chain's very first image: no previous image
+        move = None if first or not self.motion.active else self.moves(k)[i]
+        j = self.footage_frames(k)[i]
+        if (move is None or move.identity) and j is None:
+            return None, None
+        s, opt = self.settings, self.optimizer
+        prev = opt.decode()
+        z = opt.z.detach()
+        if move is not None and not move.identity:
+            from engine.render.motion import warp
+
+            z = self.models.vqgan.encode(warp(prev.float(), move))
+        pull = None
+        if j is not None:
+            picture, z_init = self._footage_latent(j)
+            blend = 0.0 if first else s.footage_blend
+            z = z_init if blend == 0 else blend * z + (1 - blend) * z_init
+            pull = InitPull(z_init if s.init_space == "latent" else picture, s.init_weight, s.init_space)
+        opt.set_latent(z)
+        return prev, pull
+
+    # ------------------------------------------------------------ positions
+
+    def norm(self, k: int, i: int) -> tuple[int, int]:
+        """A segment's end is the next segment's start (within a chain: a chain start begins afresh)."""
+        nxt = k + 1 < len(self.images) and k + 1 not in self.starts
+        return (k + 1, 0) if i >= self.images[k] and nxt else (k, i)
+
+    def at(self, k: int, i: int) -> bool:
+        """True when the latent is where it is after ``i`` images of segment ``k``."""
+        return self.pos is not None and self.norm(*self.pos) == self.norm(k, i)
+
+    def _positions(self, frm: tuple[int, int], to: tuple[int, int]):
+        k, i = frm
+        while (k, i) < to:
+            if i >= self.images[k]:
+                k, i = k + 1, 0
+                continue
+            yield k, i
+            i += 1
+
+    def seek(self, k: int, i: int, keys: list[str], state_dir: Path, warn) -> int:
+        """Put the latent where it is after ``i`` images of segment ``k``; returns how many images were re-run."""
+        from engine.render.chains import chain_of
+        from engine.store.snapshots import latest_on_chain, list_snapshots, load_snapshot
+
+        target = self.norm(k, i)
+        if self.at(*target):
+            return 0
+        c = chain_of(self.starts, target[0])
+        start = (c, 0)
+        snaps = list_snapshots(state_dir)
+        self.optimizer.reset(int(self.plan["segments"][c].get("take", 0)), c)
+        while True:
+            found = latest_on_chain(snaps, keys, *target, first=c)
+            if found is None:
+                break
+            j, snap = found
+            state = load_snapshot(snap.path)
+            if state is not None and self.optimizer.load(state):
+                start = self.norm(j, snap.images)
+                break
+            warn(f"{snap.path}: damaged resume point, skipped (the images after an earlier one are re-run)")
+            snaps.remove(snap)
+        n = 0
+        for pos in self._positions(start, target):
+            self.run_image(*pos)
+            n += 1
+        self.pos = target
+        return n
+
+    # ------------------------------------------------------------ images
+
+    def schedule(self, k: int) -> list[list[int]]:
+        if k not in self._schedules:
+            from engine.plan.schedule import image_steps
+
+            self._schedules[k] = image_steps(self.plan["segments"][k])
+        return self._schedules[k]
+
+    def targets(self, k: int, p: int) -> list:
+        s = self.settings
+        out = [(self.guidance.target(k, p, s.prompt_average), 1.0)]
+        if s.style:
+            out.append((self.guidance.text(s.style), s.style_weight))
+        return out
+
+    def run_image(self, k: int, i: int) -> tuple[np.ndarray, float]:
+        """Run image ``i`` of segment ``k``'s steps; returns the image *before* them (the previous image) and the loss."""
+        from engine.render.optimize import sub_seed, to_rgb
+
+        s, opt = self.settings, self.optimizer
+        take = int(self.plan["segments"][k].get("take", 0))
+        before, pull = self._before_steps(k, i)
+        # Eq. 1 anchors to where the image starts: the previous image, moved and blended as above.
+        anchor = opt.z.detach().clone() if s.l1_weight > 0 else None
+        first = None
+        parts = self.schedule(k)[i]
+        seeds = [sub_seed(s.seed, k, *([f"take{take}"] if take else []), i, step) for step in range(len(parts))]
+        draws = opt.image_draws(seeds)  # every step's cutout draws, made before the steps
+        for step, p in enumerate(parts):
+            draw = draws[step] if draws is not None else None
+            out, loss = opt.step(self.targets(k, p), seeds[step], anchor, pull, draw)
+            if first is None:
+                first = out
+        self.pos = (k, i + 1)
+        return to_rgb(before if before is not None else first), float(loss)
+
+    def decode(self) -> np.ndarray:
+        """The current image (the latent after the last image run)."""
+        from engine.render.optimize import to_rgb
+
+        return to_rgb(self.optimizer.decode())
+
+    def state(self) -> dict:
+        return self.optimizer.state()
+
+
+def fit_size(settings, factor: int, warn):
+    """Round the frame size down to the VQGAN's block size, saying so (a 17x17 request makes 16x16 frames)."""
+    w, h = (
+        max(factor, settings.width - settings.width % factor),
+        max(factor, settings.height - settings.height % factor),
+    )
+    if (w, h) != (settings.width, settings.height):
+        warn(
+            f"--size {settings.width}x{settings.height} rounded to {w}x{h}: the VQGAN works in blocks of {factor} pixels"
+        )
+        settings = replace(settings, width=w, height=h)
+    return settings

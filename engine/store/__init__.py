@@ -1,0 +1,1 @@
+"""What a render leaves on disk: the manifest and cache, the image writer, resume points, video export."""
