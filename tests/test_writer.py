@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from engine import writer as writer_mod
+from engine.store import writer as writer_mod
 from engine.progress import Collect
 from engine.protocol import JOURNAL_FILE
 from engine.store.manifest import RenderStore
