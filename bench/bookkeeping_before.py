@@ -59,8 +59,7 @@ def extract(commit: str, into: Path) -> Path:
 def v1_plan(song: Path, images: int) -> dict:
     """The benchmark's beat segments in plan version 1 (one guidance per segment)."""
     import soundfile as sf
-
-    from engine.analysis.audio import file_sha256
+    from engine.audio import file_sha256
 
     segs = []
     for k, n in enumerate(bk.segment_sizes(images)):
@@ -220,7 +219,7 @@ def main() -> None:
         extract(COMMIT, work / "tree")
         import torch
 
-        from engine.render import loop as render
+        from engine import render
 
         assert Path(render.__file__).is_relative_to(work), "the old engine must be the one imported"
 
@@ -228,7 +227,7 @@ def main() -> None:
         meter = Meter(args.images)
         patch(render, meter, args.step_ms / 1000, 512)
         song = bk.write_song(work / "song.wav", len(bk.segment_sizes(args.images)) * bk.SEGMENT_SECONDS + 1.0)
-        from engine.plan.build import write_json_atomic as write_plan
+        from engine.plan import write_json_atomic as write_plan
 
         write_plan(v1_plan(song, args.images), work / "plan.json")
         settings = render.RenderSettings(width=512, height=512)

@@ -98,8 +98,8 @@ class Setting:
     (``PRESETS``) or ``motion`` (``MOTION_PRESETS``), see ``engine.plan.presets``.
     ``action``: ``store_true``/``store_false`` for a bool switch (the flag is then the switch). ``parts``: how
     messages name a pair's two values (``--size width``). For example ``--ray [ADDRESS]`` is ``Setting("ray", "--ray",
-    "str", None, nargs="?", const="auto", scopes=("job",))``, an analysis choice ``--intensity paper|authors``
-    is ``Setting("intensity", "--intensity", "choice", "paper", choices=(...), scopes=("scenes",))``.
+    "str", None, nargs="?", const="local", scopes=("job",))``, an analysis choice ``--intensity paper|authors``
+    is ``Setting("intensity", "--intensity", "choice", "paper", choices=(...), scopes=("plan",))``.
     """
 
     name: str

@@ -15,9 +15,9 @@ import time
 import numpy as np
 import pytest
 
-from engine.store import writer as writer_mod
 from engine.progress import Collect
 from engine.protocol import JOURNAL_FILE
+from engine.store import writer as writer_mod
 from engine.store.manifest import RenderStore
 from engine.store.writer import ImageWriter
 

@@ -340,6 +340,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_run_inputs(args, out, names)
     # Missing model files are found (or fetched) before anything is written: a refused run leaves nothing.
     paths = None if args.layout else _run_models(args)
+    _render_kwargs(args)  # Ray's presence and --chain-at are checked before anything is written
     make_dirs(out)
     # The folder's lock before anything is written there: a second run into it is refused untouched.
     with FolderLock(out, LOCK_FILE):

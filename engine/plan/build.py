@@ -68,7 +68,7 @@ def level_curve(feats: Features, offset: float, window: float = 2.0) -> dict:
 
 
 def authors_power(song_path: str | Path) -> dict:
-    """The authors' intensity curve of the whole file (``levels["power"]``, see ``engine.protocol.INTENSITIES``).
+    """The authors' intensity curve of the whole file (``levels["power"]``, see ``engine.settings_table.INTENSITIES``).
 
     Normalised over the whole song as their code does, whatever span is
     planned: the curve, and so every segment's intensity, stays the same when
@@ -161,7 +161,7 @@ def build_plan(
     ``bounds_rel`` are boundaries in seconds relative to ``song.y`` (0 to
     ``song.duration``); ``rates`` holds ``min_rate``, ``max_rate`` (steps per
     second of music) and ``fps`` (the output frame rate, which caps distinct
-    images); ``intensity`` chooses the paper's or the authors' (``engine.protocol.INTENSITIES``).
+    images); ``intensity`` chooses the paper's or the authors' (``engine.settings_table.INTENSITIES``).
     """
     levels = level_curve(feats, song.offset)
     if intensity == "authors":

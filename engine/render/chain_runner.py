@@ -58,12 +58,12 @@ class ChainRunner:
         return [msg]
 
     def _resolve(self, rgb) -> list:
-        from engine.store.writer import encode_frame
+        from engine.store.writer import encode_image
 
         p, self.pending = self.pending, None
         if p is None:
             return []
-        png, digest = encode_frame(rgb)
+        png, digest = encode_image(rgb)
         return [("frame", p.k, p.key, p.i, png, digest, p.loss, p.info), *p.after]
 
     def _flush(self) -> list:
@@ -93,7 +93,7 @@ class ChainRunner:
                 rgb, loss = self.source.run_image(k, i)
                 for m in self._resolve(rgb):  # the previous image (look-ahead)
                     yield m
-                self.pending = _Pending(k, key, i, loss, self.source.frame_info(k, i))
+                self.pending = _Pending(k, key, i, loss, self.source.image_info(k, i))
                 stop = self.stop.is_set()
                 if stop or clock.elapsed() >= self.every:
                     self.pending.after.append(("snapshot", key, i + 1, encode_state(self.source.state())))

@@ -270,7 +270,7 @@ def _render_into(
             code = job.run(stop)
         except BaseException:
             store.close()
-            if not any(e.frames for e in store.entries.values()):
+            if not any(e.records for e in store.entries.values()):
                 _undo_bookkeeping(out_dir, had)
             raise
         finally:

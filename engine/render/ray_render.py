@@ -17,8 +17,10 @@ count, come out bit for bit as before.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import queue
+import shutil
 import sys
 import threading
 import time
@@ -70,7 +72,7 @@ def connect(ray, options: RayOptions) -> bool:
     """Join (or start) a Ray instance; True when this call started or joined it (so it shuts it down)."""
     if ray.is_initialized():
         return False
-    engine_dir = str(Path(__file__).resolve().parent)
+    engine_dir = str(Path(__file__).resolve().parents[1])  # the engine package, not engine/render
     kw = {
         "runtime_env": {"py_modules": [engine_dir]},  # workers on other machines get this engine's code
         "include_dashboard": False,
@@ -112,6 +114,7 @@ class ChainWorker:
         self.source.starts = starts
         self.stop_event = threading.Event()
         self.tmp = tempfile.mkdtemp(prefix="m2v-chain-")
+        atexit.register(shutil.rmtree, self.tmp, True)  # the resume-point copies go with the worker
         self.info_ = {"pid": os.getpid(), "node": _node_ip(), "load_s": round(time.monotonic() - t0, 3)}
 
     def info(self) -> dict:
@@ -122,8 +125,6 @@ class ChainWorker:
 
     def run_chain(self, todo: list, keys: list[str], snapshots: dict, snapshot_every: float):
         """Stream a chain's messages (:mod:`engine.render.chain_runner`), resuming from the given resume points."""
-        import shutil
-
         from engine.render.chain_runner import ChainRunner
 
         state_dir = Path(self.tmp) / "state"
@@ -132,7 +133,10 @@ class ChainWorker:
         for name, data in snapshots.items():
             (state_dir / name).write_bytes(data)
         self.source.pos = None  # a new chain: seek from its resume points
-        yield from ChainRunner(self.source, keys, state_dir, snapshot_every, self.stop_event).run(todo)
+        try:
+            yield from ChainRunner(self.source, keys, state_dir, snapshot_every, self.stop_event).run(todo)
+        finally:
+            shutil.rmtree(state_dir, ignore_errors=True)
 
 
 def _node_ip() -> str:

@@ -133,13 +133,13 @@ class ImageWriter:
         self.queue.put(("image", key, segment, record, encoded, event))  # the writer frees the slot
 
     def encoded_frame(self, key: str, segment: int, record: dict, png: bytes, digest: str, event: dict) -> None:
-        """Queue an image already encoded elsewhere (a Ray worker): as :meth:`frame`, without the encoding."""
+        """Queue an image already encoded elsewhere (a Ray worker): as :meth:`image`, without the encoding."""
         done: Future = Future()
         done.set_result((png, digest))
         if self.error is not None:
             raise self.error
         self._slots.acquire()
-        self.queue.put(("frame", key, segment, record, done, event))  # the writer frees the slot
+        self.queue.put(("image", key, segment, record, done, event))  # the writer frees the slot
 
     def snapshot(self, key: str, images: int, state: dict | bytes) -> None:
         """Queue a resume point (``state`` must already be a CPU copy, or its encoded bytes)."""
