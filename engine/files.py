@@ -16,6 +16,7 @@ import os
 import re
 import secrets
 import stat
+import sys
 from pathlib import Path
 
 from engine import faults
@@ -356,3 +357,15 @@ class FolderLock:
             if os.name == "nt":
                 with contextlib.suppress(OSError):
                     self.path.unlink()
+
+
+def cache_dir() -> Path:
+    """``$M2V_CACHE``, else the platform's per-user cache folder."""
+    env = os.environ.get("M2V_CACHE")
+    if env:
+        return Path(env).expanduser()
+    if sys.platform == "win32":
+        return Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local")) / "m2v" / "cache"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "m2v"
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "m2v"

@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
-from pathlib import Path
 
-from engine.files import write_json_atomic
+from engine.files import cache_dir, write_json_atomic  # noqa: F401 - cache_dir: part of this module's interface
 
 OFFICIAL_VQGAN = {
     "model": {
@@ -42,18 +40,6 @@ OFFICIAL_VQGAN = {
 }
 OFFICIAL_CLIP = "ViT-B-32-quickgelu"
 CALIBRATION_VERSION = 2
-
-
-def cache_dir() -> Path:
-    """``$M2V_CACHE``, else the platform's per-user cache folder."""
-    env = os.environ.get("M2V_CACHE")
-    if env:
-        return Path(env).expanduser()
-    if sys.platform == "win32":
-        return Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local")) / "m2v" / "cache"
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Caches" / "m2v"
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "m2v"
 
 
 def official_models(device):

@@ -291,7 +291,7 @@ def frame_digest(rgb: np.ndarray) -> str:
 
 def digest_cache_path(footage: Footage, width: int, height: int) -> Path:
     """Where the digests of this footage's frames at this size are kept (``$M2V_CACHE``/footage)."""
-    from engine.render.estimate import cache_dir
+    from engine.files import cache_dir
 
     return cache_dir() / "footage" / f"{footage.digest}-{width}x{height}.json"
 

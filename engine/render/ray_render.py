@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import InputError
-from engine.render.loop import RenderJob, Work
+from engine.render.job import RenderJob, Work
 
 #: The Ray this engine is tested with (install/requirements-ray.txt).
 RAY_PIN = "ray==2.60.0"
