@@ -119,21 +119,25 @@ def test_a_new_row_is_an_addon_property_and_flag(tmp_path):
 
 
 def test_rows_carry_optional_values_job_and_analysis_settings(monkeypatch, capsys):
-    # The shapes other settings take: an optional-value flag (--ray [ADDRESS]), an analysis choice.
+    # The shapes other settings take: an optional-value flag (like --ray [ADDRESS]), an analysis choice (like
+    # --intensity) limited to the commands that cut (scenes: analyze and run).
     import engine.settings_table as t
     from engine.cli.parser import build_parser
 
     rows = (
-        t.Setting("ray", "--ray", "str", None, nargs="?", const="auto", scopes=("job",), help="a cluster"),
-        t.Setting("intensity", "--intensity", "choice", "paper", choices=("paper", "authors"), scopes=("scenes",)),
+        t.Setting("cluster", "--cluster", "str", None, nargs="?", const="auto", scopes=("job",), help="a cluster"),
+        t.Setting("loudness", "--loudness", "choice", "mean", choices=("mean", "peak"), scopes=("scenes",)),
     )
     monkeypatch.setattr(t, "SETTINGS", t.SETTINGS + rows)
     p = build_parser()
-    assert p.parse_args(["render", "p.json", "--out", "o", "--ray"]).ray == "auto"
-    assert p.parse_args(["render", "p.json", "--out", "o", "--ray", "host:6379"]).ray == "host:6379"
-    assert p.parse_args(["render", "p.json", "--out", "o"]).ray is None
-    assert p.parse_args(["analyze", "s.wav", "--intensity", "authors"]).intensity == "authors"
-    assert p.parse_args(["run", "--intensity", "authors", "--ray"]).ray == "auto"
+    assert p.parse_args(["render", "p.json", "--out", "o", "--cluster"]).cluster == "auto"
+    assert p.parse_args(["render", "p.json", "--out", "o", "--cluster", "host:6379"]).cluster == "host:6379"
+    assert p.parse_args(["render", "p.json", "--out", "o"]).cluster is None
+    assert p.parse_args(["analyze", "s.wav", "--loudness", "peak"]).loudness == "peak"
+    assert p.parse_args(["run", "--loudness", "peak", "--cluster"]).cluster == "auto"
+    # The real rows of those shapes: --ray's address is optional, --intensity reaches plan too.
+    assert p.parse_args(["render", "p.json", "--out", "o", "--ray"]).ray == "local"
+    assert p.parse_args(["plan", "s.wav", "--boundaries", "0,1", "--intensity", "authors"]).intensity == "authors"
     with pytest.raises(SystemExit):  # analyze and run only
-        p.parse_args(["plan", "s.wav", "--boundaries", "0,1", "--intensity", "authors"])
-    assert "unrecognized arguments: --intensity" in capsys.readouterr().err
+        p.parse_args(["plan", "s.wav", "--boundaries", "0,1", "--loudness", "peak"])
+    assert "unrecognized arguments: --loudness" in capsys.readouterr().err
