@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import InputError
+from engine.files import check_input_file
 
 #: Analysis sample rate: enough for onset and loudness, half the work of 44.1 kHz.
 ANALYSIS_SR = 22050
@@ -171,7 +172,6 @@ def load_song(
     InputError
         When the file is missing, cannot be decoded, is empty, silent or too short.
     """
-    from engine.files import check_input_file
 
     path = check_input_file(path, "audio file")
     if path.stat().st_size == 0:

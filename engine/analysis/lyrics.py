@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import InputError
+from engine.files import MAX_TEXT_BYTES, check_input_file
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,6 @@ def _frac(digits: str | None) -> float:
 
 def read_text(path: str | Path) -> str:
     """Read a text file as UTF-8 (BOM allowed), falling back to Latin-1 for old LRC files."""
-    from engine.files import MAX_TEXT_BYTES, check_input_file
 
     path = check_input_file(path, "lyrics file", MAX_TEXT_BYTES)
     try:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.analysis.audio import load_song
+from engine.analysis.features import compute_features
 from engine.errors import InputError
 from engine.files import write_bytes_atomic
 
@@ -64,7 +65,6 @@ def plot_bytes(plan: dict, fmt: str = "png") -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from engine.analysis.features import compute_features
 
     span = plan["song"]["span"]
     song = load_song(plan["song"]["path"], start=span[0], end=span[1], min_duration=0.0)

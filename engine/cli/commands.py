@@ -15,25 +15,56 @@ import sys
 import traceback
 from pathlib import Path
 
+from engine.analysis.plot import plot_bytes, plot_format
+from engine.analysis.synth import demo_lrc, demo_song
+from engine.cli.info import engine_info
 from engine.cli.parser import build_parser
+from engine.cli.run_folder import check_run_inputs, claim_run_files, run_names, write_noted
 from engine.errors import InputError
-from engine.plan.presets import motion_value, preset_value
+from engine.files import (
+    FolderLock,
+    check_input_file,
+    check_not_inputs,
+    check_output_dir,
+    check_output_file,
+    created_file,
+    dumps_strict,
+    keep_created,
+    make_dirs,
+    undo_created,
+)
+from engine.models import weights
+from engine.models.factory import load_models, pick_device, resolve_model_paths, verify_structure
+from engine.plan.build import analyze, parse_boundaries, plan_from_boundaries
+from engine.plan.presets import describe, motion_value, preset_value, resolve_preset
+from engine.plan.schema import load_plan, validate_plan
+from engine.plan.segment_settings import apply_segment_settings, load_segment_settings
+from engine.progress import Progress
 from engine.protocol import (
+    EXIT_CANCELLED,
     EXIT_INPUT,
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    LOCK_FILE,
     PRESETS,
+    estimate_seconds,
+    format_duration,
     make_event,
 )
+from engine.render.chains import parse_times
+from engine.render.estimate import cached_calibration, device_label
+from engine.render.loop import RenderSettings, StopFlag, render
+from engine.render.ray_render import RayOptions, import_ray
 from engine.settings_table import in_scope
+from engine.store.export import export_mp4
+from engine.store.snapshots import DEFAULT_INTERVAL
 
 # ---------------------------------------------------------------- helpers
 
 
 def settings_from_args(args: argparse.Namespace, preset: str):
     """Render settings: the flags the user gave, the preset's values for the rest (one per table row)."""
-    from engine.render.loop import RenderSettings
 
     values = {}
     for s in in_scope("render"):
@@ -51,7 +82,6 @@ def settings_from_args(args: argparse.Namespace, preset: str):
 
 
 def model_paths_from_args(args: argparse.Namespace):
-    from engine.models.factory import resolve_model_paths
 
     return resolve_model_paths(
         args.models, args.vqgan_config, args.vqgan_ckpt, args.clip_model, args.clip_weights, args.audio_encoder
@@ -59,7 +89,6 @@ def model_paths_from_args(args: argparse.Namespace):
 
 
 def _render_kwargs(args: argparse.Namespace) -> dict:
-    from engine.store.snapshots import DEFAULT_INTERVAL
 
     every = args.snapshot_every if args.snapshot_every is not None else DEFAULT_INTERVAL
     cap = None if args.cache_cap_mb is None else int(args.cache_cap_mb * 1e6)
@@ -68,11 +97,9 @@ def _render_kwargs(args: argparse.Namespace) -> dict:
 
 def _chain_kwargs(args: argparse.Namespace) -> dict:
     """``--chains``, ``--chain-at`` and ``--ray*`` as :func:`engine.render.loop.render` takes them (issue 22)."""
-    from engine.render.chains import parse_times
 
     out = {"chains": args.chains, "chain_at": parse_times(args.chain_at) if args.chain_at is not None else None}
     if args.ray is not None:
-        from engine.render.ray_render import RayOptions, import_ray
 
         import_ray()  # exit 2 with how to add it, before any model is loaded
         address = None if args.ray == "local" else args.ray
@@ -81,7 +108,6 @@ def _chain_kwargs(args: argparse.Namespace) -> dict:
 
 
 def _load(paths, device_name: str, settings=None):
-    from engine.models.factory import load_models, pick_device
 
     return load_models(paths, pick_device(device_name), encoder=bool(settings and settings.needs_encoder))
 
@@ -90,11 +116,6 @@ def _load(paths, device_name: str, settings=None):
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from engine.files import check_output_dir
-    from engine.plan.presets import describe, resolve_preset
-    from engine.plan.schema import load_plan
-    from engine.progress import Progress
-    from engine.render.loop import StopFlag, render
 
     check_output_dir(args.out, "--out")
     plan = load_plan(args.plan)  # checked before any model is loaded
@@ -116,8 +137,6 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from engine.files import check_output_file
-    from engine.store.export import export_mp4
 
     check_output_file(args.output, "-o")
     m = export_mp4(args.render_dir, args.output, fps=args.fps)
@@ -131,7 +150,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _models_dir(args: argparse.Namespace) -> Path:
-    from engine.models import weights
 
     folder = Path(args.models).expanduser() if args.models else weights.default_models_dir()
     if folder.exists() and not folder.is_dir():
@@ -140,8 +158,6 @@ def _models_dir(args: argparse.Namespace) -> Path:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from engine.models import weights
-    from engine.models.factory import verify_structure
 
     if args.models_command is None:
         raise InputError("models needs an action: fetch or check (python -m engine models --help)")
@@ -166,7 +182,6 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from engine.cli.info import engine_info
 
     info = engine_info(_models_dir(args))
     if args.events:
@@ -184,9 +199,6 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def _emit(plan: dict, args: argparse.Namespace) -> None:
     """Write the plan (and its plot), after checking it as ``render`` will: a plan m2v writes, m2v renders."""
-    from engine.cli.run_folder import write_noted
-    from engine.files import dumps_strict
-    from engine.plan.schema import validate_plan
 
     try:
         validate_plan(plan, args.output or "<plan>")
@@ -194,7 +206,6 @@ def _emit(plan: dict, args: argparse.Namespace) -> None:
         raise InputError(f"this plan could not be rendered, so it is not written: {e}") from None
     picture = None
     if args.plot:  # drawn before anything is written: a plot that fails leaves no plan behind either
-        from engine.analysis.plot import plot_bytes, plot_format
 
         picture = plot_bytes(plan, plot_format(args.plot))
     if args.output:
@@ -210,7 +221,6 @@ def _emit(plan: dict, args: argparse.Namespace) -> None:
 
 def _check_plan_outputs(args: argparse.Namespace) -> None:
     """Outputs checked before any work: writable, a plot format matplotlib writes, none of them an input."""
-    from engine.files import check_not_inputs, check_output_file
 
     inputs = {
         "song": args.song,
@@ -221,7 +231,6 @@ def _check_plan_outputs(args: argparse.Namespace) -> None:
     if args.output:
         check_output_file(args.output, "-o")
     if args.plot:
-        from engine.analysis.plot import plot_format
 
         check_output_file(args.plot, "--plot")
         plot_format(args.plot)
@@ -236,7 +245,6 @@ def _warn(plan: dict, args: argparse.Namespace) -> None:
 
 def _preset_for_plan(args: argparse.Namespace) -> tuple[str, str]:
     """The resolved preset and device; says so when ``auto`` chose the draft."""
-    from engine.plan.presets import describe, resolve_preset
 
     preset, dev = resolve_preset(args.preset, args.device)
     if args.preset == "auto":
@@ -249,9 +257,6 @@ def _estimate(plan: dict, args: argparse.Namespace, asked: str) -> None:
     """Print (and record in the plan) what rendering it will cost on this device."""
     if args.no_estimate:
         return
-    from engine.models.factory import pick_device
-    from engine.protocol import estimate_seconds, format_duration
-    from engine.render.estimate import cached_calibration, device_label
 
     dev = pick_device(args.device)
     cal = cached_calibration(dev)
@@ -281,7 +286,6 @@ def _analysis_args(args: argparse.Namespace, preset: str) -> dict:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from engine.plan.build import analyze
 
     _check_plan_outputs(args)
     preset, _ = _preset_for_plan(args)
@@ -293,12 +297,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from engine.plan.build import parse_boundaries, plan_from_boundaries
 
     _check_plan_outputs(args)
     entries = None
     if args.segment_settings:
-        from engine.plan.segment_settings import load_segment_settings
 
         entries = load_segment_settings(args.segment_settings)
     preset, _ = _preset_for_plan(args)
@@ -313,7 +315,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
         intensity=args.intensity,
     )
     if entries:
-        from engine.plan.segment_settings import apply_segment_settings
 
         plan["warnings"] += apply_segment_settings(plan, entries)
     _warn(plan, args)
@@ -323,9 +324,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from engine.cli.run_folder import check_run_inputs, claim_run_files, run_names
-    from engine.files import FolderLock, check_input_file, check_output_dir, make_dirs
-    from engine.protocol import LOCK_FILE
 
     out = check_output_dir(args.out, "--out")
     if args.song is None and args.lyrics:
@@ -350,10 +348,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _run_in(args: argparse.Namespace, out: Path, preset: str, settings, paths) -> int:
     """``run`` inside its locked folder: the demo (if no song), the plan and its plot, the render, the video."""
-    from engine.analysis.plot import plot_bytes
-    from engine.cli.run_folder import write_noted
-    from engine.files import dumps_strict
-    from engine.plan.build import analyze
 
     song, lyrics = args.song, args.lyrics
     if song is None:
@@ -382,8 +376,6 @@ def _write_demo(out: Path) -> tuple[Path, Path]:
 
     import soundfile as sf
 
-    from engine.analysis.synth import demo_lrc, demo_song
-    from engine.cli.run_folder import write_noted
 
     demo = demo_song()
     song = out / "demo_song.wav"
@@ -398,8 +390,6 @@ def _write_demo(out: Path) -> tuple[Path, Path]:
 
 def _run_models(args: argparse.Namespace):
     """The model files for ``run``, fetching the official ones on first use."""
-    from engine.models import weights
-    from engine.models.factory import verify_structure
 
     try:
         return model_paths_from_args(args)
@@ -420,11 +410,6 @@ def _run_models(args: argparse.Namespace):
 
 def _run_render(args: argparse.Namespace, out: Path, settings, paths) -> int:
     """Render the plan in ``out`` and export the video."""
-    from engine.files import created_file, keep_created
-    from engine.progress import Progress
-    from engine.protocol import EXIT_CANCELLED
-    from engine.render.loop import StopFlag, render
-    from engine.store.export import export_mp4
 
     kwargs = _render_kwargs(args)
     here = "cpu" if args.ray is not None else args.device
@@ -505,7 +490,6 @@ def _hold_signals() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from engine.files import undo_created
 
     _interrupts()
     try:
@@ -518,7 +502,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    from engine.files import undo_created
 
     parser = build_parser()
     try:

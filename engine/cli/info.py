@@ -6,6 +6,8 @@ import platform
 from pathlib import Path
 
 from engine import __version__
+from engine.models import weights
+from engine.models.factory import pick_device
 from engine.protocol import INFO_KIND, INFO_VERSION
 
 
@@ -13,8 +15,6 @@ def engine_info(models_dir: Path) -> dict:
     """Versions, device and model-file status as one JSON-ready document (``kind: m2v-info``)."""
     import torch
 
-    from engine.models import weights
-    from engine.models.factory import pick_device
 
     dev = pick_device("auto")
     if dev.type == "cuda":

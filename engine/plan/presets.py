@@ -10,13 +10,13 @@ MPS) and ``draft`` on a CPU, and says so.
 from __future__ import annotations
 
 from engine.errors import InputError
+from engine.models.factory import pick_device
 from engine.protocol import MOTION_OFF, MOTION_PRESETS, PRESETS
 from engine.settings_table import PRESET_CHOICES
 
 
 def resolve_preset(name: str, device: str = "auto") -> tuple[str, str]:
     """The preset to use and the device it was chosen for (``cuda``, ``mps`` or ``cpu``)."""
-    from engine.models.factory import pick_device
 
     if name not in PRESET_CHOICES:
         raise InputError(f"--preset must be one of {', '.join(PRESET_CHOICES)}, not {name!r}")

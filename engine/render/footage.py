@@ -35,10 +35,11 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import InputError
-from engine.files import check_input_file, file_sha256
+from engine.files import cache_dir, check_input_file, file_sha256, write_json_atomic
 
 # Still images (STILL_SUFFIXES) are read with PIL; anything else that is a file is opened as a movie (PyAV).
 from engine.protocol import STILL_SUFFIXES, image_slots
+from engine.render.estimate import cache_dir
 from engine.settings_check import check_setting
 
 #: Slack for float arithmetic on frame times (seconds): far below any frame's length.
@@ -291,7 +292,6 @@ def frame_digest(rgb: np.ndarray) -> str:
 
 def digest_cache_path(footage: Footage, width: int, height: int) -> Path:
     """Where the digests of this footage's frames at this size are kept (``$M2V_CACHE``/footage)."""
-    from engine.files import cache_dir
 
     return cache_dir() / "footage" / f"{footage.digest}-{width}x{height}.json"
 
@@ -333,7 +333,6 @@ def frame_digests(footage: Footage, frames, width: int, height: int, cache: Path
     for j in missing:
         known[j] = frame_digest(footage.frame(j, width, height))
     if missing:
-        from engine.files import write_json_atomic
 
         doc = {"kind": DIGESTS_KIND, "version": DIGESTS_VERSION, "size": [width, height]}
         try:

@@ -28,7 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import InputError
+from engine.models.factory import load_models, pick_device
+from engine.render.chain_runner import ChainRunner
+from engine.render.chains import chain_spans
 from engine.render.job import RenderJob, Work
+from engine.render.sources import ModelSource
+from engine.store.snapshots import latest_on_chain, list_snapshots, snapshot_name
 
 #: The Ray this engine is tested with (install/requirements-ray.txt).
 RAY_PIN = "ray==2.60.0"
@@ -99,8 +104,6 @@ class ChainWorker:
 
         import torch
 
-        from engine.models.factory import load_models, pick_device
-        from engine.render.sources import ModelSource
 
         t0 = time.monotonic()
         if device == "cpu" or not torch.cuda.is_available():
@@ -125,7 +128,6 @@ class ChainWorker:
 
     def run_chain(self, todo: list, keys: list[str], snapshots: dict, snapshot_every: float):
         """Stream a chain's messages (:mod:`engine.render.chain_runner`), resuming from the given resume points."""
-        from engine.render.chain_runner import ChainRunner
 
         state_dir = Path(self.tmp) / "state"
         shutil.rmtree(state_dir, ignore_errors=True)
@@ -210,7 +212,6 @@ class RayRenderJob(RenderJob):
             sys.stdout = stdout
 
     def _chains(self, todo: list[Work]) -> list[Chain]:
-        from engine.render.chains import chain_spans
 
         out = []
         for a, b in chain_spans(self.source.starts, len(todo)):
@@ -246,7 +247,6 @@ class RayRenderJob(RenderJob):
 
     def resume_points(self, chain: Chain) -> dict[str, bytes]:
         """The resume points a worker may need for what is left of ``chain`` (files by name)."""
-        from engine.store.snapshots import latest_on_chain, list_snapshots
 
         snaps, out = list_snapshots(self.state_dir), {}
         for k, _key, first, _n in self.remaining(chain):
@@ -259,7 +259,6 @@ class RayRenderJob(RenderJob):
 
     def handle(self, chain: Chain, msg: tuple) -> None:
         """Write what a worker sent, through the writer, as the local loop would."""
-        from engine.store.snapshots import snapshot_name
 
         kind = msg[0]
         if kind == "begin" and msg[1] not in self.begun:

@@ -26,6 +26,16 @@ from pathlib import Path
 
 import numpy as np
 
+from engine import __version__
+from engine.plan.schedule import image_steps
+from engine.render.chains import chain_of
+from engine.render.footage import Footage, frame_digests, segment_frames
+from engine.render.guidance import Guidance
+from engine.render.layout import layout_card
+from engine.render.motion import segment_motion, warp
+from engine.render.optimize import InitPull, Optimizer, sub_seed, to_rgb
+from engine.store.snapshots import latest_on_chain, list_snapshots, load_snapshot
+
 
 class LayoutSource:
     """Titled cards per image: the cut and timing at a glance, no models, no state."""
@@ -37,7 +47,6 @@ class LayoutSource:
         self.plan, self.settings = plan, settings
 
     def ids(self) -> dict:
-        from engine import __version__
 
         return {"layout": __version__}
 
@@ -54,7 +63,6 @@ class LayoutSource:
         return 0
 
     def run_image(self, k: int, i: int) -> tuple[np.ndarray, float | None]:
-        from engine.render.layout import layout_card
 
         seg = self.plan["segments"][k]
         s = self.settings
@@ -68,8 +76,6 @@ class ModelSource:
     lookahead = True
 
     def __init__(self, plan: dict, settings, models, song_16k: np.ndarray, device) -> None:
-        from engine.render.guidance import Guidance
-        from engine.render.optimize import Optimizer
 
         self.plan, self.settings, self.models = plan, settings, models
         self.optimizer = Optimizer(models.vqgan, models.clip, settings, device)
@@ -82,7 +88,6 @@ class ModelSource:
         self.motion = settings.motion()
         self.footage = self.timing = None
         if settings.footage is not None:
-            from engine.render.footage import Footage
 
             self.footage = Footage(settings.footage, settings.footage_fps)
             self.timing = settings.footage_timing()
@@ -122,7 +127,6 @@ class ModelSource:
         if self.footage is None:
             return [None] * self.images[k]
         if k not in self._frames:
-            from engine.render.footage import segment_frames
 
             self._frames[k] = segment_frames(self.footage, self.timing, self.plan["segments"][k])
         return self._frames[k]
@@ -130,7 +134,6 @@ class ModelSource:
     def moves(self, k: int) -> list:
         """How each image of segment ``k`` moves the previous one."""
         if k not in self._moves:
-            from engine.render.motion import segment_motion
 
             self._moves[k] = segment_motion(self.plan, k, self.motion)
         return self._moves[k]
@@ -138,7 +141,6 @@ class ModelSource:
     def footage_digests(self) -> dict[int, str]:
         """The pixel digest of every footage frame the plan uses, at the render size (``engine.render.footage``)."""
         if self._digests is None:
-            from engine.render.footage import frame_digests
 
             used = {j for k in range(len(self.images)) for j in self.footage_frames(k) if j is not None}
             self._digests = frame_digests(self.footage, used, self.settings.width, self.settings.height)
@@ -185,7 +187,6 @@ class ModelSource:
         (the encoding alone at a chain's very first image, where there is no previous image), and the
         steps are pulled towards the frame. Adam's moments carry on: see the README.
         """
-        from engine.render.optimize import InitPull
 
         first = i == 0 and k in self.starts  # a chain's very first image: no previous image
         move = None if first or not self.motion.active else self.moves(k)[i]
@@ -196,7 +197,6 @@ class ModelSource:
         prev = opt.decode()
         z = opt.z.detach()
         if move is not None and not move.identity:
-            from engine.render.motion import warp
 
             z = self.models.vqgan.encode(warp(prev.float(), move))
         pull = None
@@ -230,8 +230,6 @@ class ModelSource:
 
     def seek(self, k: int, i: int, keys: list[str], state_dir: Path, warn) -> int:
         """Put the latent where it is after ``i`` images of segment ``k``; returns how many images were re-run."""
-        from engine.render.chains import chain_of
-        from engine.store.snapshots import latest_on_chain, list_snapshots, load_snapshot
 
         target = self.norm(k, i)
         if self.at(*target):
@@ -262,7 +260,6 @@ class ModelSource:
 
     def schedule(self, k: int) -> list[list[int]]:
         if k not in self._schedules:
-            from engine.plan.schedule import image_steps
 
             self._schedules[k] = image_steps(self.plan["segments"][k])
         return self._schedules[k]
@@ -276,7 +273,6 @@ class ModelSource:
 
     def run_image(self, k: int, i: int) -> tuple[np.ndarray, float]:
         """Run image ``i`` of segment ``k``'s steps; returns the image *before* them (the previous image) and the loss."""
-        from engine.render.optimize import sub_seed, to_rgb
 
         s, opt = self.settings, self.optimizer
         take = int(self.plan["segments"][k].get("take", 0))
@@ -297,7 +293,6 @@ class ModelSource:
 
     def decode(self) -> np.ndarray:
         """The current image (the latent after the last image run)."""
-        from engine.render.optimize import to_rgb
 
         return to_rgb(self.optimizer.decode())
 

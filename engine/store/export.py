@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.analysis.audio import _quiet_stderr, _read_native
 from engine.errors import InputError
 from engine.files import (
     check_input_file,
@@ -134,7 +135,6 @@ def _song_audio(song_path: str, span: tuple[float, float]) -> tuple[np.ndarray, 
     """The song's samples over ``span`` (all channels); an error names the song when it is gone or not audio."""
     import soundfile as sf
 
-    from engine.analysis.audio import _quiet_stderr, _read_native
 
     check_input_file(song_path, "song")
     try:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from engine.errors import InputError
 from engine.files import write_bytes_atomic
+from engine.models.checkpoints import UnsafeCheckpoint, load_torch_file
 
 _NAME = re.compile(r"^([0-9a-f]{64})-(\d{5})\.pt$")
 DEFAULT_INTERVAL = 15.0
@@ -92,7 +93,6 @@ def load_snapshot(path: Path) -> dict | None:
     InputError
         When the file would run code (someone put a crafted pickle there): m2v refuses it by name.
     """
-    from engine.models.checkpoints import UnsafeCheckpoint, load_torch_file
 
     try:
         obj = load_torch_file(path)
