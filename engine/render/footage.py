@@ -39,7 +39,6 @@ from engine.files import cache_dir, check_input_file, file_sha256, write_json_at
 
 # Still images (STILL_SUFFIXES) are read with PIL; anything else that is a file is opened as a movie (PyAV).
 from engine.protocol import STILL_SUFFIXES, image_slots
-from engine.render.estimate import cache_dir
 from engine.settings_check import check_setting
 
 #: Slack for float arithmetic on frame times (seconds): far below any frame's length.

@@ -128,7 +128,6 @@ class ChainWorker:
 
     def run_chain(self, todo: list, keys: list[str], snapshots: dict, snapshot_every: float):
         """Stream a chain's messages (:mod:`engine.render.chain_runner`), resuming from the given resume points."""
-
         state_dir = Path(self.tmp) / "state"
         shutil.rmtree(state_dir, ignore_errors=True)
         state_dir.mkdir(parents=True)
