@@ -338,15 +338,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_run_inputs(args, out, names)
     # Missing model files are found (or fetched) before anything is written: a refused run leaves nothing.
     paths = None if args.layout else _run_models(args)
-    _render_kwargs(args)  # Ray's presence and --chain-at are checked before anything is written
+    kwargs = _render_kwargs(args)  # Ray's presence and --chain-at are checked before anything is written
     make_dirs(out)
     # The folder's lock before anything is written there: a second run into it is refused untouched.
     with FolderLock(out, LOCK_FILE):
         claim_run_files(out, names)
-        return _run_in(args, out, preset, settings, paths)
+        return _run_in(args, out, preset, settings, paths, kwargs)
 
 
-def _run_in(args: argparse.Namespace, out: Path, preset: str, settings, paths) -> int:
+def _run_in(args: argparse.Namespace, out: Path, preset: str, settings, paths, kwargs: dict) -> int:
     """``run`` inside its locked folder: the demo (if no song), the plan and its plot, the render, the video."""
 
     song, lyrics = args.song, args.lyrics
@@ -368,7 +368,7 @@ def _run_in(args: argparse.Namespace, out: Path, preset: str, settings, paths) -
         f"({n_lyric} with lyrics), {plan['totals']['steps']} steps, {plan['totals']['images']} images"
     )
     print(f"plan: {out / 'plan.json'}\nplot: {png}")
-    return _run_render(args, out, settings, paths)
+    return _run_render(args, out, settings, paths, kwargs)
 
 
 def _write_demo(out: Path) -> tuple[Path, Path]:
@@ -408,10 +408,9 @@ def _run_models(args: argparse.Namespace):
         return model_paths_from_args(args)
 
 
-def _run_render(args: argparse.Namespace, out: Path, settings, paths) -> int:
+def _run_render(args: argparse.Namespace, out: Path, settings, paths, kwargs: dict) -> int:
     """Render the plan in ``out`` and export the video."""
 
-    kwargs = _render_kwargs(args)
     here = "cpu" if args.ray is not None else args.device
     models = None if args.layout else _load(paths, here, settings)
     stop = StopFlag()
