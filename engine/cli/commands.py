@@ -39,6 +39,7 @@ from engine.plan.build import analyze, parse_boundaries, plan_from_boundaries
 from engine.plan.presets import describe, motion_value, preset_value, resolve_preset
 from engine.plan.schema import load_plan, validate_plan
 from engine.plan.segment_settings import apply_segment_settings, load_segment_settings
+from engine.process_exit import hold_signals
 from engine.progress import Progress
 from engine.protocol import (
     EXIT_CANCELLED,
@@ -481,20 +482,13 @@ def _interrupts() -> None:
             signal.signal(getattr(signal, name), _raise_interrupt)
 
 
-def _hold_signals() -> None:
-    """While a failed command cleans up, a second signal must not cut the cleanup short."""
-    for name in ("SIGINT", "SIGTERM", "SIGBREAK"):
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), signal.SIG_IGN)
-
-
 def main(argv: list[str] | None = None) -> int:
 
     _interrupts()
     try:
         return _main(argv)
     except KeyboardInterrupt:
-        _hold_signals()
+        hold_signals()  # a second signal must not cut the cleanup short
         undo_created()
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -515,7 +509,7 @@ def _main(argv: list[str] | None) -> int:
     except KeyboardInterrupt:
         raise
     except Exception as e:  # noqa: BLE001 - last line of defence: report, don't crash silently
-        _hold_signals()
+        hold_signals()  # a second signal must not cut the cleanup short
         undo_created()  # a refused command leaves nothing it created
         if isinstance(e, InputError):
             return _fail(args, str(e), EXIT_INPUT)
