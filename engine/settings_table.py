@@ -34,8 +34,8 @@ MOTION_DRIVES = ("music", "steady")
 #: authors' code, the segment's maximum of the song's min-max normalised mel power (``levels["power"]``, see
 #: ``engine.protocol.AUTHORS_POWER``), with their whole-step count ``int(rate x length)``.
 INTENSITIES = ("paper", "authors")
-#: Number formats of a step (``--precision``): ``mixed`` (the default: CLIP in fp16 and TF32 on CUDA, CLIP in bf16
-#: on a CPU with bf16 units, as the authors' GPU step had it) or ``fp32``.
+#: Number formats of a step (``--precision``): ``mixed`` (the default: CLIP in fp16 and TF32 on CUDA, as the
+#: authors' GPU step had it; CLIP and the decoder in bf16 on a CPU with bf16 units) or ``fp32``.
 PRECISIONS = ("mixed", "fp32")
 
 # ---------------------------------------------------------------- scopes
@@ -312,9 +312,9 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "precision", "--precision", "choice", "mixed", choices=PRECISIONS,
-        help="mixed (default: CLIP in fp16 and TF32 on CUDA, bf16 on a CPU with bf16 units) or fp32",
+        help="mixed (default: CLIP in fp16 and TF32 on CUDA, CLIP and decoder in bf16 on a CPU with bf16 units) or fp32",
         ui=UI("Precision", when=("model",), items={
-            "mixed": ("Mixed", "CLIP in half precision on a GPU (and in bf16 on a CPU with bf16 units): faster"),
+            "mixed": ("Mixed", "CLIP in half precision on a GPU, CLIP and decoder in bf16 on a CPU with bf16 units: faster"),
             "fp32": ("FP32", "Every step in 32-bit floats"),
         }),
     ),

@@ -32,7 +32,8 @@ def test_what_each_precision_means_per_device():
     cuda = step_precision("mixed", "cuda")
     assert cuda.clip_dtype == torch.float16 and cuda.tf32 and cuda.decoder_dtype is None
     cpu = step_precision("mixed", "cpu")
-    assert cpu.clip_dtype == (torch.bfloat16 if cpu_has_bf16() else None) and not cpu.tf32
+    bf16 = torch.bfloat16 if cpu_has_bf16() else None
+    assert cpu.clip_dtype == bf16 and cpu.decoder_dtype == bf16 and not cpu.tf32
     mps = step_precision("mixed", "mps")
     assert (mps.clip_dtype, mps.decoder_dtype, mps.tf32) == (None, None, False)
     assert PRECISIONS == ("mixed", "fp32")
@@ -87,6 +88,46 @@ def test_mixed_follows_fp32_over_100_steps_on_the_cpu(small_models):
     assert _losses(models, "mixed", 8) == mixed[:8]
 
 
+@pytest.mark.skipif(not cpu_has_bf16(), reason="mixed is float32 on a CPU without bf16 units")
+def test_the_decoder_runs_in_bf16_under_mixed_on_the_cpu(small_models):
+    vq = load_small(small_models).vqgan
+    z = torch.randn(vq.latent_shape(32, 32), generator=torch.Generator().manual_seed(3))
+    other = torch.randn(z.shape, generator=torch.Generator().manual_seed(4))
+    with step_precision("fp32", "cpu").decoder():
+        fp32, fp32_other = vq(z), vq(other)
+    with step_precision("mixed", "cpu").decoder():
+        mixed = vq(z)
+    assert mixed.dtype == torch.bfloat16  # the decoder's convolutions really ran in bf16
+    gap = (fp32 - mixed.float()).abs().mean()
+    # The same picture to within a few levels of 255 (random weights; the official decoder: 0.9 on average):
+    # an order of magnitude closer than another latent's picture.
+    assert 0 < gap < 0.02 and gap < (fp32 - fp32_other).abs().mean() / 8, (gap, (fp32 - fp32_other).abs().mean())
+
+
+def test_the_step_s_real_formats_enter_the_cache_keys(small_models, monkeypatch):
+    # The same --precision means other formats on another device, or in another engine version (the decoder
+    # joined CLIP in bf16 on the CPU): frames made in other formats must not be reused or resumed.
+    import engine.render.precision as P
+    from engine.models.factory import pick_device
+    from engine.render.sources import ModelSource
+
+    models = load_small(small_models)
+    plan = {"segments": [{"images": 1, "start": 0.0, "end": 1.0, "parts": []}]}
+    song = __import__("numpy").zeros(16000, dtype="float32")
+
+    def ids(precision):
+        src = ModelSource(plan, small_settings(precision=precision), models, song, pick_device("cpu"))
+        return src.ids()
+
+    mixed, fp32 = ids("mixed"), ids("fp32")
+    assert {k: v for k, v in mixed.items() if k != "formats"} == models.ids()
+    assert fp32["formats"] == {"precision": "fp32", "clip": "fp32", "decoder": "fp32", "tf32": False}
+    if cpu_has_bf16():
+        assert mixed["formats"]["decoder"] == "bfloat16"
+        monkeypatch.setattr(P, "CPU_DECODER_BF16", False)
+        assert ids("mixed")["formats"] != mixed["formats"]
+
+
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_the_captured_step_follows_the_eager_step_on_cuda(small_models, precision):
@@ -112,3 +153,20 @@ def test_capture_leaves_the_latent_and_adam_where_they_were(small_models):
     # One step moved the latent once: Adam's first step moves each entry by at most lr.
     assert (opt.z.detach() - z0).abs().max() <= s.lr * 1.01
     assert int(opt.opt.state[opt.z]["step"]) == 1
+
+
+def test_a_calibration_timed_in_other_formats_is_timed_again(tmp_path, monkeypatch):
+    # The time estimate's calibration is kept per device; the formats `mixed` runs in are part of its key.
+    import engine.render.estimate as E
+    import engine.render.precision as P
+
+    monkeypatch.setenv("M2V_CACHE", str(tmp_path))
+    timed = []
+    monkeypatch.setattr(E, "calibrate", lambda device: timed.append(device) or {"version": E.CALIBRATION_VERSION})
+    cpu = torch.device("cpu")
+    E.cached_calibration(cpu)
+    E.cached_calibration(cpu)
+    assert len(timed) == 1  # kept
+    monkeypatch.setattr(P, "CPU_DECODER_BF16", not P.CPU_DECODER_BF16)
+    E.cached_calibration(cpu)
+    assert len(timed) == (2 if cpu_has_bf16() else 1)

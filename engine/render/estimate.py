@@ -139,7 +139,11 @@ def cached_calibration(device) -> dict:
     """The calibration of this device (and torch version), measured once and kept in the cache folder."""
     import torch
 
-    key = f"{device.type}|{device_label(device)}|torch {torch.__version__}|{OFFICIAL_CLIP}+f16_16384"
+    from engine.render.precision import step_precision
+
+    # The formats are in the key: a calibration timed before the decoder ran in bf16 would overstate its time.
+    formats = "+".join(f"{k}={v}" for k, v in sorted(step_precision("mixed", device).record().items()))
+    key = f"{device.type}|{device_label(device)}|torch {torch.__version__}|{OFFICIAL_CLIP}+f16_16384|{formats}"
     path = cache_dir() / "calibration.json"
     try:
         known = json.loads(path.read_text(encoding="utf-8"))

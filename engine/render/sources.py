@@ -99,7 +99,11 @@ class ModelSource:
         self._encoded: tuple | None = None  # (frame index, picture, latent) of the last footage frame encoded
 
     def ids(self) -> dict:
-        return self.models.ids()
+        # The formats the step really runs in: ``--precision mixed`` means other formats on another device (and
+        # meant CLIP-only bf16 on a CPU before the decoder joined it), and frames made in other formats are not
+        # reused, nor is a partial segment resumed in them. With Ray the formats are this machine's (the keys are
+        # made here); the workers' devices are chosen later.
+        return {**self.models.ids(), "formats": self.optimizer.precision.record()}
 
     def close(self) -> None:
         if self.footage is not None:
