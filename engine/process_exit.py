@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import atexit
-import contextlib
-import os
 import signal
 import sys
-
-from engine.protocol import EXIT_INTERRUPTED
 
 
 def hold_signals() -> None:
@@ -18,6 +13,24 @@ def hold_signals() -> None:
             signal.signal(getattr(signal, name), signal.SIG_IGN)
 
 
+def forget_library_interrupts() -> None:
+    """Clear CPython's mark of a KeyboardInterrupt that left code a library ran through ``PyRun_*``.
+
+    CPython sets that mark when a KeyboardInterrupt leaves any code run through ``PyRun_*``, and
+    libraries run such code (Cython modules do while they are imported: numpy.random's, Ray's). The
+    mark stays when the engine catches the interrupt later, or when the library swallows it, and at
+    the end of a ``python -m`` run CPython then kills its own process by SIGINT, whatever code
+    ``sys.exit`` was given: the add-on would see -2 instead of 130, 0 or 3. Every ``PyRun_*`` call
+    starts by clearing the mark, so running an empty statement through one clears it.
+    """
+    try:
+        import ctypes
+
+        ctypes.pythonapi.PyRun_SimpleString(b"pass")
+    except (ImportError, AttributeError, OSError):  # not CPython: no such mark
+        pass
+
+
 def quiet_exit(code: int) -> None:
     """End the process with ``code``: no traceback, and no kill by a late signal.
 
@@ -25,22 +38,7 @@ def quiet_exit(code: int) -> None:
     ----------
     code : int
         The exit status (see ``engine.protocol``).
-
-    Notes
-    -----
-    After an interrupt, ``sys.exit`` is not enough. CPython marks a KeyboardInterrupt as unhandled
-    when it leaves any code run through ``PyRun_*``, and libraries run such code (numba does while
-    it compiles librosa's kernels). The mark stays even when the engine catches the interrupt
-    later, and a ``python -m`` run then ends with CPython killing its own process by SIGINT: the
-    add-on would see -2 instead of 130. So an interrupted engine runs the atexit handlers, flushes
-    its streams and leaves with ``os._exit``. Other codes keep ``sys.exit``, which also waits for
-    threads still writing.
     """
     hold_signals()
-    if code != EXIT_INTERRUPTED:
-        sys.exit(code)
-    atexit._run_exitfuncs()  # noqa: SLF001 - the same handlers a normal exit runs
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):  # a closed pipe: the reader has gone
-            stream.flush()
-    os._exit(code)
+    forget_library_interrupts()
+    sys.exit(code)

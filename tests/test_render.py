@@ -175,7 +175,7 @@ def _stop_after(proc, n_images, sig):
     return seen, rest
 
 
-# Both precisions (on this CPU, with bf16 units, "mixed" runs CLIP in bf16) and both cut methods (latest: the
+# Both precisions (on this CPU, with bf16 units, "mixed" runs CLIP and the decoder in bf16) and both cut methods (latest: the
 # batched cutouts, whose draws are made once an image).
 @pytest.mark.parametrize(("precision", "cut"), [("mixed", "latest"), ("fp32", "crops")])
 def test_cancel_and_crash_then_resume_equal_an_uninterrupted_render(tmp_path, song, small_models, precision, cut):
