@@ -1,16 +1,10 @@
-import signal
 import sys
 
-from engine.process_exit import quiet_exit
+from engine.process_exit import interrupt_outside_imports, on_stop_signals, quiet_exit
 from engine.protocol import EXIT_INTERRUPTED
 
-
-def _interrupt(signum, frame):  # noqa: ARG001
-    raise KeyboardInterrupt
-
-
 # SIGTERM while the engine is still importing stops it as SIGINT does (engine.cli.commands.main installs the same).
-signal.signal(signal.SIGTERM, _interrupt)
+on_stop_signals(interrupt_outside_imports)
 try:
     from engine.cli.commands import main
 

@@ -4,13 +4,65 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
+
+#: Seconds after which a stop signal that arrived during an import is delivered again.
+REDELIVER_S = 0.05
+
+#: Stop signals put off because they arrived during an import, and not yet taken by any handler.
+_deferred: set[int] = set()
+
+
+def on_stop_signals(handler) -> None:
+    """Let ``handler`` take SIGINT, SIGTERM and SIGBREAK (what the add-on sends on Windows): the signals that stop.
+
+    A signal put off during an import is the new handler's to take when it comes again.
+    """
+    if handler is not interrupt_outside_imports:
+        _deferred.clear()
+    for name in ("SIGINT", "SIGTERM", "SIGBREAK"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), handler)
+
+
+def _importing(frame) -> bool:
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def interrupt_outside_imports(signum: int, frame) -> None:
+    """A stop-signal handler: raise KeyboardInterrupt, as SIGINT does, except while a module is being imported.
+
+    A KeyboardInterrupt raised inside an import can reach C++ code that cannot pass it on: torch's pybind11
+    module set-up then calls ``std::terminate`` and the process dies by SIGABRT (measured: a SIGTERM while
+    ``analyze`` imported torch to look for a GPU). During an import the signal is delivered again a moment
+    later instead, until the import is over.
+    """
+    if _importing(frame):
+        _deferred.add(signum)
+        timer = threading.Timer(REDELIVER_S, signal.raise_signal, (signum,))
+        timer.daemon = True
+        timer.start()
+        return
+    _deferred.clear()
+    raise KeyboardInterrupt
+
+
+def stop_deferred() -> bool:
+    """Whether a stop signal was put off by :func:`interrupt_outside_imports` and has not been taken since.
+
+    A command that ends before the signal comes again (a short one, ending within :data:`REDELIVER_S` of its
+    last import) must still stop as asked, not succeed.
+    """
+    return bool(_deferred)
 
 
 def hold_signals() -> None:
-    """Ignore SIGINT, SIGTERM (and Windows' SIGBREAK) from now on, so a second one cannot cut an exit short."""
-    for name in ("SIGINT", "SIGTERM", "SIGBREAK"):
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), signal.SIG_IGN)
+    """Ignore the stop signals from now on, so a second one cannot cut an exit short."""
+    on_stop_signals(signal.SIG_IGN)
 
 
 def forget_library_interrupts() -> None:

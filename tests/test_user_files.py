@@ -353,6 +353,55 @@ def test_an_interrupt_a_library_saw_does_not_change_the_exit_code(tmp_path):
         assert run("quiet", code).returncode == code
 
 
+def test_a_stop_signal_during_an_import_waits_for_the_import(tmp_path):
+    # A KeyboardInterrupt raised inside an import can reach C++ that cannot pass it on (torch's pybind11 set-up:
+    # the process then dies by SIGABRT, seen when analyze imported torch). The engine's handler lets the import
+    # finish and interrupts right after it.
+    (tmp_path / "slow_import.py").write_text(
+        "import os, signal, time\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "time.sleep(0.3)  # the signal arrives while this module is still being imported\n"
+        "print('import finished', flush=True)\n"
+    )
+    (tmp_path / "stop_in_import.py").write_text(
+        "import sys, time\n"
+        "from engine.process_exit import interrupt_outside_imports, on_stop_signals, quiet_exit\n"
+        "if sys.argv[1] == 'engine':\n"
+        "    on_stop_signals(interrupt_outside_imports)\n"
+        "else:\n"
+        "    on_stop_signals(lambda s, f: (_ for _ in ()).throw(KeyboardInterrupt))  # a plain raising handler\n"
+        "try:\n"
+        "    import slow_import\n"
+        "    time.sleep(5)\n"
+        "    code = 0\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted', flush=True)\n"
+        "    code = 130\n"
+        "quiet_exit(code)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(tmp_path)]))
+
+    def run(handler: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "stop_in_import", handler]
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
+
+    plain = run("plain")  # the premise: a plain handler breaks into the import
+    assert (plain.returncode, plain.stdout) == (130, "interrupted\n"), plain.stderr
+    ours = run("engine")
+    assert (ours.returncode, ours.stdout) == (130, "import finished\ninterrupted\n"), ours.stderr
+    # A command that ends right after its last import, before the signal comes again, still stops as asked.
+    (tmp_path / "short_command.py").write_text(
+        "import engine.cli.commands as c\n"
+        "def command(argv):\n"
+        "    import slow_import\n"
+        "    return 0\n"
+        "c._main = command\n"
+        "print('exit', c.main([]), flush=True)\n"
+    )
+    short = subprocess.run([sys.executable, "-m", "short_command"], capture_output=True, text=True, env=env, timeout=60)
+    assert short.stdout == "import finished\nexit 130\n", short.stderr
+
+
 def test_sigterm_during_export_leaves_nothing(song, tmp_path):
     write_json_atomic(plan_from_boundaries(song, [0.0, 6.0], preset="draft"), tmp_path / "plan.json")
     r = tmp_path / "r"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import traceback
 from pathlib import Path
@@ -39,7 +38,7 @@ from engine.plan.build import analyze, parse_boundaries, plan_from_boundaries
 from engine.plan.presets import describe, motion_value, preset_value, resolve_preset
 from engine.plan.schema import load_plan, validate_plan
 from engine.plan.segment_settings import apply_segment_settings, load_segment_settings
-from engine.process_exit import hold_signals
+from engine.process_exit import hold_signals, interrupt_outside_imports, on_stop_signals, stop_deferred
 from engine.progress import Progress
 from engine.protocol import (
     EXIT_CANCELLED,
@@ -471,22 +470,19 @@ def _fail(args: argparse.Namespace | None, message: str, code: int) -> int:
     return code
 
 
-def _raise_interrupt(signum, frame) -> None:  # noqa: ARG001
-    raise KeyboardInterrupt
-
-
 def _interrupts() -> None:
     """SIGTERM (and Windows' SIGBREAK) stop a command as SIGINT does: a clean exit that leaves nothing behind."""
-    for name in ("SIGINT", "SIGTERM", "SIGBREAK"):
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), _raise_interrupt)
+    on_stop_signals(interrupt_outside_imports)
 
 
 def main(argv: list[str] | None = None) -> int:
 
     _interrupts()
     try:
-        return _main(argv)
+        code = _main(argv)
+        if stop_deferred():  # asked to stop during an import, and ended before the signal came again
+            raise KeyboardInterrupt
+        return code
     except KeyboardInterrupt:
         hold_signals()  # a second signal must not cut the cleanup short
         undo_created()

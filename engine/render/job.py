@@ -6,13 +6,13 @@
 
 from __future__ import annotations
 
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from engine.process_exit import hold_signals, on_stop_signals
 from engine.protocol import EXIT_CANCELLED, EXIT_OK, STATE_DIR, image_slots
 from engine.store.manifest import RenderStore, segment_folder
 from engine.store.snapshots import prune_snapshots
@@ -29,15 +29,11 @@ class StopFlag:
         def handler(signum, frame):  # noqa: ARG001
             self.stop = True
 
-        for name in ("SIGINT", "SIGTERM", "SIGBREAK"):  # SIGBREAK: what the add-on sends on Windows
-            if hasattr(signal, name):
-                signal.signal(getattr(signal, name), handler)
+        on_stop_signals(handler)
 
     def ignore(self) -> None:
         """After the final event a late cancel has nothing left to stop: the exit code stays the render's."""
-        for name in ("SIGINT", "SIGTERM", "SIGBREAK"):
-            if hasattr(signal, name):
-                signal.signal(getattr(signal, name), signal.SIG_IGN)
+        hold_signals()
 
 
 @dataclass
