@@ -39,7 +39,7 @@ from engine.files import cache_dir, check_input_file, file_sha256, write_json_at
 
 # Still images (STILL_SUFFIXES) are read with PIL; anything else that is a file is opened as a movie (PyAV).
 from engine.protocol import STILL_SUFFIXES, image_slots
-from engine.settings_check import check_setting
+from engine.settings_check import ROWS, check_setting, check_value
 
 #: Slack for float arithmetic on frame times (seconds): far below any frame's length.
 EPS = 1e-7
@@ -138,28 +138,35 @@ def resize_rgb(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 class _Movie:
-    """Frames of a movie by index, decoded forward and seeking only on a jump."""
+    """Frames of a movie by index, decoded forward and seeking only on a jump.
 
-    def __init__(self, path: Path) -> None:
+    ``flag`` names the movie in errors (``--footage``, ``--matte``).
+    """
+
+    def __init__(self, path: Path, flag: str = "--footage") -> None:
         import av
 
+        self.flag = flag
         try:
             probe = av.open(str(path))
         except (av.error.FFmpegError, OSError, ValueError) as e:
-            raise InputError(f"--footage: not a movie or picture m2v can read ({e})", path) from None
+            raise InputError(f"{flag}: not a movie or picture m2v can read ({e})", path) from None
         with probe:
             if not probe.streams.video:
-                raise InputError("--footage: the file has no video stream", path)
+                raise InputError(f"{flag}: the file has no video stream", path)
             stream = probe.streams.video[0]
+            fmt = stream.codec_context.pix_fmt
+            #: Whether the movie's pixels carry an alpha channel (a matte can be read from it).
+            self.has_alpha = bool(fmt) and any(c.is_alpha for c in av.VideoFormat(fmt).components)
             try:
                 stamps = (p.pts if p.pts is not None else p.dts for p in probe.demux(stream) if p.size)
                 pts = sorted({t for t in stamps if t is not None})
             except (av.error.FFmpegError, OSError, ValueError) as e:
-                raise InputError(f"--footage: the movie is damaged ({e})", path) from None
+                raise InputError(f"{flag}: the movie is damaged ({e})", path) from None
             base = stream.time_base
             rate = stream.average_rate or stream.guessed_rate
         if not pts or base is None:
-            raise InputError("--footage: the movie has no timed frames", path)
+            raise InputError(f"{flag}: the movie has no timed frames", path)
         self.path, self.pts = path, pts
         self.index = {p: j for j, p in enumerate(pts)}
         self.times = [float((p - pts[0]) * base) for p in pts]
@@ -181,19 +188,20 @@ class _Movie:
             self._container.seek(0, stream=stream, backward=True, any_frame=False)
         self._frames = self._container.decode(stream)
 
-    def frame(self, j: int) -> np.ndarray:
+    def frame(self, j: int, fmt: str = "rgb24") -> np.ndarray:
+        """Frame ``j``'s pixels in PyAV's ``fmt`` (``rgb24``; ``rgba`` for a matte's alpha)."""
         import av
 
         try:
-            return self._decode(j)
+            return self._decode(j, fmt)
         except (av.error.FFmpegError, OSError, ValueError, MemoryError) as e:
             # Damage found mid-render is the movie's, so the user's to fix: say which file and frame.
             self.close()
             raise InputError(
-                f"--footage: frame {j} of the movie is damaged and cannot be decoded ({e})", self.path
+                f"{self.flag}: frame {j} of the movie is damaged and cannot be decoded ({e})", self.path
             ) from None
 
-    def _decode(self, j: int) -> np.ndarray:
+    def _decode(self, j: int, fmt: str = "rgb24") -> np.ndarray:
         if self._frames is None or not (self._next <= j <= self._next + SEEK_WINDOW):
             self._open(j)
         for f in self._frames:
@@ -201,8 +209,8 @@ class _Movie:
             if k is None or k < j:
                 continue
             self._next = k + 1
-            return f.to_ndarray(format="rgb24")
-        raise InputError(f"--footage: frame {j} could not be decoded", self.path)
+            return f.to_ndarray(format=fmt)
+        raise InputError(f"{self.flag}: frame {j} could not be decoded", self.path)
 
     def close(self) -> None:
         if self._container is not None:
@@ -220,20 +228,23 @@ class Footage:
         A movie, a still image, or a folder of images (an image sequence, needs ``fps``).
     fps : float, optional
         Frames per second of an image sequence (a movie has its own; a still has none).
+    flag : str
+        The flag that named the source, for errors (``--footage``; ``--matte`` for a matte, whose rate is
+        ``--matte-fps``).
     """
 
-    def __init__(self, path: str | Path, fps: float | None = None) -> None:
+    def __init__(self, path: str | Path, fps: float | None = None, flag: str = "--footage") -> None:
         path = Path(path).expanduser()
-        self.path = path
+        self.path, self.flag = path, flag
         self._movie: _Movie | None = None
         self._files: list[Path] = []
         if path.is_dir():
             self._files = sequence_files(path)
             if not self._files:
-                raise InputError("--footage: the folder holds no images", path)
+                raise InputError(f"{flag}: the folder holds no images", path)
             if fps is None:
-                raise InputError("--footage names an image sequence (a folder): give its rate with --footage-fps", path)
-            check_setting("footage_fps", fps)
+                raise InputError(f"{flag} names an image sequence (a folder): give its rate with {flag}-fps", path)
+            check_value(ROWS["footage_fps"], fps, f"{flag}-fps")  # a matte's rate has the footage's limits
             self.kind = "sequence" if len(self._files) > 1 else "still"
             self.times = [j / fps for j in range(len(self._files))]
             self.end = math.inf if self.kind == "still" else len(self._files) / fps
@@ -242,13 +253,13 @@ class Footage:
                 h.update(f"{p.name}:{file_sha256(p)}\n".encode())
             self.digest = h.hexdigest()
         else:
-            check_input_file(path, "--footage movie or picture")
+            check_input_file(path, f"{flag} movie or picture")
             self.digest = file_sha256(path)
             if path.suffix.lower() in STILL_SUFFIXES:
                 self.kind, self._files, self.times, self.end = "still", [path], [0.0], math.inf
                 self._read_still(path)  # fail now, not mid-render
             else:
-                self._movie = _Movie(path)
+                self._movie = _Movie(path, flag)
                 self.kind, self.times, self.end = "movie", self._movie.times, self._movie.end
 
     def __len__(self) -> int:
@@ -258,7 +269,7 @@ class Footage:
         """The frame index an image with slot ``[a, b)`` follows (see :func:`pick_frame`)."""
         return pick_frame(self.times, self.end, timing, a, b, first)
 
-    def _read_still(self, p: Path) -> np.ndarray:
+    def _read_still(self, p: Path, mode: str = "RGB") -> np.ndarray:
         from PIL import Image, UnidentifiedImageError
 
         try:
@@ -266,16 +277,33 @@ class Footage:
                 # Past PIL's pixel limit a picture is a decompression bomb, not footage: refuse it, do not decode it.
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 with Image.open(p) as img:
-                    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+                    return np.asarray(img.convert(mode), dtype=np.uint8)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise InputError(f"--footage: the picture is too large to decode ({e})", p) from None
+            raise InputError(f"{self.flag}: the picture is too large to decode ({e})", p) from None
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-            raise InputError(f"--footage: not a picture m2v can read ({e})", p) from None
+            raise InputError(f"{self.flag}: not a picture m2v can read ({e})", p) from None
+
+    def pixels(self, j: int, mode: str = "RGB") -> np.ndarray:
+        """Frame ``j`` at its own size: ``(h, w, 3)`` uint8, or ``(h, w, 4)`` with ``mode`` ``"RGBA"``."""
+        if self._movie is not None:
+            return self._movie.frame(j, "rgba" if mode == "RGBA" else "rgb24")
+        return self._read_still(self._files[j], mode)
+
+    def has_alpha(self, j: int = 0) -> bool:
+        """Whether frame ``j``'s file carries an alpha channel (a movie: its pixel format; a picture: its mode)."""
+        if self._movie is not None:
+            return self._movie.has_alpha
+        from PIL import Image
+
+        try:
+            with Image.open(self._files[j]) as img:
+                return img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+        except (OSError, ValueError, SyntaxError):
+            return False  # an unreadable picture fails where it is read, naming it
 
     def frame(self, j: int, width: int, height: int) -> np.ndarray:
         """Frame ``j`` as an ``(height, width, 3)`` uint8 picture."""
-        rgb = self._movie.frame(j) if self._movie is not None else self._read_still(self._files[j])
-        return resize_rgb(rgb, width, height)
+        return resize_rgb(self.pixels(j), width, height)
 
     def close(self) -> None:
         if self._movie is not None:

@@ -137,7 +137,7 @@ class Optimizer:
         s = self.s
         return ImageDraws(seeds, s.cutouts, self.clip.input_size, s.noise, self.device)
 
-    def step(self, targets: list, seed: int, anchor=None, pull: InitPull | None = None, draw=None) -> tuple:
+    def step(self, targets: list, seed: int, anchor=None, pull: InitPull | None = None, draw=None, matte=None) -> tuple:
         """One optimisation step.
 
         Parameters
@@ -152,6 +152,9 @@ class Optimizer:
             An L2 pull towards a footage frame, added to the loss.
         draw : tuple, optional
             ``(draws, j)``: this step's cutout draws, from :meth:`image_draws` (made once for the image's steps).
+        matte : StepMatte, optional
+            The image's matte (:func:`engine.render.matte_step.step_matte`): cutouts from its box, the update
+            confined to it. None: the plain step.
 
         Returns
         -------
@@ -162,19 +165,23 @@ class Optimizer:
         if draw is None and self.batched:
             draw = self.image_draws([seed])[0]
         tgt, wts = self._target_tensors(targets)
-        if self.graphs is not None and draw is not None and (pull is None or pull.weight <= 0):
+        if self.graphs is not None and draw is not None and (pull is None or pull.weight <= 0) and matte is None:
             done = self.graphs.run(tgt, wts, draw, anchor)
             if done is not None:
                 return done
         with self.precision.matmuls():
             self.opt.zero_grad(set_to_none=True)
-            return self.step_body(tgt, wts, draw, anchor, pull, seed=seed)
+            return self.step_body(tgt, wts, draw, anchor, pull, seed=seed, matte=matte)
 
-    def step_body(self, tgt, wts, draw, anchor=None, pull=None, static: bool = False, seed: int = 0) -> tuple:
+    def step_body(
+        self, tgt, wts, draw, anchor=None, pull=None, static: bool = False, seed: int = 0, matte=None
+    ) -> tuple:
         """Decode, cut out, embed, loss, backward, Adam, eq. 1, clamp: the step, eager or under capture.
 
         ``tgt`` ``(T, d)`` unit targets and ``wts`` ``(T,)`` their weights, on the device; ``static`` selects the
-        colour order on the device (a captured step). Gradients must be cleared by the caller.
+        colour order on the device (a captured step). Gradients must be cleared by the caller. ``matte`` (a
+        :class:`engine.render.matte_step.StepMatte`) draws the cutouts from the matte's box and confines the
+        update to it; without one nothing of it runs.
         """
         import torch
 
@@ -184,6 +191,10 @@ class Optimizer:
         with self.precision.decoder():
             out = self.vqgan(z)
         image = out.float()
+        if matte is not None:
+            from engine.render.matte_step import clip_view
+
+            image = clip_view(image, matte)
         if draw is not None:
             cuts = latest_batched(image, s.cutouts, size, draw[0], draw[1], static=static)
         else:
@@ -194,6 +205,11 @@ class Optimizer:
         if pull is not None and pull.weight > 0:
             loss = loss + pull.loss(z, out)
         loss.backward()
+        if matte is not None:
+            from engine.render.matte_step import mask_gradient
+
+            before = z.detach().clone()
+            mask_gradient(z, matte)
         opt.step()
         with torch.no_grad():
             if anchor is not None and s.l1_weight > 0:
@@ -203,6 +219,10 @@ class Optimizer:
                 d = z - anchor
                 z.copy_(anchor + d.sign() * (d.abs() - s.lr * s.l1_weight).clamp_min(0))
             z.copy_(torch.maximum(torch.minimum(z, self.z_max), self.z_min))
+        if matte is not None:
+            from engine.render.matte_step import confine
+
+            confine(z, before, matte)
         return out, loss.detach()
 
     def _target_tensors(self, targets: list) -> tuple:

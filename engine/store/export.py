@@ -3,6 +3,11 @@
 Each generated image is held for the video frames whose start time falls in
 its slot (:func:`engine.protocol.image_at`, the rule the add-on's strips
 follow too), so segment boundaries land on their times to within one frame.
+
+Frames with alpha (a render inside a matte, :mod:`engine.store.alpha`) are laid
+over the footage frame each followed (``backdrop``), or black, in the MP4;
+``alpha`` writes a QuickTime movie that keeps the alpha instead (ProRes 4444 or
+PNG, straight alpha as the frames).
 """
 
 from __future__ import annotations
@@ -29,6 +34,13 @@ from engine.protocol import JOURNAL_FILE, LOCK_FILE, MANIFEST_FILE, image_at
 from engine.store.manifest import load_render
 
 MAX_FPS = 240.0
+#: ``alpha``: movies that keep the frames' alpha, as (codec, pixel format, codec options). ProRes 4444
+#: (``prores_ks`` profile 4, 10-bit 4:4:4 and the alpha coded losslessly) is what editors take; PNG in a
+#: QuickTime movie is lossless throughout and larger.
+ALPHA_CODECS = {
+    "prores": ("prores_ks", "yuva444p10le", {"profile": "4"}),
+    "png": ("png", "rgba", {}),
+}
 
 
 def frame_schedule(segments: list[dict], span: tuple[float, float], fps: float) -> list[str]:
@@ -62,8 +74,9 @@ def finished_segments(render_dir: Path) -> tuple[dict, list[dict]]:
     return store.header, out
 
 
-def _read_frame(render_dir: Path, rec: dict) -> np.ndarray:
-    """A frame's pixels, after checking its bytes against the recorded hash."""
+def _read_frame(render_dir: Path, rec: dict, keep_alpha: bool = False) -> np.ndarray:
+    """A frame's pixels, after checking its bytes against the recorded hash (RGB; RGBA where ``keep_alpha``
+    and the frame has alpha)."""
     from PIL import Image, UnidentifiedImageError
 
     path = render_dir / rec["file"]
@@ -76,13 +89,25 @@ def _read_frame(render_dir: Path, rec: dict) -> np.ndarray:
     import io
 
     try:
-        return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        img = Image.open(io.BytesIO(data))
+        return np.asarray(img.convert("RGBA" if keep_alpha and img.mode in ("RGBA", "LA") else "RGB"))
     except (UnidentifiedImageError, OSError):
         raise InputError("a frame of the render cannot be read as an image", path) from None
 
 
-def export_mp4(render_dir: str | Path, video: str | Path, fps: float = 24.0, codec: str = "libx264") -> dict:
+def export_mp4(
+    render_dir: str | Path,
+    video: str | Path,
+    fps: float = 24.0,
+    codec: str = "libx264",
+    alpha: str | None = None,
+    backdrop=None,
+) -> dict:
     """Write the MP4; return measured ``frames``, ``video_seconds`` and ``audio_seconds``.
+
+    ``alpha`` (one of :data:`ALPHA_CODECS`) writes a QuickTime movie with the frames' alpha instead (opaque
+    where a frame has none). ``backdrop(record)`` gives the ``(H, W, 3)`` uint8 picture a frame with alpha is
+    laid over in the MP4 (the footage frame it followed), or None for black; without it, black.
 
     Raises
     ------
@@ -90,6 +115,8 @@ def export_mp4(render_dir: str | Path, video: str | Path, fps: float = 24.0, cod
         When the render is not complete or damaged, or the written lengths do not match the song span.
     """
     fps = check_number(fps, "--fps", 1, MAX_FPS)
+    if alpha is not None and alpha not in ALPHA_CODECS:
+        raise InputError(f"--alpha must be one of {', '.join(ALPHA_CODECS)}, not {alpha!r}")
     render_dir, video = Path(render_dir), Path(video)
     header, segs = finished_segments(render_dir)
     song_path = header["song"]["path"]
@@ -113,7 +140,7 @@ def export_mp4(render_dir: str | Path, video: str | Path, fps: float = 24.0, cod
     remove_temp_files(video.parent, name=video.name)  # what a killed export of this very file left
     tmp = temp_name(video)
     try:
-        _encode(tmp, schedule, records, render_dir, first.shape, audio[:, :2], sr, fps, codec)
+        _encode(tmp, schedule, records, render_dir, first.shape, audio[:, :2], sr, fps, codec, alpha, backdrop)
         measured = probe(tmp)
         _check_lengths(measured, span, fps, video)
         os.replace(tmp, video)
@@ -152,20 +179,42 @@ def _song_audio(song_path: str, span: tuple[float, float]) -> tuple[np.ndarray, 
         return data[int(span[0] * sr) : int(span[1] * sr)], sr
 
 
-def _encode(tmp, schedule, records, render_dir, shape, audio, sr, fps, codec) -> None:
+def video_pixels(render_dir: Path, rec: dict, alpha: str | None = None, backdrop=None) -> np.ndarray:
+    """What a frame puts in the video: RGBA for a movie with ``alpha`` (opaque where the frame has none), else
+    RGB, a frame with alpha laid over ``backdrop(rec)`` (or black: :func:`engine.store.alpha.composite`)."""
+    pixels = _read_frame(render_dir, rec, keep_alpha=True)
+    if alpha is not None:
+        if pixels.shape[2] == 3:
+            pixels = np.concatenate([pixels, np.full((*pixels.shape[:2], 1), 255, np.uint8)], axis=2)
+        return pixels
+    if pixels.shape[2] == 4:
+        from engine.store.alpha import composite
+
+        pixels = composite(pixels, None if backdrop is None else backdrop(rec))
+    return pixels
+
+
+def _encode(tmp, schedule, records, render_dir, shape, audio, sr, fps, codec, alpha=None, backdrop=None) -> None:
     import av
 
     h, w = shape[:2]
-    with av.open(str(tmp), mode="w", format="mp4") as container:
-        vs = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
-        vs.width, vs.height = w - w % 2, h - h % 2
-        vs.pix_fmt = "yuv420p"
+    with av.open(str(tmp), mode="w", format="mov" if alpha else "mp4") as container:
+        if alpha:
+            name, pix_fmt, options = ALPHA_CODECS[alpha]
+            vs = container.add_stream(name, rate=Fraction(fps).limit_denominator(1001), options=options)
+            vs.width, vs.height, vs.pix_fmt = w, h, pix_fmt  # 4:4:4: any size
+        else:
+            vs = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+            vs.width, vs.height = w - w % 2, h - h % 2
+            vs.pix_fmt = "yuv420p"
         ast = container.add_stream("aac", rate=sr, layout="stereo" if audio.shape[1] == 2 else "mono")
         current, pixels = None, None
         for j, rel in enumerate(schedule):
             if rel != current:
-                current, pixels = rel, _read_frame(render_dir, records[rel])[: vs.height, : vs.width]
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels), format="rgb24")
+                pixels = video_pixels(render_dir, records[rel], alpha, backdrop)
+                current, pixels = rel, pixels[: vs.height, : vs.width]
+            fmt = "rgba" if pixels.shape[2] == 4 else "rgb24"
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels), format=fmt)
             frame.pts = j
             for packet in vs.encode(frame):
                 container.mux(packet)
