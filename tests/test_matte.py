@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -18,6 +17,7 @@ from engine.errors import InputError
 from engine.render.footage import Footage, FootageTiming
 from engine.render.matte import (
     Matte,
+    blank_digest,
     is_empty,
     is_full,
     luma,
@@ -32,8 +32,6 @@ from tests.conftest import REPO
 from tests.footage_media import footage_frame
 from tests.matte_media import disc_frame, noise_frame, with_alpha, write_png_movie
 from tests.small_models import load_small, small_settings
-
-NTSC = Fraction(30000, 1001)
 
 
 def _rgb(grey: np.ndarray) -> np.ndarray:
@@ -183,6 +181,12 @@ def test_matte_digests_change_only_where_the_matte_changed(tmp_path, monkeypatch
     digests = {Matte(a).digest, Matte(a, invert=True).digest, Matte(a, feather=2).digest}
     assert len(digests) == 3
     assert matte_digests(Matte(a, invert=True), [0], 64, 48)[0] != da[0]
+    # All black and all white are known by their digests.
+    blank = tmp_path / "blank.mov"
+    write_png_movie(blank, [np.zeros((48, 64), np.uint8), np.full((48, 64), 255, np.uint8), disc_frame(0)])
+    d = matte_digests(Matte(blank), range(3), 64, 48)
+    assert [d[j] == blank_digest(64, 48, 0) for j in range(3)] == [True, False, False]
+    assert [d[j] == blank_digest(64, 48, 255) for j in range(3)] == [False, True, False]
 
 
 def test_all_white_and_all_black():

@@ -36,7 +36,7 @@ import numpy as np
 
 from engine.errors import InputError
 from engine.files import cache_dir, check_number
-from engine.render.footage import Footage, FootageTiming, frame_digests, segment_frames
+from engine.render.footage import Footage, FootageTiming, frame_digest, frame_digests, segment_frames
 
 #: Where a matte is read from: its picture's brightness, or its alpha channel.
 CHANNELS = ("luma", "alpha")
@@ -202,6 +202,12 @@ def matte_digests(matte: Matte, frames, width: int, height: int, cache: Path | N
     """
     cache = digest_cache_path(matte, width, height) if cache is None else cache
     return frame_digests(matte, frames, width, height, cache=cache)
+
+
+def blank_digest(width: int, height: int, value: int) -> str:
+    """The digest a matte that is ``value`` everywhere has (:func:`matte_digests`): 0 is all black (no steps),
+    255 all white (the plain step). Comparing digests finds them without decoding the matte again."""
+    return frame_digest(np.full((height, width), value, np.uint8))
 
 
 def matte_warnings(
