@@ -12,7 +12,7 @@ clock of one step swings with the others' load). Last line: ``ratio=<matte ms / 
 clock; the goal: at most 1.1). About 10 s of CPU a step at 128x128 with 32 cutouts (CLIP's 32 passes at 224x224
 dominate): a few minutes on two cores.
 
-Run: .venv/bin/python bench/matte_step.py [--rounds N] [--size 128] [--device cpu|cuda]
+Run: .venv/bin/python bench/matte_step.py [--rounds N] [--size 128] [--cutouts 32] [--threads N] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -43,10 +43,14 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=128, help="frame side in pixels (a multiple of 16)")
     ap.add_argument("--cutouts", type=int, default=32)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=0, help="torch's CPU threads (0: its default)")
     args = ap.parse_args()
 
     import numpy as np
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)  # on a shared machine one thread swings less with the others' load
 
     from engine.render.estimate import official_models
     from engine.render.loop import RenderSettings
@@ -63,7 +67,7 @@ def main() -> None:
     print(
         f"torch {torch.__version__}; {args.device}"
         + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else "")
-        + f"; {size}x{size}, {args.cutouts} latest cutouts; matte {100 * float((matte > 0).mean()):.1f}% of the "
+        + f"; {torch.get_num_threads()} threads; {size}x{size}, {args.cutouts} latest cutouts; matte {100 * float((matte > 0).mean()):.1f}% of the "
         f"frame, box {x1 - x0}x{y1 - y0}",
         flush=True,
     )

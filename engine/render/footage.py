@@ -137,6 +137,16 @@ def resize_rgb(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
+def _has_alpha(pix_fmt: str | None) -> bool:
+    """Whether a pixel format (FFmpeg's name) has an alpha component; False for one PyAV does not know."""
+    import av
+
+    try:
+        return bool(pix_fmt) and any(c.is_alpha for c in av.VideoFormat(pix_fmt).components)
+    except (ValueError, TypeError, av.error.FFmpegError):
+        return False
+
+
 class _Movie:
     """Frames of a movie by index, decoded forward and seeking only on a jump.
 
@@ -155,9 +165,8 @@ class _Movie:
             if not probe.streams.video:
                 raise InputError(f"{flag}: the file has no video stream", path)
             stream = probe.streams.video[0]
-            fmt = stream.codec_context.pix_fmt
             #: Whether the movie's pixels carry an alpha channel (a matte can be read from it).
-            self.has_alpha = bool(fmt) and any(c.is_alpha for c in av.VideoFormat(fmt).components)
+            self.has_alpha = _has_alpha(stream.codec_context.pix_fmt)
             try:
                 stamps = (p.pts if p.pts is not None else p.dts for p in probe.demux(stream) if p.size)
                 pts = sorted({t for t in stamps if t is not None})
