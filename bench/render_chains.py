@@ -64,7 +64,7 @@ class Timed:
 
 
 def render_once(plan, out, models, settings, chain_at, ray=None):
-    from engine.render.loop import render
+    from engine.render.jobs.loop import render
 
     events = Timed()
     t0 = time.monotonic()
@@ -88,7 +88,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from engine.render.ray_render import RayOptions
+    from engine.render.jobs.ray_render import RayOptions
     from tests.small_models import load_small, small_settings, write_all
 
     work = Path(tempfile.mkdtemp(prefix="m2v-render-chains-"))

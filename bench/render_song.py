@@ -32,7 +32,7 @@ class RandomWeights:
 
     def __init__(self, device) -> None:
         from engine.models.wav2clip import Wav2CLIP
-        from engine.render.estimate import official_models
+        from engine.render.step.estimate import official_models
 
         self.vqgan, self.clip = official_models(device)
         self.audio = Wav2CLIP().eval().requires_grad_(False).to(device)
@@ -58,7 +58,7 @@ def main() -> None:
     from engine.plan.build import analyze
     from engine.progress import Collect
     from engine.protocol import PRESETS
-    from engine.render.loop import RenderSettings, render
+    from engine.render.jobs.loop import RenderSettings, render
 
     dev = pick_device(args.device)
     t0 = time.perf_counter()
@@ -93,7 +93,7 @@ def main() -> None:
         peak = f"{torch.cuda.max_memory_allocated() / 2**20:.0f} MB on the GPU"
     else:
         peak = f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB resident"
-    from engine.render.precision import step_precision
+    from engine.render.step.precision import step_precision
 
     failed = [str(w.message) for w in caught if "CUDA graph" in str(w.message)]
     capture = "eager" if dev.type != "cuda" else ("eager (" + failed[0] + ")" if failed else "CUDA graphs")

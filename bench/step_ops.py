@@ -51,9 +51,9 @@ def main() -> None:
     from reference_step import reference_step
 
     from engine.models.vqgan import use_fused_activation
-    from engine.render.estimate import official_models
-    from engine.render.loop import RenderSettings
-    from engine.render.optimize import Optimizer
+    from engine.render.jobs.loop import RenderSettings
+    from engine.render.step.estimate import official_models
+    from engine.render.step.optimize import Optimizer
 
     torch.manual_seed(0)
     dev = torch.device("cpu")

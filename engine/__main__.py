@@ -1,7 +1,7 @@
 import sys
 
-from engine.process_exit import interrupt_outside_imports, on_stop_signals, quiet_exit
 from engine.protocol import EXIT_INTERRUPTED
+from engine.stopping import interrupt_outside_imports, on_stop_signals, quiet_exit
 
 # SIGTERM while the engine is still importing stops it as SIGINT does (engine.cli.commands.main installs the same).
 on_stop_signals(interrupt_outside_imports)

@@ -2,12 +2,12 @@
 
 A row says the setting's name, its flag, its type, default, range or
 choices, where it belongs (which commands take it, whether it enters
-:class:`engine.render.loop.RenderSettings` and the cache keys, whether per
+:class:`engine.render.jobs.loop.RenderSettings` and the cache keys, whether per
 segment), its help text, and how the add-on shows it (its property, the
 add-on's own limits where they differ, and when the add-on passes the flag).
 From these rows come the engine's flags (``engine.cli.parser``), their
 checks (``engine.settings_check``), ``RenderSettings`` and
-``settings_from_args`` (``engine.render.loop``, ``engine.cli.commands``), and the add-on's
+``settings_from_args`` (``engine.render.jobs.loop``, ``engine.cli.commands``), and the add-on's
 properties and the flags it passes (``m2v_blender.properties``,
 ``m2v_blender.commands``). Adding a setting is adding a row.
 

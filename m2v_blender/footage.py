@@ -4,7 +4,7 @@ Blender shows movie frame ``(f - frame_start) x rate + animation_offset_start`` 
 (``SEQ_give_frame_index``): ``rate`` is 1 for a strip that plays its movie frame for frame, or the movie's
 frame rate over the scene's for one added with *Adjust Playback Rate* (Blender's default in the UI; the
 flag is not exposed to Python, so it is read off the strip's length). Trims (``frame_offset_start/end``)
-hide frames without moving the content. The engine wants three numbers (``engine/render/footage.py``): the movie
+hide frames without moving the content. The engine wants three numbers (``engine/render/sources/footage.py``): the movie
 time at song time 0 (``--footage-offset``), movie seconds per song second (``--footage-speed``), and the
 song times where the strip is visible (``--footage-span``). The arithmetic is plain Python
 (:func:`footage_timing`), tested without Blender.

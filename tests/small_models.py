@@ -336,8 +336,8 @@ def render_cmd(plan_path: Path, out: Path, models: Path, *extra: str, cutouts: i
 
 
 def small_settings(**kw):
-    """:class:`engine.render.loop.RenderSettings` at the tests' common settings; ``kw`` overrides them."""
-    from engine.render.loop import RenderSettings
+    """:class:`engine.render.jobs.loop.RenderSettings` at the tests' common settings; ``kw`` overrides them."""
+    from engine.render.jobs.loop import RenderSettings
 
     return RenderSettings(**{"width": 32, "height": 32, "cutouts": 8, "seed": 1, "cutout_method": "crops", **kw})
 

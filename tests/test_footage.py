@@ -20,9 +20,9 @@ from engine.errors import InputError
 from engine.files import write_json_atomic
 from engine.plan.build import plan_from_boundaries
 from engine.progress import Collect
-from engine.render.footage import Footage, FootageTiming, pick_frame
-from engine.render.loop import render, segment_keys
-from engine.render.motion import Motion, MotionSettings, segment_motion, warp
+from engine.render.jobs.loop import render, segment_keys
+from engine.render.sources.footage import Footage, FootageTiming, pick_frame
+from engine.render.sources.motion import Motion, MotionSettings, segment_motion, warp
 from tests.conftest import REPO, run_engine, write_song
 from tests.footage_media import footage_frame, nearest_frame, write_movie
 from tests.small_models import load_small, render_cmd, small_settings, synthetic_pictures, write_vqgan
@@ -253,7 +253,7 @@ def _slots(seg):
 def _source(models_dir, p, **kw):
     from engine.analysis.audio import load_song
     from engine.models.factory import pick_device
-    from engine.render.sources import ModelSource
+    from engine.render.sources.model import ModelSource
 
     song = load_song(p["song"]["path"], sr=16000, min_duration=0.0).y
     return ModelSource(p, _settings(**kw), load_small(models_dir), song, pick_device("cpu"))

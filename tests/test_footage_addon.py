@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.render.footage import Footage, FootageTiming
+from engine.render.sources.footage import Footage, FootageTiming
 from tests.footage_media import footage_frame, nearest_frame, write_movie
 from tests.test_addon import BLENDERS, blender, blender_python, built, needs_sound, song  # noqa: F401
 

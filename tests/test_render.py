@@ -18,8 +18,8 @@ from engine.files import write_json_atomic
 from engine.plan.build import plan_from_boundaries
 from engine.progress import Collect
 from engine.protocol import EXIT_CANCELLED
-from engine.render.guidance import Guidance
-from engine.render.loop import render
+from engine.render.jobs.loop import render
+from engine.render.step.guidance import Guidance
 from tests.conftest import REPO, run_engine, write_song
 from tests.small_models import load_small, render_cmd, small_settings
 
@@ -114,7 +114,7 @@ def test_similarity_to_target_rises_within_a_segment(tmp_path, song, small_model
 
     g = Guidance(plan, clip, audio, _song16(plan), torch.device("cpu"))
     frames_of = _frames(out)
-    from engine.render.cutouts import make_cutouts
+    from engine.render.step.cutouts import make_cutouts
 
     def similarity(file, target):
         img = torch.from_numpy(np.array(Image.open(out / file))).permute(2, 0, 1).float()[None] / 255
@@ -304,7 +304,7 @@ def test_optimised_step_follows_the_authors_step():
 
 def _source(small_models, plan, **kw):
     from engine.models.factory import pick_device
-    from engine.render.sources import ModelSource
+    from engine.render.sources.model import ModelSource
 
     return ModelSource(plan, _settings(lr=0.3, **kw), _loader(small_models), _song16(plan), pick_device("cpu"))
 
@@ -376,8 +376,8 @@ def test_eq1_acts_on_the_latent(tmp_path, song, small_models):
 
 
 def test_precision_and_the_cutout_implementation_enter_the_cache_keys(tmp_path, song, monkeypatch):
-    import engine.render.loop as R
-    from engine.render.loop import segment_keys
+    import engine.render.jobs.loop as R
+    from engine.render.jobs.loop import segment_keys
 
     _, plan = _plan(tmp_path, song)
     song16 = _song16(plan)

@@ -26,7 +26,7 @@ t.SETTINGS = t.SETTINGS + ({ROW},)
 from engine.cli.commands import main, settings_from_args
 from engine.cli.parser import build_parser
 from engine.errors import InputError
-from engine.render.loop import RenderSettings
+from engine.render.jobs.loop import RenderSettings
 
 parser = build_parser()
 text = io.StringIO()
@@ -57,7 +57,7 @@ def test_a_new_row_is_a_flag_a_check_and_a_render_setting():
 
 def test_table_keeps_the_recorded_settings_and_their_order():
     # The cache keys hash the settings in this order under these names: a reorder or rename re-renders everything.
-    from engine.render.loop import RenderSettings
+    from engine.render.jobs.loop import RenderSettings
 
     names = list(RenderSettings().record())
     assert names[:6] == ["width", "height", "cutouts", "cut_method", "cut_pow", "lr"]

@@ -334,7 +334,7 @@ def test_an_interrupt_a_library_saw_does_not_change_the_exit_code(tmp_path):
     (tmp_path / "late_exit.py").write_text(
         "import ctypes, sys\n"
         "ctypes.pythonapi.PyRun_SimpleString(b'raise KeyboardInterrupt')\n"
-        "from engine.process_exit import quiet_exit\n"
+        "from engine.stopping import quiet_exit\n"
         "print('last words', flush=False)\n"
         "quiet_exit(int(sys.argv[2])) if sys.argv[1] == 'quiet' else sys.exit(int(sys.argv[2]))\n"
     )
@@ -365,7 +365,7 @@ def test_a_stop_signal_during_an_import_waits_for_the_import(tmp_path):
     )
     (tmp_path / "stop_in_import.py").write_text(
         "import sys, time\n"
-        "from engine.process_exit import interrupt_outside_imports, on_stop_signals, quiet_exit\n"
+        "from engine.stopping import interrupt_outside_imports, on_stop_signals, quiet_exit\n"
         "if sys.argv[1] == 'engine':\n"
         "    on_stop_signals(interrupt_outside_imports)\n"
         "else:\n"

@@ -35,10 +35,10 @@ from engine.files import (
 from engine.models import weights
 from engine.models.factory import load_models, pick_device, resolve_model_paths, verify_structure
 from engine.plan.build import analyze, parse_boundaries, plan_from_boundaries
+from engine.plan.chains import parse_times
 from engine.plan.presets import describe, motion_value, preset_value, resolve_preset
 from engine.plan.schema import load_plan, validate_plan
 from engine.plan.segment_settings import apply_segment_settings, load_segment_settings
-from engine.process_exit import hold_signals, interrupt_outside_imports, on_stop_signals, stop_deferred
 from engine.progress import Progress
 from engine.protocol import (
     EXIT_CANCELLED,
@@ -52,11 +52,11 @@ from engine.protocol import (
     format_duration,
     make_event,
 )
-from engine.render.chains import parse_times
-from engine.render.estimate import cached_calibration, device_label
-from engine.render.loop import RenderSettings, StopFlag, render
-from engine.render.ray_render import RayOptions, import_ray
+from engine.render.jobs.loop import RenderSettings, StopFlag, render
+from engine.render.jobs.ray_render import RayOptions, import_ray
+from engine.render.step.estimate import cached_calibration, device_label
 from engine.settings_table import in_scope
+from engine.stopping import hold_signals, interrupt_outside_imports, on_stop_signals, stop_deferred
 from engine.store.export import export_mp4
 from engine.store.snapshots import DEFAULT_INTERVAL
 
@@ -96,7 +96,7 @@ def _render_kwargs(args: argparse.Namespace) -> dict:
 
 
 def _chain_kwargs(args: argparse.Namespace) -> dict:
-    """``--chains``, ``--chain-at`` and ``--ray*`` as :func:`engine.render.loop.render` takes them (issue 22)."""
+    """``--chains``, ``--chain-at`` and ``--ray*`` as :func:`engine.render.jobs.loop.render` takes them (issue 22)."""
 
     out = {"chains": args.chains, "chain_at": parse_times(args.chain_at) if args.chain_at is not None else None}
     if args.ray is not None:

@@ -216,7 +216,7 @@ def build_plan(
 
 def beat_strength(onset: np.ndarray, frames: np.ndarray) -> list[float]:
     """Each beat's onset strength, 0-1: the envelope's peak within a frame of the beat over the song's 95th
-    percentile (what drives the zoom pulses of ``engine.render.motion``)."""
+    percentile (what drives the zoom pulses of ``engine.render.sources.motion``)."""
     if len(onset) == 0 or len(frames) == 0:
         return []
     ref = float(np.percentile(onset, 95)) or 1.0
@@ -440,7 +440,7 @@ def plan_from_boundaries(
         rates=rates,
         analysis=analysis,
         lyrics_path=str(lyrics_path) if lyrics_path else None,
-        # The beats drive motion (engine.render.motion); they never change the segments given here.
+        # The beats drive motion (engine.render.sources.motion); they never change the segments given here.
         beats=track_beats(feats.onset, feats.frame_rate),
         intensity=intensity,
     )

@@ -6,7 +6,7 @@
 Entries are matched to the plan's segments by start time (song seconds), so
 they stay with their segment when other cuts move. A prompt replaces the
 segment's lyric or audio guidance at weight 1 and mixes with it below; a
-take changes only that segment's random draws; ``new_chain`` starts a latent chain there (engine.render.chains).
+take changes only that segment's random draws; ``new_chain`` starts a latent chain there (engine.plan.chains).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """One latent chain's images as messages: what a Ray worker runs and streams back to the render's driver.
 
 :class:`ChainRunner` walks a chain's segments exactly as the local render
-loop does (:class:`engine.render.loop.RenderJob`): the same seeks, the same
+loop does (:class:`engine.render.jobs.loop.RenderJob`): the same seeks, the same
 one-image look-ahead, the same decode before a jump, so its frames are the
 local render's frames. Instead of writing them it yields messages, in the
 order the local loop would write them:
@@ -33,7 +33,7 @@ class ChainRunner:
 
     Parameters
     ----------
-    source : engine.render.sources.ModelSource
+    source : engine.render.sources.model.ModelSource
         With ``starts`` set to the plan's chain starts.
     keys : list of str
         Every segment's cache key.

@@ -89,9 +89,9 @@ def calibrate(device, vqgan=None, clip=None, size: int = 128, cutouts: int = 4, 
     """
     import torch
 
-    from engine.render.loop import RenderSettings
-    from engine.render.optimize import Optimizer
-    from engine.render.precision import step_precision
+    from engine.render.jobs.loop import RenderSettings
+    from engine.render.step.optimize import Optimizer
+    from engine.render.step.precision import step_precision
 
     if vqgan is None or clip is None:
         vqgan, clip = official_models(device)
@@ -139,7 +139,7 @@ def cached_calibration(device) -> dict:
     """The calibration of this device (and torch version), measured once and kept in the cache folder."""
     import torch
 
-    from engine.render.precision import step_precision
+    from engine.render.step.precision import step_precision
 
     # The formats are in the key: a calibration timed before the decoder ran in bf16 would overstate its time.
     formats = "+".join(f"{k}={v}" for k, v in sorted(step_precision("mixed", device).record().items()))

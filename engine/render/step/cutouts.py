@@ -5,7 +5,7 @@ Two methods:
 ``latest`` (the default, as in the authors' ``generate.py``)
     Every cutout is the whole image pooled to CLIP's input size, ``(average + max) / 2``; then the authors'
     augments (random affine, perspective, colour jitter, erasing, in that order, each with p = 0.7) and
-    per-cutout Gaussian noise. Two implementations: ``batched`` (the default, :mod:`engine.render.augment`: a few
+    per-cutout Gaussian noise. Two implementations: ``batched`` (the default, :mod:`engine.render.step.augment`: a few
     batched tensor ops with static shapes) and ``kornia`` (the authors' own kornia pipeline, kept for the
     reference step and the tests that compare against it).
 ``crops``
@@ -25,8 +25,8 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from engine.render.augment import AUGMENTS, augment_batch, latest_draws, step_draws
-from engine.render.augment import P as AUGMENT_P
+from engine.render.step.augment import AUGMENTS, augment_batch, latest_draws, step_draws
+from engine.render.step.augment import P as AUGMENT_P
 from engine.settings_table import CUTOUT_METHODS  # noqa: F401 - re-exported: the methods this module implements
 
 
@@ -63,8 +63,8 @@ def make_cutouts(
         ``latest`` only: kornia augments in application order, by the authors' codes: ``"Af"`` affine, ``"Pe"``
         perspective, ``"Ji"`` colour jitter, ``"Er"`` erasing. ``()`` leaves the pooled image as is.
     impl : str
-        ``latest`` only: ``"batched"`` (:mod:`engine.render.augment`: the same augments and distributions as a few batched
-        tensor ops, draws from :func:`engine.render.augment.latest_draws`) or ``"kornia"`` (the authors' kornia pipeline
+        ``latest`` only: ``"batched"`` (:mod:`engine.render.step.augment`: the same augments and distributions as a few batched
+        tensor ops, draws from :func:`engine.render.step.augment.latest_draws`) or ``"kornia"`` (the authors' kornia pipeline
         with the draws their code makes from the seed: what the reference step in ``bench/`` sees).
 
     Returns
@@ -92,10 +92,10 @@ def pool_whole(image: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def latest_batched(image, n: int, size: int, draws: dict, i: int, augments=AUGMENTS, static: bool = False):
-    """``latest`` cutouts of ``image`` from step ``i`` of ``draws`` (:func:`engine.render.augment.latest_draws`).
+    """``latest`` cutouts of ``image`` from step ``i`` of ``draws`` (:func:`engine.render.step.augment.latest_draws`).
 
     No host work and no shape that depends on a draw: what a captured step runs (``static`` selects the colour
-    order on the device, see :func:`engine.render.augment.jiggle`).
+    order on the device, see :func:`engine.render.step.augment.jiggle`).
     """
     _check_augments(augments)
     batch = pool_whole(image, size).expand(n, -1, -1, -1)

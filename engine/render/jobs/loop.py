@@ -1,7 +1,7 @@
 """``engine render``: a plan to frames, guided by CLIP (paper 3.2 and 3.3).
 
 The loop is short on purpose: the frame source (layout cards or the model,
-:mod:`engine.render.sources`) is chosen once; the source runs each image; a writer
+:mod:`engine.render.sources.model`) is chosen once; the source runs each image; a writer
 thread (:mod:`engine.store.writer`) writes frames, the journal, resume points and
 progress; the folder's cache (:mod:`engine.store.manifest`) says what can be
 reused. A crash, a SIGKILL at any instant or a cancel keeps every finished
@@ -20,6 +20,7 @@ import numpy as np
 
 from engine.errors import InputError
 from engine.files import FolderLock, check_output_dir, file_sha256, make_dirs, remove_temp_files
+from engine.plan.chains import chain_starts
 from engine.plan.schema import load_plan
 from engine.progress import Progress
 from engine.protocol import (
@@ -31,8 +32,7 @@ from engine.protocol import (
     SEGMENT_DIR_PREFIX,
     STATE_DIR,
 )
-from engine.render.chains import chain_starts
-from engine.render.job import RenderJob, StopFlag, Work  # noqa: F401 - StopFlag, Work: this module's interface
+from engine.render.jobs.job import RenderJob, StopFlag, Work  # noqa: F401 - StopFlag, Work: this module's interface
 from engine.settings_check import check_fields
 from engine.settings_table import per_segment_fields, record_names, render_fields
 from engine.store.manifest import RenderStore, segment_key
@@ -51,13 +51,13 @@ class _RenderSettingsMethods:
         self.motion().validate()
 
     def footage_timing(self):
-        from engine.render.footage import FootageTiming
+        from engine.render.sources.footage import FootageTiming
 
         span = tuple(self.footage_span) if self.footage_span is not None else None
         return FootageTiming(offset=self.footage_offset, speed=self.footage_speed, span=span)
 
     def motion(self):
-        from engine.render.motion import MotionSettings
+        from engine.render.sources.motion import MotionSettings
 
         return MotionSettings(zoom=self.zoom, rotate=self.rotate, shift=tuple(self.shift), drive=self.motion_drive)
 
@@ -117,10 +117,10 @@ def segment_keys(
 
     ``extras(k)`` adds what only the frame source knows about segment ``k`` (the footage frames and the
     motion it uses); a segment it adds nothing to keeps the key it had without footage and motion.
-    ``starts`` are the latent chains' first segments (:mod:`engine.render.chains`): a chain start's key holds its
+    ``starts`` are the latent chains' first segments (:mod:`engine.plan.chains`): a chain start's key holds its
     index instead of the previous key, so a moved chain start re-renders only the chains it touches.
     """
-    from engine.render.guidance import audio_digest
+    from engine.render.step.guidance import audio_digest
 
     keys, prev = [], None
     for k, seg in enumerate(plan["segments"]):
@@ -153,7 +153,7 @@ def segment_keys(
 
 def make_source(plan: dict, settings: RenderSettings, models, song_16k: np.ndarray, device: str, progress):
     """Layout cards or the model, decided once; returns ``(source, settings)`` (the size fitted to the model)."""
-    from engine.render.sources import LayoutSource, ModelSource, fit_size
+    from engine.render.sources.model import LayoutSource, ModelSource, fit_size
 
     if settings.layout:
         return LayoutSource(plan, settings), settings
@@ -192,9 +192,9 @@ def render(
     models : engine.models.factory.Models, optional
         Loaded models (not needed for ``settings.layout``; with ``ray``, the paths are what counts).
     chains, chain_at : optional
-        Split the song into latent chains (:func:`engine.render.chains.chain_starts`; default: the plan's marks).
-    ray : engine.render.ray_render.RayOptions, optional
-        Render the chains as Ray tasks (:mod:`engine.render.ray_render`) instead of here, one after another.
+        Split the song into latent chains (:func:`engine.plan.chains.chain_starts`; default: the plan's marks).
+    ray : engine.render.jobs.ray_render.RayOptions, optional
+        Render the chains as Ray tasks (:mod:`engine.render.jobs.ray_render`) instead of here, one after another.
     snapshot_every : float
         Seconds of rendering between resume points.
     cache_cap_bytes : int, optional
@@ -214,7 +214,7 @@ def render(
     if ray is not None and not source.stateful:
         progress.emit("warning", message="--ray: a layout preview has no latent to share out; it renders here")
     elif ray is not None:
-        from engine.render.ray_render import RayRenderJob
+        from engine.render.jobs.ray_render import RayRenderJob
 
         job_class = RayRenderJob.bind(ray, models, song_16k, settings, device)
     try:

@@ -63,18 +63,18 @@ class Optimizer:
     """The latent, its Adam state, and the step (the models stay frozen).
 
     One step function (:meth:`step_body`) serves both ways a step runs: eagerly (CPU, MPS, and wherever capture
-    fails) and, on CUDA, captured once per image shape as a CUDA graph and replayed (:mod:`engine.render.step_graph`).
-    ``settings.precision`` picks the number formats (:mod:`engine.render.precision`).
+    fails) and, on CUDA, captured once per image shape as a CUDA graph and replayed (:mod:`engine.render.step.graph`).
+    ``settings.precision`` picks the number formats (:mod:`engine.render.step.precision`).
     """
 
     def __init__(self, vqgan, clip, settings, device, warn=None) -> None:
-        from engine.render.precision import step_precision
-        from engine.render.step_graph import StepGraphs
+        from engine.render.step.graph import StepGraphs
+        from engine.render.step.precision import step_precision
 
         self.vqgan, self.clip, self.s, self.device = vqgan, clip, settings, device
         self.z_min, self.z_max = (t.to(device) for t in vqgan.z_bounds())
         self.precision = step_precision(getattr(settings, "precision", "mixed"), device)
-        #: ``latest`` cutouts: "batched" (engine.render.augment) or "kornia" (the authors' pipeline, for the reference).
+        #: ``latest`` cutouts: "batched" (engine.render.step.augment) or "kornia" (the authors' pipeline, for the reference).
         self.cut_impl = "batched"
         self.graphs = StepGraphs(self, warn) if device.type == "cuda" else None
         self.z = self.opt = None
@@ -128,11 +128,11 @@ class Optimizer:
         return self.s.cutout_method == "latest" and self.cut_impl == "batched"
 
     def image_draws(self, seeds: list[int]):
-        """The cutout draws of an image's steps (:class:`engine.render.augment.ImageDraws`), or None where the cutouts
+        """The cutout draws of an image's steps (:class:`engine.render.step.augment.ImageDraws`), or None where the cutouts
         draw per step from the seed (``crops``, or the ``kornia`` implementation)."""
         if not self.batched:
             return None
-        from engine.render.augment import ImageDraws
+        from engine.render.step.augment import ImageDraws
 
         s = self.s
         return ImageDraws(seeds, s.cutouts, self.clip.input_size, s.noise, self.device)
@@ -178,7 +178,7 @@ class Optimizer:
         """
         import torch
 
-        from engine.render.cutouts import latest_batched, make_cutouts
+        from engine.render.step.cutouts import latest_batched, make_cutouts
 
         s, z, opt, size = self.s, self.z, self.opt, self.clip.input_size
         with self.precision.decoder():

@@ -1,7 +1,7 @@
 """``render --ray``: the plan's latent chains rendered as Ray tasks, written here by today's writer.
 
 Each Ray worker is an actor (:class:`ChainWorker`) that loads the models
-once and then runs whole chains (:class:`engine.render.chain_runner.ChainRunner`),
+once and then runs whole chains (:class:`engine.render.jobs.chain_runner.ChainRunner`),
 streaming every finished image (PNG bytes, SHA-256, loss) and its resume
 points back to the driver. The driver (:class:`RayRenderJob`) writes them
 through the same writer, journal and manifest as a local render, so the
@@ -29,10 +29,10 @@ from pathlib import Path
 
 from engine.errors import InputError
 from engine.models.factory import load_models, pick_device
-from engine.render.chain_runner import ChainRunner
-from engine.render.chains import chain_spans
-from engine.render.job import RenderJob, Work
-from engine.render.sources import ModelSource
+from engine.plan.chains import chain_spans
+from engine.render.jobs.chain_runner import ChainRunner
+from engine.render.jobs.job import RenderJob, Work
+from engine.render.sources.model import ModelSource
 from engine.store.snapshots import latest_on_chain, list_snapshots, snapshot_name
 
 #: The Ray this engine is tested with (install/requirements-ray.txt).
@@ -77,7 +77,7 @@ def connect(ray, options: RayOptions) -> bool:
     """Join (or start) a Ray instance; True when this call started or joined it (so it shuts it down)."""
     if ray.is_initialized():
         return False
-    engine_dir = str(Path(__file__).resolve().parents[1])  # the engine package, not engine/render
+    engine_dir = str(Path(__file__).resolve().parents[2])  # the engine package, not engine/render/jobs
     kw = {
         "runtime_env": {"py_modules": [engine_dir]},  # workers on other machines get this engine's code
         "include_dashboard": False,
@@ -127,7 +127,7 @@ class ChainWorker:
         self.stop_event.set()
 
     def run_chain(self, todo: list, keys: list[str], snapshots: dict, snapshot_every: float):
-        """Stream a chain's messages (:mod:`engine.render.chain_runner`), resuming from the given resume points."""
+        """Stream a chain's messages (:mod:`engine.render.jobs.chain_runner`), resuming from the given resume points."""
         state_dir = Path(self.tmp) / "state"
         shutil.rmtree(state_dir, ignore_errors=True)
         state_dir.mkdir(parents=True)

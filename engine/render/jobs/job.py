@@ -1,7 +1,7 @@
 """The render job: the segments' images in order, through the writer, with resume points and progress.
 
-:func:`engine.render.loop.render` sets it up (keys, the folder's lock, the cache) and runs it;
-:class:`engine.render.ray_render.RayRenderJob` runs the same job's chains on Ray workers.
+:func:`engine.render.jobs.loop.render` sets it up (keys, the folder's lock, the cache) and runs it;
+:class:`engine.render.jobs.ray_render.RayRenderJob` runs the same job's chains on Ray workers.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.process_exit import hold_signals, on_stop_signals
 from engine.protocol import EXIT_CANCELLED, EXIT_OK, STATE_DIR, image_slots
+from engine.stopping import hold_signals, on_stop_signals
 from engine.store.manifest import RenderStore, segment_folder
 from engine.store.snapshots import prune_snapshots
 from engine.store.writer import Clock, ImageWriter

@@ -27,13 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from engine import __version__
+from engine.plan.chains import chain_of
 from engine.plan.schedule import image_steps
-from engine.render.chains import chain_of
-from engine.render.footage import Footage, frame_digests, segment_frames
-from engine.render.guidance import Guidance
-from engine.render.layout import layout_card
-from engine.render.motion import segment_motion, warp
-from engine.render.optimize import InitPull, Optimizer, sub_seed, to_rgb
+from engine.render.sources.cards import layout_card
+from engine.render.sources.footage import Footage, frame_digests, segment_frames
+from engine.render.sources.motion import segment_motion, warp
+from engine.render.step.guidance import Guidance
+from engine.render.step.optimize import InitPull, Optimizer, sub_seed, to_rgb
 from engine.store.snapshots import latest_on_chain, list_snapshots, load_snapshot
 
 
@@ -81,7 +81,7 @@ class ModelSource:
         self.optimizer = Optimizer(models.vqgan, models.clip, settings, device)
         self.guidance = Guidance(plan, models.clip, models.audio, song_16k, device)
         self.images = [int(s["images"]) for s in plan["segments"]]
-        #: First segments of the latent chains (engine.render.chains): each starts from its own initial latent.
+        #: First segments of the latent chains (engine.plan.chains): each starts from its own initial latent.
         self.starts: list[int] = [0]
         self.pos: tuple[int, int] | None = None
         self._schedules: dict[int, list[list[int]]] = {}
@@ -143,7 +143,7 @@ class ModelSource:
         return self._moves[k]
 
     def footage_digests(self) -> dict[int, str]:
-        """The pixel digest of every footage frame the plan uses, at the render size (``engine.render.footage``)."""
+        """The pixel digest of every footage frame the plan uses, at the render size (``engine.render.sources.footage``)."""
         if self._digests is None:
 
             used = {j for k in range(len(self.images)) for j in self.footage_frames(k) if j is not None}
