@@ -9,7 +9,7 @@ from pathlib import Path
 import bpy
 from bpy.props import BoolProperty, IntProperty, StringProperty
 
-from . import commands, markers, preferences, registry, timeline
+from . import jobs, markers, preferences, registry, timeline
 from .contract import engine_root, protocol
 from .engine_client import EngineJob
 from .errors import M2VError
@@ -47,7 +47,7 @@ class M2V_OT_analyze(bpy.types.Operator):
     bl_options = {"REGISTER", "UNDO"}
 
     def execute(self, context):
-        return _run(self, context, commands.start_analyze)
+        return _run(self, context, jobs.start_analyze)
 
 
 class M2V_OT_render(bpy.types.Operator):
@@ -75,7 +75,7 @@ class M2V_OT_render(bpy.types.Operator):
         except ValueError:
             self.report({"ERROR"}, "Model Arguments must be a JSON list of engine flags")
             return {"CANCELLED"}
-        return _run(self, context, commands.start_render, self.layout, extra)
+        return _run(self, context, jobs.start_render, self.layout, extra)
 
 
 class M2V_OT_cancel_render(bpy.types.Operator):

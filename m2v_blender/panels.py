@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import adapters, cost, markers, presets, registry, timeline, vse
+from . import adapters, cost, flags, markers, registry, timeline, vse
 from .contract import protocol
 from .errors import M2VError
 
@@ -41,7 +41,7 @@ class SEQUENCER_PT_m2v(bpy.types.Panel):
             box.label(text=f"Auto chose {st.resolved_preset.title()} at the last Analyze", icon="INFO")
         custom = box.column(align=True)
         custom.enabled = st.preset == "custom"
-        v = presets.effective(st)
+        v = flags.effective(st)
         if st.preset == "custom":
             custom.prop(st, "granularity")
             row = custom.row(align=True)
@@ -111,7 +111,7 @@ def draw_footage_box(box, scene) -> None:
         col.prop(st, "shift")
         col.prop(st, "motion_drive")
     else:
-        m = protocol.MOTION_PRESETS.get(presets.preset_in_use(st))
+        m = protocol.MOTION_PRESETS.get(flags.preset_in_use(st))
         box.label(text=f"Motion: {m['zoom']:g} zoom a beat, {m['rotate']:g} deg/s" if m else "Motion: off (preset)")
 
 

@@ -111,7 +111,7 @@ class M2VSceneSettings(bpy.types.PropertyGroup):
     analysis_json: StringProperty(
         name="Analysis", default="", description="The last analysis: level curve, beats, device calibration (JSON)"
     )
-    # Footage & Motion (m2v_blender/footage.py turns these into engine flags).
+    # Footage & Motion (m2v_blender/footage_strip.py turns these into engine flags).
     footage_strip: StringProperty(
         name="Footage", description="Movie or image strip whose frames the generated images follow (empty: none)"
     )

@@ -21,7 +21,7 @@ FPS = float(NTSC)
 
 def test_footage_timing_from_a_strip_placement():
     from m2v_blender.errors import M2VError
-    from m2v_blender.footage import Placement, footage_timing, playback_rate
+    from m2v_blender.footage_strip import Placement, footage_timing, playback_rate
     from m2v_blender.timeline import StripTiming
 
     timing = StripTiming(frame_start=101, frame_final_start=149, frame_final_end=400, fps=FPS)
@@ -66,7 +66,7 @@ def test_blender_shows_the_frames_the_engine_picks(built, tmp_path, blender_pyth
         f"""
         import bpy, sys
         install({str(zip_path)!r})
-        footage = sys.modules["bl_ext.user_default.m2v.footage"]
+        footage = sys.modules["bl_ext.user_default.m2v.footage_strip"]
         panels = sys.modules["bl_ext.user_default.m2v.panels"]
         timeline = sys.modules["bl_ext.user_default.m2v.timeline"]
         sc = bpy.context.scene

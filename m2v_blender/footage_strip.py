@@ -151,7 +151,7 @@ def footage_strip(scene, name: str):
 def render_args(scene, song: StripTiming) -> tuple[list[str], int]:
     """Engine flags for the scene's footage strip (none without one), and the lowest channel for generated strips.
 
-    The pull, the carry-over and the motion are settings-table rows: ``presets.setting_args`` passes them."""
+    The pull, the carry-over and the motion are settings-table rows: ``flags.setting_args`` passes them."""
     st = scene.m2v
     if not st.footage_strip:
         return [], 0

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import bpy
 
-from . import adapters, footage, markers, preferences, presets, registry, timeline, vse
+from . import adapters, flags, footage_strip, markers, preferences, registry, timeline, vse
 from .contract import protocol, read_document
 from .engine_client import EngineJob
 from .errors import M2VError
@@ -28,8 +28,8 @@ def start_analyze(scene) -> EngineJob:
         f"{t1:.4f}",
         "--device",
         preferences.device(),
-        *presets.preset_args(st, adapters.scene_fps(scene)),
-        *presets.setting_args(st, "analyze", presets.conditions(st)),
+        *flags.preset_args(st, adapters.scene_fps(scene)),
+        *flags.setting_args(st, "analyze", flags.conditions(st)),
         "-o",
         str(out / "analysis.json"),
     ]
@@ -76,8 +76,8 @@ def start_render(scene, layout: bool = False, extra_model_args: list[str] | None
         ",".join(f"{b:.4f}" for b in bounds),
         "--device",
         preferences.device(),
-        *presets.preset_args(st, adapters.scene_fps(scene)),
-        *presets.setting_args(st, "plan", presets.conditions(st)),
+        *flags.preset_args(st, adapters.scene_fps(scene)),
+        *flags.setting_args(st, "plan", flags.conditions(st)),
         "--segment-settings",
         str(settings_path),
         "-o",
@@ -87,7 +87,7 @@ def start_render(scene, layout: bool = False, extra_model_args: list[str] | None
         lyr.write_text(timeline.lyrics_csv(entries), encoding="utf-8")
         plan_args += ["--lyrics", str(lyr)]
     # Footage and motion flags; generated strips go above the footage strip.
-    more, floor = footage.render_args(scene, timing) if not layout else ([], 0)
+    more, floor = footage_strip.render_args(scene, timing) if not layout else ([], 0)
     render_args = _render_args(st, out / ("layout" if layout else "frames"), layout, extra_model_args, bool(more))
     handle = _render_handler({"keys": set(), "timing": timing, "channel": floor, "chains": {}})
     return registry.start(scene, "render", [plan_args, render_args + more], handle)
@@ -96,8 +96,8 @@ def start_render(scene, layout: bool = False, extra_model_args: list[str] | None
 def _render_args(st, frames_dir: Path, layout: bool, extra_model_args, with_footage: bool) -> list[str]:
     """The ``render`` command: the preset, the settings the editor set, the models (not for a layout)."""
     args = ["render", str(frames_dir.parent / "plan.json"), "--out", str(frames_dir)]
-    args += presets.preset_args(st, None) + ["--device", preferences.device()]
-    args += presets.setting_args(st, "render", presets.conditions(st, layout, with_footage))
+    args += flags.preset_args(st, None) + ["--device", preferences.device()]
+    args += flags.setting_args(st, "render", flags.conditions(st, layout, with_footage))
     if layout:
         return args + ["--layout"]
     return args + ["--models", str(preferences.models_dir())] + list(extra_model_args or []) + preferences.ray_args()
