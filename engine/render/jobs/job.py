@@ -1,22 +1,31 @@
-"""The render job: the segments' images in order, through the writer, with resume points and progress.
+"""The render job: the producer's messages (:mod:`engine.render.jobs.produce`) routed to the writer, journal,
+manifest and progress.
 
 :func:`engine.render.jobs.loop.render` sets it up (keys, the folder's lock, the cache) and runs it;
-:class:`engine.render.jobs.ray_render.RayRenderJob` runs the same job's chains on Ray workers.
+:class:`engine.render.jobs.ray_render.RayRenderJob` routes the same messages, sent by Ray workers.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from engine.protocol import EXIT_CANCELLED, EXIT_OK, STATE_DIR, image_slots
+from engine.render.jobs.produce import (
+    ImageReady,
+    Message,
+    ResumePoint,
+    SegmentBegun,
+    SegmentFinished,
+    SegmentReused,
+    Stopped,
+    Warned,
+    Work,
+    produce,
+)
 from engine.stopping import hold_signals, on_stop_signals
 from engine.store.manifest import RenderStore, segment_folder
 from engine.store.snapshots import prune_snapshots
-from engine.store.writer import Clock, ImageWriter
+from engine.store.writer import ImageWriter
 
 
 class StopFlag:
@@ -36,27 +45,8 @@ class StopFlag:
         hold_signals()
 
 
-@dataclass
-class Work:
-    """What one segment needs: nothing (``first == images`` and done) or its images from ``first`` on."""
-
-    k: int
-    key: str
-    first: int
-    images: int
-    reused: bool
-
-
-class _Pending:
-    """An image whose pixels the next step decodes, and what must be written after it (in order)."""
-
-    def __init__(self, key: str, segment: int, record: dict, event: dict) -> None:
-        self.key, self.segment, self.record, self.event = key, segment, record, event
-        self.after: list = []
-
-
 class RenderJob:
-    """The loop over a plan's images, and the events and records around it."""
+    """A render of a plan's images into a folder: which segments need work, and where each message goes."""
 
     def __init__(self, plan, keys, store: RenderStore, source, progress, snapshot_every: float, cache_cap=None):
         self.plan, self.keys, self.store, self.source, self.progress = plan, keys, store, source, progress
@@ -67,7 +57,6 @@ class RenderJob:
         self.total = sum(int(s["images"]) for s in self.segs)
         self.done = 0
         self.t_images, self.n_images = 0.0, 0
-        self.pending: _Pending | None = None
         self.writer: ImageWriter | None = None
 
     def work(self) -> list[Work]:
@@ -103,105 +92,79 @@ class RenderJob:
         )
         with ImageWriter(self.store, self.progress, self.state_dir) as writer:
             self.writer = writer
-            cancelled = self._loop(todo, stop)
-            self._flush()
+            cancelled = self.render(todo, stop)
             writer.call(self._finish, cancelled)
         return EXIT_CANCELLED if cancelled else EXIT_OK
 
-    # ------------------------------------------------------------ ordering
+    def render(self, todo: list[Work], stop: StopFlag) -> bool:
+        """Produce the images here and route them; True when stopped before the end."""
+        stopped = False
+        for msg in produce(self.source, todo, self.keys, self.state_dir, self.snapshot_every, lambda: stop.stop):
+            stopped = self.route(msg) or stopped
+        return stopped
 
-    def _then(self, fn, *args, **kw) -> None:
-        """Run ``fn`` on the writer thread after every frame rendered so far, the pending one included."""
-        if self.pending is not None:
-            self.pending.after.append((fn, args, kw))
-        else:
-            self.writer.call(fn, *args, **kw)
+    # ------------------------------------------------------------ routing
 
-    def _resolve(self, rgb: np.ndarray) -> None:
-        """The pending frame's pixels have arrived: write it, then what waited for it."""
-        p, self.pending = self.pending, None
-        if p is None:
-            return
-        self.writer.image(p.key, p.segment, p.record, rgb, p.event)
-        for fn, args, kw in p.after:
-            self.writer.call(fn, *args, **kw)
+    def route(self, msg: Message) -> bool:
+        """Send one message where it goes, in order; True for :class:`Stopped`."""
+        w = self.writer
+        if isinstance(msg, ImageReady):
+            record, event = self._describe(msg)
+            if msg.png is not None:
+                w.encoded_frame(msg.key, msg.k, record, msg.png, msg.sha256, event)
+            else:
+                w.image(msg.key, msg.k, record, msg.rgb, event)
+        elif isinstance(msg, ResumePoint):
+            w.snapshot(msg.key, msg.images, msg.state)
+        elif isinstance(msg, SegmentBegun):
+            self.done += msg.first
+            w.call(self.store.begin, msg.k, msg.key, msg.images)
+            w.call(self._segment_start, msg)
+        elif isinstance(msg, SegmentFinished):
+            w.call(self.store.finish, msg.key)
+            w.call(self._segment_end, msg.k, False, self.done)
+        elif isinstance(msg, SegmentReused):
+            self.done += msg.images
+            w.call(self.store.use, msg.key)
+            w.call(self._segment_end, msg.k, True, self.done)
+        elif isinstance(msg, Warned):
+            w.emit("warning", message=msg.message)
+        return isinstance(msg, Stopped)
 
-    def _flush(self) -> None:
-        """Decode the pending frame now (before a jump of the latent, a cancel or the end)."""
-        if self.pending is not None:
-            self._resolve(self.source.decode())
-
-    # ------------------------------------------------------------ the loop
-
-    def _loop(self, todo: list[Work], stop: StopFlag) -> bool:
-        clock = Clock()
-        for w in todo:
-            if w.reused:
-                self.done += w.images
-                self._then(self.store.use, w.key)
-                self._then(self._segment_end, w.k, True, self.done)
-                continue
-            self.done += w.first
-            self._then(self.store.begin, w.k, w.key, w.images)
-            self._then(self._segment_start, w)
-            if w.first < w.images and self.source.stateful and not self.source.at(w.k, w.first):
-                self._flush()  # the latent is about to jump: the pending frame needs its own decode
-                self.source.seek(w.k, w.first, self.keys, self.state_dir, self._warn)
-            for i in range(w.first, w.images):
-                self._image(w, i)
-                if self.source.stateful and (stop.stop or clock.elapsed() >= self.snapshot_every):
-                    self.writer.snapshot(w.key, i + 1, self.source.state())
-                    clock.reset()
-                if stop.stop:
-                    return True
-            self._then(self.store.finish, w.key)
-            self._then(self._segment_end, w.k, False, self.done)
-        return False
-
-    def _segment_start(self, w: Work) -> None:
-        seg = self.segs[w.k]
+    def _segment_start(self, msg: SegmentBegun) -> None:
+        seg = self.segs[msg.k]
         self.progress.emit(
             "segment_start",
-            segment=w.k,
+            segment=msg.k,
             start=seg["start"],
             end=seg["end"],
-            images=w.images,
+            images=msg.images,
             steps=int(seg["steps"]),
-            resumed_at=w.first,
+            resumed_at=msg.first,
         )
 
-    def _image(self, w: Work, i: int) -> None:
-        t0 = time.monotonic()
-        rgb, loss = self.source.run_image(w.k, i)
-        self.t_images += time.monotonic() - t0
+    def _image_seconds(self, msg: ImageReady) -> None:
+        """Count the image's time for the ETA (here: its steps' own time)."""
+        self.t_images += msg.seconds
         self.n_images += 1
-        record, event = self._describe(w.k, w.key, i, loss, self.source.image_info(w.k, i))
-        frame = _Pending(w.key, w.k, record, event)
-        if self.source.lookahead:
-            self._resolve(rgb)  # the previous image, decoded by this image's first step
-            self.pending = frame
-        else:
-            self.pending = frame
-            self._resolve(rgb)
 
-    def _describe(self, k: int, key: str, i: int, loss: float | None, info: dict) -> tuple[dict, dict]:
-        """Image ``i`` of segment ``k`` is done: its manifest record and its ``image`` event (counts it)."""
+    def _describe(self, msg: ImageReady) -> tuple[dict, dict]:
+        """An image is out: its manifest record and its ``image`` event (counts it)."""
+        self._image_seconds(msg)
+        k, i, loss = msg.k, msg.i, msg.loss
         self.done += 1
         seg, n = self.segs[k], int(self.segs[k]["images"])
         record = {
             "index": i,
             "time": round(seg["start"] + i * (seg["end"] - seg["start"]) / n, 4),
-            "file": f"{segment_folder(k, key)}/frame_{i:05d}.png",
+            "file": f"{segment_folder(k, msg.key)}/frame_{i:05d}.png",
             **({"loss": round(loss, 6)} if loss is not None else {}),
-            **info,
+            **msg.info,
         }
         eta = (self.total - self.done) * self.t_images / max(1, self.n_images)
         event = {"segment": k, "index": i, "done": self.done, "total": self.total, "file": record["file"]}
         event.update(eta_s=round(eta, 1), **({"loss": round(loss, 5)} if loss is not None else {}))
         return record, event
-
-    def _warn(self, message: str) -> None:
-        self._then(self.progress.emit, "warning", message=message)
 
     def _segment_end(self, k: int, reused: bool, done: int) -> None:
         """(writer thread) The event the add-on turns into an image strip: everything it needs, no file to read."""

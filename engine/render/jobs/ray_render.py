@@ -1,11 +1,12 @@
 """``render --ray``: the plan's latent chains rendered as Ray tasks, written here by today's writer.
 
 Each Ray worker is an actor (:class:`ChainWorker`) that loads the models
-once and then runs whole chains (:class:`engine.render.jobs.chain_runner.ChainRunner`),
-streaming every finished image (PNG bytes, SHA-256, loss) and its resume
-points back to the driver. The driver (:class:`RayRenderJob`) writes them
-through the same writer, journal and manifest as a local render, so the
-folder, the events, cancel (exit 3) and resume are a local render's, and
+once and then runs whole chains through the render's one producer
+(:func:`engine.render.jobs.produce.produce`), streaming its messages back to
+the driver with every image already encoded (PNG bytes, SHA-256) and every
+resume point as bytes. The driver (:class:`RayRenderJob`) routes them as a
+local render routes its own, to the same writer, journal and manifest, so
+the folder, the events, cancel (exit 3) and resume are a local render's, and
 workers need no shared file system: only the models (and a footage file)
 at the same paths on every node.
 
@@ -24,16 +25,25 @@ import shutil
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from engine.errors import InputError
 from engine.models.factory import load_models, pick_device
 from engine.plan.chains import chain_spans
-from engine.render.jobs.chain_runner import ChainRunner
-from engine.render.jobs.job import RenderJob, Work
+from engine.render.jobs.job import RenderJob
+from engine.render.jobs.produce import (
+    ImageReady,
+    Message,
+    ResumePoint,
+    SegmentBegun,
+    SegmentFinished,
+    Work,
+    produce,
+)
 from engine.render.sources.model import ModelSource
-from engine.store.snapshots import latest_on_chain, list_snapshots, snapshot_name
+from engine.store.snapshots import encode_state, latest_on_chain, list_snapshots, snapshot_name
+from engine.store.writer import encode_image
 
 #: The Ray this engine is tested with (install/requirements-ray.txt).
 RAY_PIN = "ray==2.60.0"
@@ -126,8 +136,9 @@ class ChainWorker:
     def stop(self) -> None:
         self.stop_event.set()
 
-    def run_chain(self, todo: list, keys: list[str], snapshots: dict, snapshot_every: float):
-        """Stream a chain's messages (:mod:`engine.render.jobs.chain_runner`), resuming from the given resume points."""
+    def run_chain(self, todo: list[Work], keys: list[str], snapshots: dict, snapshot_every: float):
+        """Stream a chain's messages (:func:`engine.render.jobs.produce.produce`), resuming from the given resume
+        points; images and resume points travel encoded."""
         state_dir = Path(self.tmp) / "state"
         shutil.rmtree(state_dir, ignore_errors=True)
         state_dir.mkdir(parents=True)
@@ -135,9 +146,21 @@ class ChainWorker:
             (state_dir / name).write_bytes(data)
         self.source.pos = None  # a new chain: seek from its resume points
         try:
-            yield from ChainRunner(self.source, keys, state_dir, snapshot_every, self.stop_event).run(todo)
+            # A plain loop, not ``yield from``: Ray drives this generator with send().
+            for msg in produce(self.source, todo, keys, state_dir, snapshot_every, self.stop_event.is_set):
+                yield _for_transport(msg)
         finally:
             shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def _for_transport(msg: Message) -> Message:
+    """A message as it crosses to the driver: an image as PNG bytes and their SHA-256, a resume point as bytes."""
+    if isinstance(msg, ImageReady):
+        png, digest = encode_image(msg.rgb)
+        return replace(msg, rgb=None, png=png, sha256=digest)
+    if isinstance(msg, ResumePoint) and not isinstance(msg.state, bytes):
+        return replace(msg, state=encode_state(msg.state))
+    return msg
 
 
 def _node_ip() -> str:
@@ -174,14 +197,11 @@ class RayRenderJob(RenderJob):
         self.finished: set[int] = set()
         self.got: dict[int, set[int]] = {}
 
-    def _loop(self, todo: list[Work], stop) -> bool:
-        for w in todo:
-            if w.reused:
-                self.done += w.images
-                self.writer.call(self.store.use, w.key)
-                self.writer.call(self._segment_end, w.k, True, self.done)
-            else:
-                self.done += w.first
+    def render(self, todo: list[Work], stop) -> bool:
+        """Hand the chains to Ray workers and route what they send; True when stopped before the end."""
+        # The segments the folder holds already, through the same producer (it asks no source for them).
+        for msg in produce(None, [w for w in todo if w.reused], self.keys, self.state_dir, 0.0, lambda: False):
+            self.route(msg)
         chains = self._chains(todo)
         if not chains:
             return False
@@ -236,57 +256,50 @@ class RayRenderJob(RenderJob):
 
     # ------------------------------------------------------------ the driver's records of a chain
 
-    def remaining(self, chain: Chain) -> list[tuple[int, str, int, int]]:
-        """What is left of a chain: ``(segment, key, first image, images)`` for its unfinished segments."""
+    def remaining(self, chain: Chain) -> list[Work]:
+        """What is left of a chain: its unfinished segments, each from its first image not yet received."""
         out = []
         for w in chain.work:
             if w.k not in self.finished:
-                out.append((w.k, w.key, w.first + len(self.got.get(w.k, ())), w.images))
+                out.append(replace(w, first=w.first + len(self.got.get(w.k, ()))))
         return out
 
     def resume_points(self, chain: Chain) -> dict[str, bytes]:
         """The resume points a worker may need for what is left of ``chain`` (files by name)."""
 
         snaps, out = list_snapshots(self.state_dir), {}
-        for k, _key, first, _n in self.remaining(chain):
-            found = latest_on_chain(snaps, self.keys, k, first, first=chain.index)
+        for w in self.remaining(chain):
+            found = latest_on_chain(snaps, self.keys, w.k, w.first, first=chain.index)
             if found is not None:
                 out[found[1].path.name] = found[1].path.read_bytes()
         if chain.latest is not None:
             out[chain.latest[0]] = chain.latest[1]
         return out
 
-    def handle(self, chain: Chain, msg: tuple) -> None:
-        """Write what a worker sent, through the writer, as the local loop would."""
-
-        kind = msg[0]
-        if kind == "begin" and msg[1] not in self.begun:
-            k, first = msg[1], msg[2]
-            self.begun.add(k)
-            n = int(self.segs[k]["images"])
-            self.writer.call(self.store.begin, k, self.keys[k], n)
-            self.writer.call(self._segment_start, Work(k, self.keys[k], first, n, False))
-        elif kind == "frame":
-            _, k, key, i, png, digest, loss, info = msg
-            if i in self.got.setdefault(k, set()):
+    def take(self, chain: Chain, msg: Message) -> None:
+        """Route what a worker sent, as a local render routes its own; what a retried chain sends again is
+        dropped (a segment begun or finished, an image already written)."""
+        if isinstance(msg, SegmentBegun):
+            if msg.k in self.begun:
                 return
-            self.got[k].add(i)
-            self.n_images += 1
-            self.t_images = time.monotonic() - self.t_start
-            record, event = self._describe(k, key, i, loss, info)
-            self.writer.encoded_frame(key, k, record, png, digest, event)
-        elif kind == "snapshot":
-            _, key, images, data = msg
-            self.writer.snapshot(key, images, data)
-            chain.latest = (snapshot_name(key, images), data)
-        elif kind == "finish" and msg[1] not in self.finished:
-            self.finished.add(msg[1])
-            self.writer.call(self.store.finish, self.keys[msg[1]])
-            self.writer.call(self._segment_end, msg[1], False, self.done)
-        elif kind == "warning":
-            self.writer.emit("warning", message=msg[1])
-        elif kind == "event":
-            self.writer.emit(msg[1], **msg[2])
+            self.begun.add(msg.k)
+        elif isinstance(msg, ImageReady):
+            got = self.got.setdefault(msg.k, set())
+            if msg.i in got:
+                return
+            got.add(msg.i)
+        elif isinstance(msg, SegmentFinished):
+            if msg.k in self.finished:
+                return
+            self.finished.add(msg.k)
+        elif isinstance(msg, ResumePoint):
+            chain.latest = (snapshot_name(msg.key, msg.images), msg.state)
+        self.route(msg)
+
+    def _image_seconds(self, msg: ImageReady) -> None:
+        """Count the image's time for the ETA (with Ray: the time since the chains started, as images arrive)."""
+        self.n_images += 1
+        self.t_images = time.monotonic() - self.t_start
 
 
 class _Driver:
@@ -315,10 +328,12 @@ class _Driver:
                 chain, msg = self.inbox.get(timeout=0.2)
             except queue.Empty:
                 continue
-            if msg[0] == "exit":
+            if isinstance(msg, tuple) and msg[0] == "exit":
                 self._exit(chain, msg[1])
+            elif isinstance(msg, tuple):  # ("event", name, fields): the driver's own news of a chain
+                self.job.writer.emit(msg[1], **msg[2])
             else:
-                self.job.handle(chain, msg)
+                self.job.take(chain, msg)
         return self.stopping
 
     def _start(self, chain: Chain, actor) -> None:
@@ -376,6 +391,6 @@ class _Driver:
         if chain.attempts > job.options.retries:
             raise RuntimeError(f"chain {chain.index}: its worker died {chain.attempts} times ({error})")
         left = job.remaining(chain)
-        at = left[0] if left else (chain.index, "", 0, 0)
-        job.writer.emit("chain_retry", chain=chain.index, segment=at[0], index=at[2], reason=type(error).__name__)
+        at = (left[0].k, left[0].first) if left else (chain.index, 0)
+        job.writer.emit("chain_retry", chain=chain.index, segment=at[0], index=at[1], reason=type(error).__name__)
         self.todo.insert(0, chain)
