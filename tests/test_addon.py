@@ -194,7 +194,7 @@ def test_render_with_models_cancel_resume_and_pump(built, song, tmp_path, small_
         for f in (strip.frame_final_start + 120, strip.frame_final_start + 240):
             scene.timeline_markers.new("m2v S0%d" % (f // 120), frame=f)
         extra = {model_args(small_models)!r}
-        m2v.commands.start_render(scene, layout=False, extra_model_args=extra)
+        m2v.jobs.start_render(scene, layout=False, extra_model_args=extra)
         seen = []
         # The pump step, driven directly: events arrive, strips appear segment by segment.
         while not any(e.get("event") == "segment_end" for e in seen):
@@ -359,7 +359,7 @@ def test_undo_check_offline_refusal_and_file_close(built, song, tmp_path, small_
             except RuntimeError as e:
                 emit(step="offline", error=str(e))
         # The timer callback a window would run, called by hand (timers never fire here).
-        m2v.commands.start_render(scene, layout=True)
+        m2v.jobs.start_render(scene, layout=True)
         tick = m2v.registry._timer_for(scene.name)
         ticks = 0
         while tick() is not None:
@@ -372,7 +372,7 @@ def test_undo_check_offline_refusal_and_file_close(built, song, tmp_path, small_
         # Closing the file stops a running engine: no orphaned process.
         strip = [s for s in all_strips(scene) if s.type == "SOUND"][0]
         scene.m2v.width = scene.m2v.height = 32
-        job = m2v.commands.start_render(scene, layout=False, extra_model_args={model_args(small_models)!r})
+        job = m2v.jobs.start_render(scene, layout=False, extra_model_args={model_args(small_models)!r})
         pid = job.proc.pid
         bpy.ops.wm.read_homefile()
         time.sleep(0.5)

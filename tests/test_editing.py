@@ -97,7 +97,7 @@ def test_prompt_and_take_rerender_from_their_segment_on(built, song, tmp_path, s
         extra = {model_args(small_models)!r}
 
         def render():
-            m2v.commands.start_render(scene, layout={layout!r}, extra_model_args=extra)
+            m2v.jobs.start_render(scene, layout={layout!r}, extra_model_args=extra)
             job = m2v.registry.run_to_end(scene)
             assert job.returncode == 0, (job.error, st.status)
             ends = [e for e in job.events if e["event"] == "segment_end"]
