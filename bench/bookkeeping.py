@@ -364,7 +364,11 @@ def run_render(plan_path: Path, out_dir: Path, step_ms: float, snapshot_every: f
     from engine.plan.build import load_plan
     from engine.progress import Progress
     from engine.protocol import LOCK_FILE
-    from engine.render.jobs.loop import RenderJob, RenderSettings, StopFlag, load_plan_song, segment_keys
+    from engine.render.jobs.job import RenderJob
+    from engine.render.jobs.keys import segment_keys
+    from engine.render.jobs.loop import load_plan_song
+    from engine.settings import RenderSettings
+    from engine.stopping import StopFlag
     from engine.store.manifest import RenderStore
 
     settings = RenderSettings(width=512, height=512)

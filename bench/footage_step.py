@@ -27,10 +27,10 @@ def full_models(device):
     """The official architectures with random weights, the VQGAN's encoder attached."""
     import torch
 
+    from engine.models.architectures import OFFICIAL_VQGAN, official_models
     from engine.models.factory import Models
     from engine.models.vqgan import VQGANEncoder, parse_config
     from engine.models.wav2clip import Wav2CLIP
-    from engine.render.step.estimate import OFFICIAL_VQGAN, official_models
 
     vq, clip = official_models(device)
     vq.attach_encoder(VQGANEncoder(parse_config(OFFICIAL_VQGAN)))
@@ -61,8 +61,8 @@ def main() -> None:
     from engine.analysis.synth import Section, synth_song
     from engine.files import write_json_atomic
     from engine.plan.build import plan_from_boundaries
-    from engine.render.jobs.loop import RenderSettings
     from engine.render.sources.model import ModelSource
+    from engine.settings import RenderSettings
     from tests.conftest import write_song
     from tests.footage_media import write_movie
 

@@ -31,8 +31,8 @@ class RandomWeights:
     """The official architectures with random weights, shaped like :class:`engine.models.factory.Models`."""
 
     def __init__(self, device) -> None:
+        from engine.models.architectures import official_models
         from engine.models.wav2clip import Wav2CLIP
-        from engine.render.step.estimate import official_models
 
         self.vqgan, self.clip = official_models(device)
         self.audio = Wav2CLIP().eval().requires_grad_(False).to(device)
@@ -58,7 +58,8 @@ def main() -> None:
     from engine.plan.build import analyze
     from engine.progress import Collect
     from engine.protocol import PRESETS
-    from engine.render.jobs.loop import RenderSettings, render
+    from engine.render.jobs.loop import render
+    from engine.settings import RenderSettings
 
     dev = pick_device(args.device)
     t0 = time.perf_counter()

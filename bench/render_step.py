@@ -65,8 +65,8 @@ def make_variant(name: str, vq, clip, size: int, cutn: int, device):
     from reference_step import authors_precision, reference_step, set_tf32
 
     from engine.models.vqgan import use_fused_activation
-    from engine.render.jobs.loop import RenderSettings
     from engine.render.step.optimize import Optimizer
+    from engine.settings import RenderSettings
 
     target = torch.nn.functional.normalize(torch.randn(clip.embed_dim, device=device), dim=-1)
     precision = "mixed" if name == "mixed" else "fp32"
@@ -101,7 +101,7 @@ def run_variants(names, rounds: int, device_name: str, size: int, cutn: int) -> 
 
     import torch
 
-    from engine.render.step.estimate import official_models
+    from engine.models.architectures import official_models
 
     device = torch.device(device_name)
     vq, clip = official_models(device)
@@ -145,8 +145,8 @@ def loss_curves(steps: int = 20, prompt: str = "a red balloon over the sea", con
 
     from engine.models.clip_guide import load_clip
     from engine.models.vqgan import load_vqgan, use_fused_activation
-    from engine.render.jobs.loop import RenderSettings
     from engine.render.step.optimize import Optimizer
+    from engine.settings import RenderSettings
     from tests.small_models import write_clip, write_vqgan
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -135,6 +135,8 @@ EVENTS: dict[str, tuple[str, ...]] = {
     "warning": ("message",),
     "error": ("message", "code"),
 }
+#: The engine's global flag that makes every command speak these events (the add-on's mode).
+EVENTS_FLAG = "--events"
 #: Events the add-on makes itself (process exit, a non-JSON line): never printed by the engine.
 CLIENT_EXIT = "client.exit"
 CLIENT_OUTPUT = "client.output"

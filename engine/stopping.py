@@ -1,10 +1,22 @@
-"""How the engine's process ends: with its own exit code, whatever a signal or a library did before."""
+"""How the engine stops and ends: the one owner of stop signals and exit codes.
+
+Every command runs under :func:`guarded` (SIGINT and SIGTERM interrupt it, exit 130, nothing left behind) and
+ends through :func:`quiet_exit` (``python -m engine``); an error becomes its exit code in :func:`failure` (2 for
+bad input, 1 for a bug); a render installs a :class:`StopFlag` instead (finish the image, save, exit 3:
+:func:`render_code`), and so does the Ray driver, again after Ray installed its own handlers. The codes
+themselves are the contract's (:mod:`engine.protocol`), read by the add-on.
+"""
 
 from __future__ import annotations
 
+import importlib
 import signal
 import sys
 import threading
+from collections.abc import Callable
+
+from engine.errors import InputError
+from engine.protocol import EXIT_CANCELLED, EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK
 
 #: Seconds after which a stop signal that arrived during an import is delivered again.
 REDELIVER_S = 0.05
@@ -94,3 +106,74 @@ def quiet_exit(code: int) -> None:
     hold_signals()
     forget_library_interrupts()
     sys.exit(code)
+
+
+def interrupts() -> None:
+    """SIGTERM (and Windows' SIGBREAK) stop a command as SIGINT does: a clean exit that leaves nothing behind."""
+    on_stop_signals(interrupt_outside_imports)
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM: the render finishes the current image, saves, and exits (:func:`render_code`)."""
+
+    def __init__(self) -> None:
+        self.stop = False
+
+    def install(self) -> None:
+        def handler(signum, frame):  # noqa: ARG001
+            self.stop = True
+
+        on_stop_signals(handler)
+
+    def ignore(self) -> None:
+        """After the final event a late cancel has nothing left to stop: the exit code stays the render's."""
+        hold_signals()
+
+
+def render_code(cancelled: bool) -> int:
+    """A render's exit code: 3 when it was stopped before the end (every finished frame kept), else 0."""
+    return EXIT_CANCELLED if cancelled else EXIT_OK
+
+
+def failure(error: BaseException) -> tuple[int, str | None]:
+    """The exit code an error ends a command with, and its message for the user (``None``: a bug, exit 1).
+
+    Bad input (an :class:`~engine.errors.InputError`, a path the user gave that cannot be read or written, a
+    command line the parser refused) is exit 2 with one line naming the file or flag.
+    """
+    if isinstance(error, SystemExit):  # argparse: --help and --version end well, a usage error is bad input
+        return (EXIT_OK if error.code in (0, None) else EXIT_INPUT), None
+    if isinstance(error, InputError):
+        return EXIT_INPUT, str(error)
+    if isinstance(error, OSError) and error.filename is not None:
+        return EXIT_INPUT, f"{error.filename}: {error.strerror or error}"
+    return EXIT_INTERNAL, None
+
+
+def guarded(command: Callable[[], int], cleanup: Callable[[], None]) -> int:
+    """Run ``command`` as a stoppable command: a stop signal interrupts it (outside imports), ``cleanup`` undoes what
+    it created, and the exit code is 130; a signal put off during an import still stops a command that ended first.
+    """
+    interrupts()
+    try:
+        code = command()
+        if stop_deferred():  # asked to stop during an import, and ended before the signal came again
+            raise KeyboardInterrupt
+        return code
+    except KeyboardInterrupt:
+        hold_signals()  # a second signal must not cut the cleanup short
+        cleanup()
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def entry(module: str, name: str) -> None:
+    """``python -m engine``: import ``module`` and run its ``name()`` under the stop rules, then end the process with
+    its code (a stop signal while importing is exit 130 too)."""
+    interrupts()
+    try:
+        code = getattr(importlib.import_module(module), name)()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        code = EXIT_INTERRUPTED
+    quiet_exit(code)

@@ -1,9 +1,11 @@
-"""The editor's preset and the engine flags the editor's settings stand for.
+"""The engine flags the editor's settings stand for, and the preset they start from.
 
 No bpy: ``st`` is anything with the settings' attributes (``scene.m2v`` in
-Blender), so the flag building is tested without Blender. The flags come from
-the settings table (``engine/settings_table.py``): each row the add-on shows
-says when its flag is passed (``UI.when``).
+Blender), so the flag building is tested without Blender. Every flag comes
+from a row of the settings table (``engine/settings_table.py``): each row the
+add-on shows says when its flag is passed (``UI.when``), and the flags the
+add-on passes itself (files, spans, the preset) are made from their rows too
+(:func:`flag`).
 """
 
 from __future__ import annotations
@@ -11,17 +13,20 @@ from __future__ import annotations
 from .contract import protocol, settings_table
 
 
+def flag(name: str, value) -> list[str]:
+    """The command-line words of setting ``name`` at ``value`` (its row's flag; nothing for an unset switch)."""
+    return settings_table.flag_words(settings_table.row(name), value)
+
+
+def custom_rows() -> list:
+    """The rows the Custom preset lets the editor set (``UI.when`` holds ``custom``)."""
+    return [r for r in settings_table.SETTINGS if r.ui is not None and "custom" in r.ui.when]
+
+
 def effective(st) -> dict:
     """The values a render will use: the preset's (Auto: what the last Analyze chose), or the Custom fields."""
     if st.preset == "custom":
-        return {
-            "granularity": st.granularity,
-            "min_rate": st.min_rate,
-            "max_rate": st.max_rate,
-            "size": (st.width, st.height),
-            "cutouts": st.cutouts,
-            "cutout_method": st.cut_method,
-        }
+        return {row.name: row_value(st, row) for row in custom_rows()}
     return dict(protocol.PRESETS[preset_in_use(st)])
 
 
@@ -39,20 +44,28 @@ def row_value(st, row):
     return tuple(value) if row.nargs == 2 else value
 
 
-def setting_args(st, command: str, conditions: set[str]) -> list[str]:
-    """Flags for every table row ``command`` takes that the add-on shows on the scene and whose ``when`` holds.
+def setting_args(st, command: str, conditions: set[str], preferences: dict | None = None) -> list[str]:
+    """Flags for every table row ``command`` takes that the add-on shows and whose ``when`` holds.
 
-    ``conditions``: what holds now, of ``custom``, ``footage``, ``motion``, ``model`` (``given`` is checked
-    per value: a non-empty one).
+    ``st``: the scene's settings; ``preferences``: the values of the rows the preferences own (the device, with
+    its environment override). ``conditions``: what holds now, of ``custom``, ``footage``, ``motion``, ``model``
+    (``given`` is checked per value: a non-empty one).
     """
     out: list[str] = []
     for row in settings_table.for_command(command):
-        if row.ui is None or row.ui.owner != "scene":
+        if row.ui is None or "never" in row.ui.when:
             continue
-        value = row_value(st, row)
+        if row.ui.owner == "preferences":
+            if preferences is None or row.name not in preferences:
+                continue
+            value = preferences[row.name]
+        elif row.ui.owner == "scene":
+            value = row_value(st, row)
+        else:
+            continue
         held = conditions | ({"given"} if value not in (None, "") else set())
         if all(w in held for w in row.ui.when):
-            out += settings_table.flag_words(row, value)
+            out += settings_table.flag_words(row, row.ui.flag_values.get(value, value))
     return out
 
 
@@ -70,7 +83,8 @@ def conditions(st, layout: bool = False, footage: bool = False) -> set[str]:
 
 def preset_args(st, fps: float | None) -> list[str]:
     """``--preset`` (Custom: the draft preset's, every value the editor set overriding it) and ``--fps``."""
-    out = ["--preset", "draft" if st.preset == "custom" else st.preset]
+    row = settings_table.row("preset")
+    out = settings_table.flag_words(row, row.ui.flag_values.get(st.preset, st.preset))
     if fps is not None:
-        out += ["--fps", repr(float(fps))]
+        out += flag("fps", fps)
     return out

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import vse
+from . import flags, vse
 from .contract import protocol
 from .errors import M2VError
 from .timeline import StripTiming
@@ -119,25 +119,15 @@ def footage_args(scene, strip, song: StripTiming) -> list[str]:
             extra = []
         else:
             path = image_sequence(directory, names)
-            extra = ["--footage-fps", repr(scene_fps)]
+            extra = flags.flag("footage_fps", scene_fps)
         placement = Placement(**common, media_fps=scene_fps, rate=1.0)
     else:
         raise M2VError(
             f"the footage strip {strip.name!r} is a {strip.type.lower()} strip: choose a movie or image strip"
         )
-    offset, speed, (a, b) = footage_timing(song, placement)
-    return [
-        "--footage",
-        str(path),
-        "--footage-offset",
-        repr(offset),
-        "--footage-speed",
-        repr(speed),
-        "--footage-span",
-        repr(a),
-        repr(b),
-        *extra,
-    ]
+    offset, speed, span = footage_timing(song, placement)
+    timing = [*flags.flag("footage_offset", offset), *flags.flag("footage_speed", speed)]
+    return [*flags.flag("footage", path), *timing, *flags.flag("footage_span", span), *extra]
 
 
 def footage_strip(scene, name: str):

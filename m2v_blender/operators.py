@@ -9,7 +9,7 @@ from pathlib import Path
 import bpy
 from bpy.props import BoolProperty, IntProperty, StringProperty
 
-from . import jobs, markers, preferences, registry, timeline
+from . import flags, jobs, markers, preferences, registry, timeline
 from .contract import engine_root, protocol
 from .engine_client import EngineJob
 from .errors import M2VError
@@ -288,7 +288,7 @@ class M2V_OT_fetch_models(bpy.types.Operator):
     def execute(self, context):
         if not _online(self):
             return {"CANCELLED"}
-        argv = ["models", "fetch", "--models", str(preferences.models_dir(context))]
+        argv = ["models", "fetch", *flags.flag("models", preferences.models_dir(context))]
         return _tool_job(self, context, "fetch", preferences.engine_python(context), [argv], module=True)
 
 
@@ -314,7 +314,7 @@ class M2V_OT_check_engine(bpy.types.Operator):
             elif ev["event"] == protocol.CLIENT_EXIT and ev["code"] != protocol.EXIT_OK and p:
                 p.check_result = "the engine environment is broken: see check.log beside it"
 
-        argv = ["info", "--models", str(preferences.models_dir(context))]
+        argv = ["info", *flags.flag("models", preferences.models_dir(context))]
         return _tool_job(self, context, "check", python, [argv], module=True, on_event=on_event)
 
 

@@ -189,7 +189,7 @@ def test_render_with_models_cancel_resume_and_pump(built, song, tmp_path, small_
         scene.m2v.preset = "custom"
         scene.m2v.width = scene.m2v.height = 32
         scene.m2v.min_rate, scene.m2v.max_rate = 1.0, 2.0
-        scene.m2v.cut_method = "crops"
+        scene.m2v.cutout_method = "crops"
         scene.m2v.precision = "fp32"
         for f in (strip.frame_final_start + 120, strip.frame_final_start + 240):
             scene.timeline_markers.new("m2v S0%d" % (f // 120), frame=f)

@@ -90,7 +90,7 @@ def test_prompt_and_take_rerender_from_their_segment_on(built, song, tmp_path, s
         st.preset = "custom"
         st.width = st.height = 32
         st.min_rate, st.max_rate = 1.0, 2.0
-        st.cut_method = "crops"
+        st.cutout_method = "crops"
         st.snap_cuts = False
         for f in (90, 180, 270):
             scene.timeline_markers.new("m2v S0%d" % (f // 90 + 1), frame=strip.frame_final_start + f)

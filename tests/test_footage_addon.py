@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.render.sources.footage import Footage, FootageTiming
+from engine.render.sources.footage import Footage
+from engine.settings import RenderSettings
 from tests.footage_media import footage_frame, nearest_frame, write_movie
 from tests.test_addon import BLENDERS, blender, blender_python, built, needs_sound, song  # noqa: F401
 
@@ -109,8 +110,10 @@ def test_blender_shows_the_frames_the_engine_picks(built, tmp_path, blender_pyth
     res = res[0]
     song_time = lambda f: (f - 101) / FPS  # noqa: E731
     for name, args in res["args"].items():
-        timing = FootageTiming(
-            _flag(args, "--footage-offset"), _flag(args, "--footage-speed"), _flag(args, "--footage-span", 2)
+        timing = RenderSettings(
+            footage_offset=_flag(args, "--footage-offset"),
+            footage_speed=_flag(args, "--footage-speed"),
+            footage_span=_flag(args, "--footage-span", 2),
         )
         foot = Footage(args[args.index("--footage") + 1])
         for f in frames:
@@ -147,7 +150,7 @@ def test_footage_render_aligned_above_a_trimmed_offset_movie(built, song, tmp_pa
         st.preset = "custom"
         st.width = st.height = 32
         st.min_rate, st.max_rate = 6.0, 8.0
-        st.cut_method = "crops"
+        st.cutout_method = "crops"
         st.cutouts = 8
         st.footage_strip = "footage"
         st.footage_blend, st.init_weight = 0.3, 100.0

@@ -84,7 +84,7 @@ def test_an_unchanged_movie_decodes_nothing_for_its_keys(plan4, small_models, tm
     def keys():
         src = ModelSource(p, settings, models, song, pick_device("cpu"))
         try:
-            return segment_keys(p, song, settings, src.ids(), src.key_extras)
+            return segment_keys(p, song, settings, src.ids(), src.key_content)
         finally:
             src.close()
 

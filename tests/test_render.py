@@ -189,7 +189,7 @@ def test_cancel_and_crash_then_resume_equal_an_uninterrupted_render(tmp_path, so
     total = sum(s["images"] for s in plan["segments"])
 
     out = tmp_path / "resumed"
-    extra = ("--precision", precision, "--cut-method", cut)
+    extra = ("--precision", precision, "--cutout-method", cut)
     proc = _engine_render(plan_path, out, small_models, extra)
     _, rest = _stop_after(proc, 5, signal.SIGINT)
     assert proc.returncode == EXIT_CANCELLED
@@ -228,7 +228,7 @@ def test_moving_one_boundary_rerenders_from_that_segment_only(tmp_path, song, sm
     q = Quiet()
     assert render(a_path, out, _settings(), _loader(small_models, a_path, out), q) == 0
     assert all(e["reused"] for e in q.events if e["event"] == "segment_end")  # back to the first plan: no render
-    assert render(b_path, out, _settings(), _loader(small_models, b_path, out), Quiet(), cache_cap_bytes=0) == 0
+    assert render(b_path, out, _settings(), _loader(small_models, b_path, out), Quiet(), cache_cap_mb=0) == 0
     assert not (out / before_dirs[2]).exists() and (out / before_dirs[0]).exists()
     # Nothing after the change is stale: a fresh render of the moved plan gives the same frames.
     fresh = tmp_path / "fresh"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.analysis.audio import _quiet_stderr, _read_native
+from engine.analysis.audio import quiet_stderr, read_native
 from engine.errors import InputError
 from engine.files import (
     check_input_file,
@@ -138,7 +138,7 @@ def _song_audio(song_path: str, span: tuple[float, float]) -> tuple[np.ndarray, 
 
     check_input_file(song_path, "song")
     try:
-        with _quiet_stderr():
+        with quiet_stderr():
             info = sf.info(song_path)
             return sf.read(
                 song_path,
@@ -148,7 +148,7 @@ def _song_audio(song_path: str, span: tuple[float, float]) -> tuple[np.ndarray, 
                 always_2d=True,
             )
     except Exception:  # noqa: BLE001 - not for libsndfile: the analysis's decoders, or an error naming the song
-        data, sr = _read_native(Path(song_path))
+        data, sr = read_native(Path(song_path))
         return data[int(span[0] * sr) : int(span[1] * sr)], sr
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.protocol import EXIT_CANCELLED, EXIT_OK, STATE_DIR, image_slots
+from engine.protocol import STATE_DIR, image_slots
 from engine.render.jobs.produce import (
     ImageReady,
     Message,
@@ -22,27 +22,10 @@ from engine.render.jobs.produce import (
     Work,
     produce,
 )
-from engine.stopping import hold_signals, on_stop_signals
+from engine.stopping import StopFlag, render_code
 from engine.store.manifest import RenderStore, segment_folder
 from engine.store.snapshots import prune_snapshots
 from engine.store.writer import ImageWriter
-
-
-class StopFlag:
-    """Set by SIGINT/SIGTERM: the render finishes the current image, saves, and exits."""
-
-    def __init__(self) -> None:
-        self.stop = False
-
-    def install(self) -> None:
-        def handler(signum, frame):  # noqa: ARG001
-            self.stop = True
-
-        on_stop_signals(handler)
-
-    def ignore(self) -> None:
-        """After the final event a late cancel has nothing left to stop: the exit code stays the render's."""
-        hold_signals()
 
 
 class RenderJob:
@@ -94,7 +77,7 @@ class RenderJob:
             self.writer = writer
             cancelled = self.render(todo, stop)
             writer.call(self._finish, cancelled)
-        return EXIT_CANCELLED if cancelled else EXIT_OK
+        return render_code(cancelled)
 
     def render(self, todo: list[Work], stop: StopFlag) -> bool:
         """Produce the images here and route them; True when stopped before the end."""

@@ -12,9 +12,7 @@ CPU.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import asdict, field, make_dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -23,73 +21,12 @@ from engine.files import FolderLock, check_output_dir, file_sha256, make_dirs, r
 from engine.plan.chains import chain_starts
 from engine.plan.schema import load_plan
 from engine.progress import Progress
-from engine.protocol import (
-    AUDIO_RATE,
-    CUTOUT_IMPL,
-    JOURNAL_FILE,
-    LOCK_FILE,
-    MANIFEST_FILE,
-    SEGMENT_DIR_PREFIX,
-    STATE_DIR,
-)
-from engine.render.jobs.job import RenderJob, StopFlag, Work  # noqa: F401 - StopFlag, Work: this module's interface
-from engine.settings_check import check_fields
-from engine.settings_table import per_segment_fields, record_names, render_fields
-from engine.store.manifest import RenderStore, segment_key
-from engine.store.snapshots import DEFAULT_INTERVAL
-
-
-class _RenderSettingsMethods:
-    """What ``RenderSettings`` does; its fields and defaults are the settings table's ``render`` rows."""
-
-    def validate(self) -> None:
-        """Every value in its row's range (:mod:`engine.settings_check`); raises InputError naming the flag."""
-        check_fields(self, "render")
-        self.footage_timing().validate()
-        if self.footage is not None and not Path(self.footage).expanduser().exists():
-            raise InputError("--footage not found", self.footage)
-        self.motion().validate()
-
-    def footage_timing(self):
-        from engine.render.sources.footage import FootageTiming
-
-        span = tuple(self.footage_span) if self.footage_span is not None else None
-        return FootageTiming(offset=self.footage_offset, speed=self.footage_speed, span=span)
-
-    def motion(self):
-        from engine.render.sources.motion import MotionSettings
-
-        return MotionSettings(zoom=self.zoom, rotate=self.rotate, shift=tuple(self.shift), drive=self.motion_drive)
-
-    @property
-    def needs_encoder(self) -> bool:
-        """Footage or motion turn pictures into latents: the VQGAN's encoder is loaded for them only."""
-        return not self.layout and (self.footage is not None or self.motion().active)
-
-    def key_fields(self) -> dict:
-        """What every segment's key holds. Footage and motion enter per segment instead (:func:`segment_keys`):
-        the frames and moves a segment uses, so a changed footage strip re-renders from what it covers on, and
-        a render without them keeps the keys it always had."""
-        return {k: v for k, v in self.record().items() if k not in _PER_SEGMENT_RECORDED}
-
-    def record(self) -> dict:
-        """Every setting, for the manifest (under its recorded name: the manifest and the keys are a format)."""
-        return {RECORD_NAMES.get(k, k): v for k, v in asdict(self).items()}
-
-
-#: Everything a user controls that changes the frames (all recorded in the manifest and the cache keys): one
-#: field per ``render`` row of :mod:`engine.settings_table`, in its order (the keys depend on it).
-RenderSettings = make_dataclass(
-    "RenderSettings",
-    [(name, Any, field(default=default)) for name, default in render_fields()],
-    bases=(_RenderSettingsMethods,),
-    namespace={"__module__": __name__, "__doc__": _RenderSettingsMethods.__doc__},
-)
-
-#: Settings that enter the cache keys per segment (as the footage frames and motion each segment uses).
-PER_SEGMENT_FIELDS = per_segment_fields()
-RECORD_NAMES = record_names()
-_PER_SEGMENT_RECORDED = {RECORD_NAMES.get(f, f) for f in PER_SEGMENT_FIELDS}
+from engine.protocol import AUDIO_RATE, JOURNAL_FILE, LOCK_FILE, MANIFEST_FILE, SEGMENT_DIR_PREFIX, STATE_DIR
+from engine.render.jobs.job import RenderJob
+from engine.render.jobs.keys import segment_keys
+from engine.settings import JobSettings, RenderSettings
+from engine.stopping import StopFlag
+from engine.store.manifest import RenderStore
 
 
 def load_plan_song(plan: dict, progress) -> np.ndarray:
@@ -108,47 +45,6 @@ def load_plan_song(plan: dict, progress) -> np.ndarray:
             song_path,
         )
     return song.y
-
-
-def segment_keys(
-    plan: dict, song_16k: np.ndarray, settings: RenderSettings, model_ids: dict, extras=None, starts=(0,)
-) -> list[str]:
-    """The chained cache key of every segment (see :mod:`engine.store.manifest`).
-
-    ``extras(k)`` adds what only the frame source knows about segment ``k`` (the footage frames and the
-    motion it uses); a segment it adds nothing to keeps the key it had without footage and motion.
-    ``starts`` are the latent chains' first segments (:mod:`engine.plan.chains`): a chain start's key holds its
-    index instead of the previous key, so a moved chain start re-renders only the chains it touches.
-    """
-    from engine.render.step.guidance import audio_digest
-
-    keys, prev = [], None
-    for k, seg in enumerate(plan["segments"]):
-        parts = [
-            [round(float(p["start"]), 4), round(float(p["end"]), 4), p["kind"], p.get("text")]
-            + ([audio_digest(song_16k, p["start"], p["end"])] if p["kind"] == "audio" else [])
-            for p in seg["parts"]
-        ]
-        payload = {
-            "start": round(float(seg["start"]), 4),
-            "end": round(float(seg["end"]), 4),
-            "steps": int(seg["steps"]),
-            "images": int(seg["images"]),
-            "parts": parts,
-            "prompt": seg.get("prompt"),
-            "prompt_weight": float(seg.get("prompt_weight", 1.0)),
-            "take": int(seg.get("take", 0)),
-            "settings": settings.key_fields(),
-            "models": model_ids,
-            "cutouts": CUTOUT_IMPL,  # frames from another cutout implementation are not reused
-        }
-        if extras is not None:
-            payload.update(extras(k))
-        if k > 0 and k in starts:
-            payload["chain_start"], prev = k, None
-        prev = segment_key(payload, prev)
-        keys.append(prev)
-    return keys
 
 
 def make_source(plan: dict, settings: RenderSettings, models, song_16k: np.ndarray, device: str, progress):
@@ -178,70 +74,61 @@ def render(
     models=None,
     progress: Progress | None = None,
     stop: StopFlag | None = None,
-    device: str = "auto",
-    snapshot_every: float = DEFAULT_INTERVAL,
-    cache_cap_bytes: int | None = None,
-    chains: int | None = None,
-    chain_at: list[float] | None = None,
-    ray=None,
+    job: JobSettings | None = None,
+    **job_values,
 ) -> int:
     """Render a plan into ``out_dir``; returns an exit code (0 done, 3 cancelled).
 
     Parameters
     ----------
+    settings : RenderSettings
+        What the frames depend on.
     models : engine.models.factory.Models, optional
-        Loaded models (not needed for ``settings.layout``; with ``ray``, the paths are what counts).
-    chains, chain_at : optional
-        Split the song into latent chains (:func:`engine.plan.chains.chain_starts`; default: the plan's marks).
-    ray : engine.render.jobs.ray_render.RayOptions, optional
-        Render the chains as Ray tasks (:mod:`engine.render.jobs.ray_render`) instead of here, one after another.
-    snapshot_every : float
-        Seconds of rendering between resume points.
-    cache_cap_bytes : int, optional
-        Frames of segments the plan no longer uses (earlier takes, moved cuts) kept on disk, at most
-        (default: as much as the plan's own frames, and at least 1 GiB).
+        Loaded models (not needed for ``settings.layout``; with Ray, the paths are what counts).
+    job : JobSettings, optional
+        How the render runs, or its values as keywords (``device``, ``chains``, ``chain_at``, ``ray``,
+        ``ray_workers``, ``ray_cpus``, ``snapshot_every``, ``cache_cap_mb``): the latent chains
+        (:func:`engine.plan.chains.chain_starts`; default: the plan's marks), Ray (:mod:`engine.render.jobs.ray_render`)
+        instead of here, the seconds of rendering between resume points, and how much of the frames of segments
+        the plan no longer uses is kept (default: as much as the plan's own frames, and at least 1 GiB).
     """
     progress, stop = progress or Progress(), stop or StopFlag()
-    settings.validate()
+    job = JobSettings.of(job, **job_values)
     out_dir = check_output_dir(out_dir, "--out")
     plan = load_plan(plan_path)
-    starts = chain_starts(plan, chains, chain_at)
+    starts = chain_starts(plan, job.chains, job.chain_at)
     song_16k = load_plan_song(plan, progress)
-    # With Ray the workers render on ``device``; here the source only gives keys: on the CPU.
-    source, settings = make_source(plan, settings, models, song_16k, "cpu" if ray else device, progress)
+    # With Ray the workers render on the job's device; here the source only gives keys: on the CPU.
+    source, settings = make_source(plan, settings, models, song_16k, "cpu" if job.ray else job.device, progress)
     source.starts = starts
     job_class = RenderJob
-    if ray is not None and not source.stateful:
+    if job.ray is not None and not source.stateful:
         progress.emit("warning", message="--ray: a layout preview has no latent to share out; it renders here")
-    elif ray is not None:
+    elif job.ray is not None:
         from engine.render.jobs.ray_render import RayRenderJob
 
-        job_class = RayRenderJob.bind(ray, models, song_16k, settings, device)
+        job_class = RayRenderJob.bind(job, models, song_16k, settings)
     try:
-        return _render_into(
-            plan, song_16k, out_dir, settings, source, progress, stop, snapshot_every, cache_cap_bytes, job_class
-        )
+        return _render_into(plan, song_16k, out_dir, settings, source, progress, stop, job, job_class)
     finally:
         source.close()
 
 
-def _render_into(
-    plan, song_16k, out_dir: Path, settings, source, progress, stop, snapshot_every: float, cache_cap_bytes, job_class
-) -> int:
+def _render_into(plan, song_16k, out_dir: Path, settings, source, progress, stop, job: JobSettings, job_class) -> int:
     """The part of a render that writes: keys, the folder's lock, its cache, the job."""
     starts = getattr(source, "starts", [0])
-    keys = segment_keys(plan, song_16k, settings, source.ids(), source.key_extras, starts)
+    keys = segment_keys(plan, song_16k, settings, source.ids(), source.key_content, starts)
     make_dirs(out_dir)
     with FolderLock(out_dir, LOCK_FILE):
         remove_temp_files(out_dir, (SEGMENT_DIR_PREFIX, STATE_DIR))
-        header = {"song": plan["song"], "settings": settings.record(), "models": source.ids(), "status": "running"}
+        header = {"song": plan["song"], "settings": settings.saved(), "models": source.ids(), "status": "running"}
         if len(starts) > 1:
             header["chains"] = [plan["segments"][k]["start"] for k in starts]
         store = RenderStore.open(out_dir, header)
         had = {p: (out_dir / p).exists() for p in (MANIFEST_FILE, JOURNAL_FILE, STATE_DIR)}
         try:
-            job = job_class(plan, keys, store, source, progress, snapshot_every, cache_cap_bytes)
-            code = job.run(stop)
+            runner = job_class(plan, keys, store, source, progress, job.snapshot_every, job.cache_cap_bytes)
+            code = runner.run(stop)
         except BaseException:
             store.close()
             if not any(e.records for e in store.entries.values()):

@@ -42,6 +42,7 @@ from engine.render.jobs.produce import (
     produce,
 )
 from engine.render.sources.model import ModelSource
+from engine.settings import JobSettings, RenderSettings
 from engine.store.snapshots import encode_state, latest_on_chain, list_snapshots, snapshot_name
 from engine.store.writer import encode_image
 
@@ -55,23 +56,8 @@ HOW_TO_ADD = (
 
 #: Messages a worker may run ahead of the driver (frames in flight are bounded, as in the local writer).
 BACKLOG = 8
-
-
-@dataclass(frozen=True)
-class RayOptions:
-    """Where and how to run the chains.
-
-    address : None for a new local Ray instance on this machine, ``auto`` or ``host:port`` or
-        ``ray://host:port`` for an existing cluster.
-    workers : workers (one chain at a time each); default one per GPU, else one per ``cpus`` CPUs.
-    cpus : CPUs and torch threads per worker where there is no GPU.
-    retries : how often one chain may be retried after its worker died.
-    """
-
-    address: str | None = None
-    workers: int | None = None
-    cpus: int = 1
-    retries: int = 3
+#: How often one chain may be retried after its worker died.
+RETRIES = 3
 
 
 def import_ray():
@@ -83,8 +69,9 @@ def import_ray():
     return ray
 
 
-def connect(ray, options: RayOptions) -> bool:
-    """Join (or start) a Ray instance; True when this call started or joined it (so it shuts it down)."""
+def connect(ray, address: str | None) -> bool:
+    """Join (or start, for ``address`` None) a Ray instance; True when this call started or joined it (so it shuts it
+    down)."""
     if ray.is_initialized():
         return False
     engine_dir = str(Path(__file__).resolve().parents[2])  # the engine package, not engine/render/jobs
@@ -95,12 +82,12 @@ def connect(ray, options: RayOptions) -> bool:
         "configure_logging": False,
     }
     try:
-        if options.address is None:
+        if address is None:
             ray.init(**kw)
         else:
-            ray.init(address=options.address, **kw)
+            ray.init(address=address, **kw)
     except (ConnectionError, ValueError, RuntimeError) as e:
-        where = options.address or "a local instance"
+        where = address or "a local instance"
         raise InputError(f"--ray {where}: cannot start or reach the Ray cluster ({e})") from None
     return True
 
@@ -186,13 +173,14 @@ class RayRenderJob(RenderJob):
     """A render whose chains run as Ray tasks; the writing, events and records are :class:`RenderJob`'s."""
 
     @classmethod
-    def bind(cls, options: RayOptions, models, song_16k, settings, device: str):
-        """A job factory with :class:`RenderJob`'s arguments."""
-        return functools.partial(cls, ray_args=(options, models, song_16k, settings, device))
+    def bind(cls, job: JobSettings, models, song_16k, settings: RenderSettings):
+        """A job factory with :class:`RenderJob`'s arguments; ``job`` says where (``ray``), with how many workers
+        (``ray_workers``, ``ray_cpus``) and on which device."""
+        return functools.partial(cls, ray_args=(job, models, song_16k, settings))
 
     def __init__(self, *args, ray_args, **kw) -> None:
         super().__init__(*args, **kw)
-        self.options, self.models, self.song, self.settings, self.device = ray_args
+        self.job_settings, self.models, self.song, self.settings = ray_args
         self.begun: set[int] = set()
         self.finished: set[int] = set()
         self.got: dict[int, set[int]] = {}
@@ -210,7 +198,7 @@ class RayRenderJob(RenderJob):
         # Ray prints its workers' deaths to stdout, where the events go: to stderr with it, while it runs.
         stdout, sys.stdout = sys.stdout, sys.stderr
         try:
-            started = connect(ray, self.options)
+            started = connect(ray, self.job_settings.ray_address)
         except BaseException:
             sys.stdout = stdout
             raise
@@ -220,7 +208,7 @@ class RayRenderJob(RenderJob):
             actors = self._actors(ray, len(chains))
             self.writer.emit(
                 "ray_start",
-                address=self.options.address or "local",
+                address=self.job_settings.ray_address or "local",
                 workers=len(actors),
                 startup_s=round(time.monotonic() - t0, 3),
             )
@@ -240,18 +228,18 @@ class RayRenderJob(RenderJob):
         return out
 
     def _actors(self, ray, n_chains: int) -> list:
-        opts = self.options
-        gpus = ray.cluster_resources().get("GPU", 0) if self.device in ("auto", "cuda") else 0
+        job = self.job_settings
+        gpus = ray.cluster_resources().get("GPU", 0) if job.device in ("auto", "cuda") else 0
         if gpus >= 1:
             res, device, auto = {"num_gpus": 1}, "cuda", int(gpus)
         else:
             cpus = ray.cluster_resources().get("CPU", 1)
-            res, device, auto = {"num_cpus": opts.cpus}, "cpu", max(1, int(cpus // opts.cpus))
-        n = max(1, min(opts.workers or auto, n_chains))
-        remote = ray.remote(max_restarts=opts.retries, max_task_retries=0, max_concurrency=2, **res)(ChainWorker)
+            res, device, auto = {"num_cpus": job.ray_cpus}, "cpu", max(1, int(cpus // job.ray_cpus))
+        n = max(1, min(job.ray_workers or auto, n_chains))
+        remote = ray.remote(max_restarts=RETRIES, max_task_retries=0, max_concurrency=2, **res)(ChainWorker)
         # Held for the job's life: a restarted actor reads its arguments again.
         self.refs = plan, song = ray.put(self.plan), ray.put(self.song)
-        args = (self.models.paths, self.settings, plan, song, list(self.source.starts), device, opts.cpus)
+        args = (self.models.paths, self.settings, plan, song, list(self.source.starts), device, job.ray_cpus)
         return [remote.remote(*args) for _ in range(n)]
 
     # ------------------------------------------------------------ the driver's records of a chain
@@ -388,7 +376,7 @@ class _Driver:
             raise RuntimeError(f"a Ray worker could not start: {error}")
         if self.stopping:
             return  # stopped anyway: the next render resumes from what was written
-        if chain.attempts > job.options.retries:
+        if chain.attempts > RETRIES:
             raise RuntimeError(f"chain {chain.index}: its worker died {chain.attempts} times ({error})")
         left = job.remaining(chain)
         at = (left[0].k, left[0].first) if left else (chain.index, 0)

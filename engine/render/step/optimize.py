@@ -73,7 +73,7 @@ class Optimizer:
 
         self.vqgan, self.clip, self.s, self.device = vqgan, clip, settings, device
         self.z_min, self.z_max = (t.to(device) for t in vqgan.z_bounds())
-        self.precision = step_precision(getattr(settings, "precision", "mixed"), device)
+        self.precision = step_precision(settings.precision, device)
         #: ``latest`` cutouts: "batched" (engine.render.step.augment) or "kornia" (the authors' pipeline, for the reference).
         self.cut_impl = "batched"
         self.graphs = StepGraphs(self, warn) if device.type == "cuda" else None
