@@ -301,7 +301,7 @@ class SyntheticSource:
     def seek(self, k: int, i: int, keys, state_dir, warn) -> int:
         raise RuntimeError("the benchmark renders into a fresh folder: no seek expected")
 
-    def run_image(self, k: int, i: int) -> tuple[np.ndarray, float]:
+    def make_image(self, k: int, i: int) -> tuple[np.ndarray, float]:
         """Image ``i`` of segment ``k``: the previous image (the lookahead), after a step of ``step_s``."""
         import torch
 
@@ -387,7 +387,7 @@ def run_render(plan_path: Path, out_dir: Path, step_ms: float, snapshot_every: f
                 source.job = job
                 job.rss_start, job.peak_reset = rss_mb(), reset_peak()
                 t0, cpu0, main0 = time.monotonic(), _process_cpu(), time.thread_time()
-                code = job.run(StopFlag())
+                code = job.render(StopFlag())
                 job.wall = time.monotonic() - t0
                 # Every thread but this one: the writer and the encoders (torch runs one thread here).
                 job.helper_cpu = (_process_cpu() - cpu0) - (time.thread_time() - main0)

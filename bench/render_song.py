@@ -98,7 +98,7 @@ def main() -> None:
 
     failed = [str(w.message) for w in caught if "CUDA graph" in str(w.message)]
     capture = "eager" if dev.type != "cuda" else ("eager (" + failed[0] + ")" if failed else "CUDA graphs")
-    prec = step_precision(args.precision, dev).record()
+    prec = step_precision(args.precision, dev).formats()
     print(f"device: {dev} | preset {args.preset} | song {span[1] - span[0]:.1f} s, {len(plan['segments'])} segments")
     print(f"precision {prec} | step: {capture}")
     print(f"analysis {t_plan:.1f} s; render {t['steps']} steps, {t['images']} images in {wall:.1f} s")

@@ -69,14 +69,14 @@ def setting_args(st, command: str, conditions: set[str], preferences: dict | Non
     return out
 
 
-def conditions(st, layout: bool = False, footage: bool = False) -> set[str]:
+def conditions(st, preview: bool = False, footage: bool = False) -> set[str]:
     """What holds for the scene's settings now (see :func:`setting_args`)."""
     held = {"custom"} if st.preset == "custom" else set()
     if footage:
         held.add("footage")
     if st.use_motion:
         held.add("motion")
-    if not layout:
+    if not preview:
         held.add("model")
     return held
 

@@ -50,8 +50,9 @@ def start_analyze(scene) -> EngineJob:
     return registry.start(scene, "analyze", [args], handle)
 
 
-def start_render(scene, layout: bool = False, extra_model_args: list[str] | None = None) -> EngineJob:
-    """Plan from the markers as they are now, then render; strips appear segment by segment."""
+def start_render(scene, preview: bool = False, extra_model_args: list[str] | None = None) -> EngineJob:
+    """Plan from the markers as they are now, then render (``preview``: the layout preview's title cards); strips
+    appear segment by segment."""
     st = scene.m2v
     strip = vse.song_strip(scene, st.song_strip)
     timing = adapters.strip_timing(scene, strip)
@@ -79,8 +80,8 @@ def start_render(scene, layout: bool = False, extra_model_args: list[str] | None
         lyr.write_text(timeline.lyrics_csv(entries), encoding="utf-8")
         plan_args += flags.flag("lyrics", lyr)
     # Footage and motion flags; generated strips go above the footage strip.
-    more, floor = footage_strip.render_args(scene, timing) if not layout else ([], 0)
-    render_args = _render_args(st, out / ("layout" if layout else "frames"), layout, extra_model_args, bool(more))
+    more, floor = footage_strip.render_args(scene, timing) if not preview else ([], 0)
+    render_args = _render_args(st, out / ("layout" if preview else "frames"), preview, extra_model_args, bool(more))
     handle = _render_handler({"keys": set(), "timing": timing, "channel": floor, "chains": {}})
     return registry.start(scene, "render", [plan_args, render_args + more], handle)
 
@@ -90,12 +91,12 @@ def _preference_values() -> dict:
     return {"device": preferences.device()}
 
 
-def _render_args(st, frames_dir: Path, layout: bool, extra_model_args, with_footage: bool) -> list[str]:
-    """The ``render`` command: the preset, the settings the editor set, the models (not for a layout)."""
+def _render_args(st, frames_dir: Path, preview: bool, extra_model_args, with_footage: bool) -> list[str]:
+    """The ``render`` command: the preset, the settings the editor set, the models (not for a layout preview)."""
     args = ["render", str(frames_dir.parent / "plan.json"), *flags.flag("out", frames_dir)]
     args += flags.preset_args(st, None)
-    args += flags.setting_args(st, "render", flags.conditions(st, layout, with_footage), _preference_values())
-    if layout:
+    args += flags.setting_args(st, "render", flags.conditions(st, preview, with_footage), _preference_values())
+    if preview:
         return args + flags.flag("layout", True)
     models = flags.flag("models", preferences.models_dir())
     return args + models + list(extra_model_args or []) + preferences.ray_args()

@@ -61,8 +61,8 @@ class SEQUENCER_PT_m2v(bpy.types.Panel):
         row = layout.row(align=True)
         row.enabled = not running
         row.operator("m2v.analyze", icon="MARKER_HLT")
-        row.operator("m2v.render", icon="RENDER_ANIMATION").layout = False
-        row.operator("m2v.render", text="Preview Layout", icon="SEQ_PREVIEW").layout = True
+        row.operator("m2v.render", icon="RENDER_ANIMATION").preview = False
+        row.operator("m2v.render", text="Preview Layout", icon="SEQ_PREVIEW").preview = True
         if running or st.status:
             col = layout.column()
             if running:

@@ -34,8 +34,8 @@ def test_new_chain_follows_its_cut_into_the_plan_and_render_on_ray(built, song, 
         m.frame += 30
         markers.sync_segments(scene)
         kept = [it.new_chain for it in st.segments]
-        commands.start_render(scene, layout=True)
-        job = registry.run_to_end(scene)
+        commands.start_render(scene, preview=True)
+        job = registry.pump_to_end(scene)
         assert job.returncode == 0, (job.error, st.status)
         plan = json.load(open({str(out / "plan.json")!r}))
         doc = json.load(open({str(out / "segment_settings.json")!r}))

@@ -199,7 +199,7 @@ def test_crop_sizes_span_the_input_size_to_the_short_side():
     sizes, ox, oy, *_ = crop_draws(300, 200, 500, 64, seed=0)
     assert sizes.min() >= 64 and sizes.max() <= 200 and sizes.max() > 180 and sizes.min() < 70
     assert (ox >= 0).all() and (ox + sizes <= 200).all() and (oy >= 0).all() and (oy + sizes <= 300).all()
-    small, *_ = crop_draws(300, 200, 500, 64, seed=0, cut_pow=3.0)
+    small, *_ = crop_draws(300, 200, 500, 64, seed=0, cutout_pow=3.0)
     assert small.float().mean() < sizes.float().mean()
 
 

@@ -20,7 +20,8 @@ from engine.errors import InputError
 from engine.files import write_json_atomic
 from engine.plan.build import plan_from_boundaries
 from engine.progress import Collect
-from engine.render.jobs.loop import render, segment_keys
+from engine.render.jobs.keys import segment_keys
+from engine.render.jobs.loop import render
 from engine.render.sources.footage import Footage, pick_frame
 from engine.render.sources.motion import Motion, segment_motion, warp
 from engine.settings import RenderSettings
@@ -318,7 +319,7 @@ def test_motion_moves_content_between_frames_in_the_direction_asked(plan, movie,
         src.optimizer.reset()
         frames = []
         for i in range(5):
-            src.run_image(0, i)
+            src.make_image(0, i)
             frames.append(src.decode())
         assert len({f.tobytes() for f in frames}) == 5
         best = [_best(candidates, a, b) for a, b in zip(frames, frames[1:])]
@@ -342,7 +343,7 @@ def test_lookahead_cache_and_resume_with_footage_and_motion(plan, movie, roundtr
     after = []
     for k, seg in enumerate(p["segments"]):
         for i in range(seg["images"]):
-            src.run_image(k, i)
+            src.make_image(k, i)
             after.append(src.decode().astype(np.float32))
     assert all(np.array_equal(a, b) for a, b in zip(saved, after))
     # Killed at a write point, then resumed from a resume point: byte for byte the uninterrupted render.

@@ -157,7 +157,7 @@ def test_footage_render_aligned_above_a_trimmed_offset_movie(built, song, tmp_pa
         for f in (220, 300):
             sc.timeline_markers.new("m2v S0%d" % (f // 100), frame=f)
         extra = {model_args(roundtrip_models)!r}
-        assert bpy.ops.m2v.render(layout=False, model_args=json.dumps(extra)) == {{"FINISHED"}}
+        assert bpy.ops.m2v.render(preview=False, model_args=json.dumps(extra)) == {{"FINISHED"}}
         mine = m2v_strips(sc)
         emit(strips=mine, status=st.status, footage=[m.channel, m.frame_final_start, m.frame_final_end])
         for s in all_strips(sc):

@@ -70,7 +70,7 @@ def test_reexported_movie_rerenders_from_the_first_changed_frame(plan4, roundtri
 def test_an_unchanged_movie_decodes_nothing_for_its_keys(plan4, small_models, tmp_path, monkeypatch):
     from engine.analysis.audio import load_song
     from engine.models.factory import pick_device
-    from engine.render.jobs.loop import segment_keys
+    from engine.render.jobs.keys import segment_keys
     from engine.render.sources.model import ModelSource
 
     monkeypatch.setenv("M2V_CACHE", str(tmp_path / "cache"))

@@ -59,7 +59,7 @@ def test_a_bad_precision_is_refused_naming_the_flag():
     from engine.errors import InputError
 
     with pytest.raises(InputError, match="--precision"):
-        small_settings(precision="half").validate()
+        small_settings(precision="half")  # checked when made
 
 
 def _losses(models, precision, steps, device="cpu", capture=True):

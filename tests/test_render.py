@@ -322,7 +322,7 @@ def test_no_saved_image_precedes_its_own_first_step(tmp_path, song, small_models
     for k, seg in enumerate(plan["segments"]):
         for i in range(seg["images"]):
             before.append(src.decode())  # the latent before the image's own steps
-            src.run_image(k, i)
+            src.make_image(k, i)
             after.append(src.decode())  # ... and after them
     assert len(after) == len(saved)
     for a, b in zip(saved, after):
@@ -344,7 +344,7 @@ def test_each_image_runs_its_share_of_the_segment_steps(tmp_path, song, small_mo
     for k, seg in enumerate(plan["segments"]):
         for i in range(seg["images"]):
             before = len(calls)
-            src.run_image(k, i)
+            src.make_image(k, i)
             assert len(calls) - before == steps_per_image(seg["steps"], seg["images"])[i]
     assert len(calls) == sum(s["steps"] for s in plan["segments"])
     assert any(s["steps"] > s["images"] for s in plan["segments"])
@@ -362,7 +362,7 @@ def test_eq1_acts_on_the_latent(tmp_path, song, small_models):
         deltas, zs = [], []
         for i in range(plan["segments"][0]["images"]):
             z0 = src.optimizer.z.detach().clone()
-            src.run_image(0, i)
+            src.make_image(0, i)
             deltas.append((src.optimizer.z.detach() - z0).abs())
             zs.append(src.optimizer.z.detach().clone())
         d = torch.stack(deltas)
@@ -376,8 +376,8 @@ def test_eq1_acts_on_the_latent(tmp_path, song, small_models):
 
 
 def test_precision_and_the_cutout_implementation_enter_the_cache_keys(tmp_path, song, monkeypatch):
-    import engine.render.jobs.loop as R
-    from engine.render.jobs.loop import segment_keys
+    import engine.render.jobs.keys as R
+    from engine.render.jobs.keys import segment_keys
 
     _, plan = _plan(tmp_path, song)
     song16 = _song16(plan)

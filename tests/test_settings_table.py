@@ -109,10 +109,10 @@ def test_a_new_row_is_an_addon_property_and_flag(tmp_path):
         name = install({str(zip_path)!r})
         st = bpy.context.scene.m2v
         rna = st.bl_rna.properties["test_knob"]
-        presets = sys.modules[name + ".flags"]
+        flags = sys.modules[name + ".flags"]
         emit(default=st.test_knob, hi=rna.hard_max, label=rna.name,
-             model=presets.setting_args(st, "render", {{"model"}}), layout=presets.setting_args(st, "render", set()),
-             analyze=presets.setting_args(st, "analyze", {{"model"}}))
+             model=flags.setting_args(st, "render", {{"model"}}), layout=flags.setting_args(st, "render", set()),
+             analyze=flags.setting_args(st, "analyze", {{"model"}}))
     """
     (got,) = blender(textwrap.dedent(script), tmp_path)
     assert got["default"] == 0.25 and got["hi"] == 0.5 and got["label"] == "Test Knob"

@@ -16,6 +16,8 @@ import functools
 import platform
 import sys
 
+from engine.models.factory import pick_device
+
 #: Driver libraries whose presence means torch may find a GPU (NVIDIA's CUDA driver; AMD's HIP for ROCm builds).
 DRIVER_LIBRARIES = {
     "linux": ("libcuda.so.1", "libcuda.so", "libamdhip64.so"),
@@ -46,6 +48,4 @@ def device_kind(name: str = "auto") -> str:
         return "cpu"
     if name == "auto" and not gpu_driver():
         return "cpu"
-    from engine.models.factory import pick_device
-
     return pick_device(name).type

@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.errors import InputError
+from engine.files import check_input_file
 from engine.models.architectures import OFFICIAL_CLIP
+from engine.models.weights import default_models_dir, require
 from engine.settings_table import DEVICES  # noqa: F401 - the choices pick_device takes
 
 OFFICIAL_FILES = {
@@ -46,8 +48,6 @@ class ModelPaths:
 def _given(value: str | Path | None, what: str) -> Path | None:
     if value is None:
         return None
-    from engine.files import check_input_file
-
     return check_input_file(value, what)  # a regular file: a pipe or device would hang the loader
 
 
@@ -66,8 +66,6 @@ def resolve_model_paths(
     InputError
         For a missing file: where to put it and how to fetch it.
     """
-    from engine.models.weights import default_models_dir, require
-
     folder = Path(models_dir).expanduser() if models_dir else default_models_dir()
     if folder.exists() and not folder.is_dir():
         raise InputError("--models names a file, not a folder", folder)

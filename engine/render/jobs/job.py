@@ -51,7 +51,8 @@ class RenderJob:
             out.append(Work(k, key, first, n, reused=fits and e.status == "done" and first == n))
         return out
 
-    def run(self, stop: StopFlag) -> int:
+    def render(self, stop: StopFlag) -> int:
+        """Render every image the folder lacks, with its records and events; returns the exit code."""
         todo = self.work()
         self.store.segments = [
             {
@@ -75,11 +76,11 @@ class RenderJob:
         )
         with ImageWriter(self.store, self.progress, self.state_dir) as writer:
             self.writer = writer
-            cancelled = self.render(todo, stop)
+            cancelled = self.images(todo, stop)
             writer.call(self._finish, cancelled)
         return render_code(cancelled)
 
-    def render(self, todo: list[Work], stop: StopFlag) -> bool:
+    def images(self, todo: list[Work], stop: StopFlag) -> bool:
         """Produce the images here and route them; True when stopped before the end."""
         stopped = False
         for msg in produce(self.source, todo, self.keys, self.state_dir, self.snapshot_every, lambda: stop.stop):
@@ -92,11 +93,11 @@ class RenderJob:
         """Send one message where it goes, in order; True for :class:`Stopped`."""
         w = self.writer
         if isinstance(msg, ImageReady):
-            record, event = self._describe(msg)
+            frame, event = self._describe(msg)
             if msg.png is not None:
-                w.encoded_frame(msg.key, msg.k, record, msg.png, msg.sha256, event)
+                w.encoded_frame(msg.key, msg.k, frame, msg.png, msg.sha256, event)
             else:
-                w.image(msg.key, msg.k, record, msg.rgb, event)
+                w.image(msg.key, msg.k, frame, msg.rgb, event)
         elif isinstance(msg, ResumePoint):
             w.snapshot(msg.key, msg.images, msg.state)
         elif isinstance(msg, SegmentBegun):
@@ -132,12 +133,12 @@ class RenderJob:
         self.n_images += 1
 
     def _describe(self, msg: ImageReady) -> tuple[dict, dict]:
-        """An image is out: its manifest record and its ``image`` event (counts it)."""
+        """An image is out: its manifest entry and its ``image`` event (counts it)."""
         self._image_seconds(msg)
         k, i, loss = msg.k, msg.i, msg.loss
         self.done += 1
         seg, n = self.segs[k], int(self.segs[k]["images"])
-        record = {
+        frame = {
             "index": i,
             "time": round(seg["start"] + i * (seg["end"] - seg["start"]) / n, 4),
             "file": f"{segment_folder(k, msg.key)}/frame_{i:05d}.png",
@@ -145,14 +146,14 @@ class RenderJob:
             **msg.info,
         }
         eta = (self.total - self.done) * self.t_images / max(1, self.n_images)
-        event = {"segment": k, "index": i, "done": self.done, "total": self.total, "file": record["file"]}
+        event = {"segment": k, "index": i, "done": self.done, "total": self.total, "file": frame["file"]}
         event.update(eta_s=round(eta, 1), **({"loss": round(loss, 5)} if loss is not None else {}))
-        return record, event
+        return frame, event
 
     def _segment_end(self, k: int, reused: bool, done: int) -> None:
         """(writer thread) The event the add-on turns into an image strip: everything it needs, no file to read."""
         seg, e = self.segs[k], self.store.entries[self.keys[k]]
-        files = [Path(e.records[i]["file"]).name for i in range(e.images)]
+        files = [Path(e.frames[i]["file"]).name for i in range(e.images)]
         self.progress.emit(
             "segment_end",
             segment=k,

@@ -16,14 +16,19 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.analysis.audio import load_song
 from engine.errors import InputError
 from engine.files import FolderLock, check_output_dir, file_sha256, make_dirs, remove_temp_files
+from engine.models.factory import pick_device
 from engine.plan.chains import chain_starts
 from engine.plan.schema import load_plan
 from engine.progress import Progress
 from engine.protocol import AUDIO_RATE, JOURNAL_FILE, LOCK_FILE, MANIFEST_FILE, SEGMENT_DIR_PREFIX, STATE_DIR
 from engine.render.jobs.job import RenderJob
 from engine.render.jobs.keys import segment_keys
+from engine.render.jobs.ray_render import RayRenderJob
+from engine.render.sources.cards import CardSource
+from engine.render.sources.model import ModelSource, fit_size
 from engine.settings import JobSettings, RenderSettings
 from engine.stopping import StopFlag
 from engine.store.manifest import RenderStore
@@ -31,8 +36,6 @@ from engine.store.manifest import RenderStore
 
 def load_plan_song(plan: dict, progress) -> np.ndarray:
     """The plan's song at 16 kHz (guidance and cache keys); warns when it changed since the plan was made."""
-    from engine.analysis.audio import load_song
-
     song_path = plan["song"]["path"]
     if not Path(song_path).is_file():
         raise InputError("the plan's song file is missing", song_path)
@@ -49,14 +52,10 @@ def load_plan_song(plan: dict, progress) -> np.ndarray:
 
 def make_source(plan: dict, settings: RenderSettings, models, song_16k: np.ndarray, device: str, progress):
     """Layout cards or the model, decided once; returns ``(source, settings)`` (the size fitted to the model)."""
-    from engine.render.sources.model import LayoutSource, ModelSource, fit_size
-
     if settings.layout:
-        return LayoutSource(plan, settings), settings
+        return CardSource(plan, settings), settings
     if models is None:
         raise InputError("no models given (or use --layout)")
-    from engine.models.factory import pick_device
-
     dev = pick_device(device)
     settings = fit_size(settings, models.vqgan.factor, lambda m: progress.emit("warning", message=m))
     for w in models.warnings:
@@ -105,8 +104,6 @@ def render(
     if job.ray is not None and not source.stateful:
         progress.emit("warning", message="--ray: a layout preview has no latent to share out; it renders here")
     elif job.ray is not None:
-        from engine.render.jobs.ray_render import RayRenderJob
-
         job_class = RayRenderJob.bind(job, models, song_16k, settings)
     try:
         return _render_into(plan, song_16k, out_dir, settings, source, progress, stop, job, job_class)
@@ -128,10 +125,10 @@ def _render_into(plan, song_16k, out_dir: Path, settings, source, progress, stop
         had = {p: (out_dir / p).exists() for p in (MANIFEST_FILE, JOURNAL_FILE, STATE_DIR)}
         try:
             runner = job_class(plan, keys, store, source, progress, job.snapshot_every, job.cache_cap_bytes)
-            code = runner.run(stop)
+            code = runner.render(stop)
         except BaseException:
             store.close()
-            if not any(e.records for e in store.entries.values()):
+            if not any(e.frames for e in store.entries.values()):
                 _undo_bookkeeping(out_dir, had)
             raise
         finally:

@@ -8,7 +8,7 @@ else:
 
 - **look-ahead**: an image is the latent after its own steps, and the next
   image's first forward pass decodes exactly that latent, so a model source
-  returns the *previous* image from ``run_image``: an image waits (is
+  returns the *previous* image from ``make_image``: an image waits (is
   *pending*) until the next one has run, or is decoded on its own before the
   latent jumps (a seek), on a stop and at the end;
 - whatever follows a pending image (a segment finished, the next one begun, a
@@ -121,7 +121,7 @@ def produce(
     Parameters
     ----------
     source : engine.render.sources.model.ModelSource or engine.render.sources.cards.CardSource
-        Runs images (``run_image``), seeks, decodes and hands out its state.
+        Runs images (``make_image``), seeks, decodes and hands out its state.
     work : list of Work
         The segments, in order (a render's, or one chain's).
     keys : list of str
@@ -179,7 +179,7 @@ class _Producer:
                     yield Warned(text)
             for i in range(w.first, w.images):
                 t0 = time.monotonic()
-                rgb, loss = src.run_image(w.k, i)
+                rgb, loss = src.make_image(w.k, i)
                 image = ImageReady(w.k, w.key, i, loss, src.image_info(w.k, i), time.monotonic() - t0)
                 if src.lookahead:
                     yield from self._resolve(rgb)  # the previous image, decoded by this image's first step

@@ -123,7 +123,7 @@ class ChainWorker:
     def stop(self) -> None:
         self.stop_event.set()
 
-    def run_chain(self, todo: list[Work], keys: list[str], snapshots: dict, snapshot_every: float):
+    def render_chain(self, todo: list[Work], keys: list[str], snapshots: dict, snapshot_every: float):
         """Stream a chain's messages (:func:`engine.render.jobs.produce.produce`), resuming from the given resume
         points; images and resume points travel encoded."""
         state_dir = Path(self.tmp) / "state"
@@ -185,7 +185,7 @@ class RayRenderJob(RenderJob):
         self.finished: set[int] = set()
         self.got: dict[int, set[int]] = {}
 
-    def render(self, todo: list[Work], stop) -> bool:
+    def images(self, todo: list[Work], stop) -> bool:
         """Hand the chains to Ray workers and route what they send; True when stopped before the end."""
         # The segments the folder holds already, through the same producer (it asks no source for them).
         for msg in produce(None, [w for w in todo if w.reused], self.keys, self.state_dir, 0.0, lambda: False):
@@ -212,7 +212,7 @@ class RayRenderJob(RenderJob):
                 workers=len(actors),
                 startup_s=round(time.monotonic() - t0, 3),
             )
-            return _Driver(self, ray, actors, chains, stop).run()
+            return _Driver(self, ray, actors, chains, stop).drive()
         finally:
             if started:
                 ray.shutdown()
@@ -301,7 +301,7 @@ class _Driver:
         self.inbox: queue.Queue = queue.Queue()
         self.stopping = False
 
-    def run(self) -> bool:
+    def drive(self) -> bool:
         """True when the render was stopped before every chain was done."""
         self.job.t_start = time.monotonic()
         while self.todo or self.busy:
@@ -338,7 +338,7 @@ class _Driver:
             info = self._ready(actor)
             segs = [w.k for w in chain.work]
             self.inbox.put((chain, ("event", "chain_start", {"chain": chain.index, "segments": segs, **info})))
-            call = actor.run_chain.options(num_returns="streaming", _generator_backpressure_num_objects=BACKLOG)
+            call = actor.render_chain.options(num_returns="streaming", _generator_backpressure_num_objects=BACKLOG)
             for ref in call.remote(*args):
                 self.inbox.put((chain, self.ray.get(ref)))
         except BaseException as e:  # noqa: BLE001 - handed to the driver's thread

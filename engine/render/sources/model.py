@@ -1,13 +1,14 @@
-"""Where a render's images come from, chosen once before the loop: layout cards or the model.
+"""Images optimised with the models, one latent through the plan (the other source is
+:class:`engine.render.sources.cards.CardSource`, the layout preview's title cards).
 
-Both give ``run_image(k, i) -> (rgb, loss)`` for image ``i`` of segment
+Both give ``make_image(k, i) -> (rgb, loss)`` for image ``i`` of segment
 ``k``. The model source also carries the latent through the video: it can
 ``seek`` to any position by loading the nearest resume point on the chain of
 segment keys and re-running the images after it.
 
 The model source looks one image ahead (``lookahead``): an image is the
 latent after its own steps, and the first forward pass of the next image's
-first step decodes exactly that latent, so ``run_image`` returns the
+first step decodes exactly that latent, so ``make_image`` returns the
 *previous* image and a render never pays for a decode of its own per image
 (only :meth:`ModelSource.decode`, before a jump or at the end).
 
@@ -26,48 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
-from engine import __version__
 from engine.plan.chains import chain_of
 from engine.plan.schedule import image_steps
 from engine.protocol import image_slots
-from engine.render.sources.cards import layout_card
 from engine.render.sources.footage import Footage, frame_digests, segment_frames
 from engine.render.sources.motion import segment_motion, warp
 from engine.render.step.guidance import Guidance
 from engine.render.step.optimize import InitPull, Optimizer, sub_seed, to_rgb
 from engine.store.snapshots import latest_on_chain, list_snapshots, load_snapshot
-
-
-class LayoutSource:
-    """Titled cards per image: the cut and timing at a glance, no models, no state."""
-
-    stateful = False
-    lookahead = False
-
-    def __init__(self, plan: dict, settings) -> None:
-        self.plan, self.settings = plan, settings
-
-    def ids(self) -> dict:
-
-        return {"layout": __version__}
-
-    def key_content(self, k: int) -> dict:
-        return {}
-
-    def image_info(self, k: int, i: int) -> dict:
-        return {}
-
-    def close(self) -> None:
-        pass
-
-    def seek(self, k: int, i: int, keys: list[str], state_dir: Path, warn) -> int:
-        return 0
-
-    def run_image(self, k: int, i: int) -> tuple[np.ndarray, float | None]:
-
-        seg = self.plan["segments"][k]
-        s = self.settings
-        return layout_card(seg, i, len(self.plan["segments"]), s.width, s.height), None
 
 
 class ModelSource:
@@ -102,7 +69,7 @@ class ModelSource:
         # meant CLIP-only bf16 on a CPU before the decoder joined it), and frames made in other formats are not
         # reused, nor is a partial segment resumed in them. With Ray the formats are this machine's (the keys are
         # made here); the workers' devices are chosen later.
-        return {**self.models.ids(), "formats": self.optimizer.precision.record()}
+        return {**self.models.ids(), "formats": self.optimizer.precision.formats()}
 
     def close(self) -> None:
         if self.footage is not None:
@@ -258,7 +225,7 @@ class ModelSource:
             snaps.remove(snap)
         n = 0
         for pos in self._positions(start, target):
-            self.run_image(*pos)
+            self.make_image(*pos)
             n += 1
         self.pos = target
         return n
@@ -278,7 +245,7 @@ class ModelSource:
             out.append((self.guidance.text(s.style), self.value("style_weight", k, i)))
         return out
 
-    def run_image(self, k: int, i: int) -> tuple[np.ndarray, float]:
+    def make_image(self, k: int, i: int) -> tuple[np.ndarray, float]:
         """Run image ``i`` of segment ``k``'s steps; returns the image *before* them (the previous image) and the loss."""
 
         s, opt = self.settings, self.optimizer

@@ -17,6 +17,8 @@ import time
 
 from engine.files import cache_dir, write_json_atomic  # noqa: F401 - cache_dir: part of this module's interface
 from engine.models.architectures import OFFICIAL_CLIP, official_models
+from engine.render.step.optimize import Optimizer
+from engine.render.step.precision import step_precision
 from engine.settings import RenderSettings
 from engine.settings_table import row
 
@@ -47,9 +49,6 @@ def calibrate(device, vqgan=None, clip=None, size: int = 128, cutouts: int = 4, 
     ``vqgan``/``clip`` default to the official architectures with random weights.
     """
     import torch
-
-    from engine.render.step.optimize import Optimizer
-    from engine.render.step.precision import step_precision
 
     if vqgan is None or clip is None:
         vqgan, clip = official_models(device)
@@ -97,10 +96,8 @@ def cached_calibration(device) -> dict:
     """The calibration of this device (and torch version), measured once and kept in the cache folder."""
     import torch
 
-    from engine.render.step.precision import step_precision
-
     # The formats are in the key: a calibration timed before the decoder ran in bf16 would overstate its time.
-    formats = "+".join(f"{k}={v}" for k, v in sorted(step_precision(DEFAULT_PRECISION, device).record().items()))
+    formats = "+".join(f"{k}={v}" for k, v in sorted(step_precision(DEFAULT_PRECISION, device).formats().items()))
     key = f"{device.type}|{device_label(device)}|torch {torch.__version__}|{OFFICIAL_CLIP}+f16_16384|{formats}"
     path = cache_dir() / "calibration.json"
     try:

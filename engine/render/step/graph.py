@@ -30,7 +30,7 @@ class StepGraphs:
     def clear(self) -> None:
         self.graphs.clear()
 
-    def run(self, tgt, wts, draw, anchor):
+    def replay(self, tgt, wts, draw, anchor):
         """One step by replay; returns ``(image, loss)``, or None where the step must run eagerly."""
         if self.failed is not None:
             return None
