@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 from engine.errors import InputError
 from engine.protocol import MOTION_OFF, MOTION_PRESETS, PRESETS
 from engine.settings_check import check_values
-from engine.settings_table import Setting, in_scope, preset_value, saved_names, scope_fields
+from engine.settings_table import RENDER_KEY_ALWAYS, Setting, in_scope, preset_value, saved_names, scope_fields
 
 
 def made_from_table(*scopes: str):
@@ -134,10 +134,16 @@ class RenderSettings(TableSettings):
         return {_SAVED.get(k, k): v for k, v in dataclasses.asdict(self).items()}
 
     def key_fields(self) -> dict:
-        """What every segment's key holds. Per-segment rows enter each segment's key instead
-        (:mod:`engine.render.jobs.keys`): a changed footage strip re-renders from what it covers on, and a render
-        without footage or motion keeps the keys it always had."""
-        return {k: v for k, v in self.saved().items() if k not in _PER_SEGMENT_SAVED}
+        """What every segment's key holds: the render-wide settings (a setting added since the keys' first format
+        only where it is set, :data:`engine.settings_table.RENDER_KEY_ALWAYS`). Per-segment rows enter each segment's
+        key instead (:mod:`engine.render.jobs.keys`): a changed footage strip re-renders from what it covers on, and a
+        render without footage or motion keeps the keys it always had."""
+        out = {}
+        for name, value in self.saved().items():
+            if name in _PER_SEGMENT_SAVED or (name not in RENDER_KEY_ALWAYS and value == _DEFAULTS.get(name)):
+                continue
+            out[name] = value
+        return out
 
     def image_values(self, name: str, times: list[float]):
         """Row ``name``'s value for images starting at ``times`` (song seconds): one value for all today (no
@@ -166,3 +172,5 @@ def _per_segment_saved() -> set[str]:
 
 _SAVED = saved_names()
 _PER_SEGMENT_SAVED = _per_segment_saved()
+#: Each render field's default, under its saved name.
+_DEFAULTS = {_SAVED.get(k, k): v for k, v in scope_fields("render")}

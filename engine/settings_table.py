@@ -81,6 +81,13 @@ GROUPS = {
     ),
     "models": ("model files", "the official files in the models folder, or your own"),
 }
+#: The render-wide settings every cache key has held at any value since keys were first made (their saved names, in
+#: table order). A render setting added since enters the render-wide key only where it is set (not its default), so
+#: a new control that is not used changes no key; these keep entering as they always did (the keys are a format).
+RENDER_KEY_ALWAYS = (
+    "width", "height", "cutouts", "cut_method", "cut_pow", "lr", "seed", "style", "style_weight", "prompt_average",
+    "l1_weight", "noise", "layout", "precision",
+)
 #: What a segment's key holds of each group of per-segment rows, besides the rows' values (``key_via`` rows enter
 #: through it): the footage frames a segment's images follow (their pixels' digests), and each image's move.
 #: A group is in a segment's key only where the segment uses it (footage covers one of its images; motion is on).

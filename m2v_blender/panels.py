@@ -81,9 +81,11 @@ def shown_conditions(st, values: dict) -> set[str]:
     return held
 
 
-def draw_footage_box(box, scene, held: set[str]) -> None:
-    """The panel's "Footage & Motion" box."""
+def draw_footage_box(box, scene, held: set[str] | None = None) -> None:
+    """The panel's "Footage & Motion" box (``held``: what holds for drawing, see :func:`shown_conditions`)."""
     st = scene.m2v
+    if held is None:
+        held = shown_conditions(st, flags.effective(st))
     box.label(text="Footage & Motion", icon="SEQUENCE")
     sed = scene.sequence_editor
     if sed is not None:

@@ -12,6 +12,7 @@ import pytest
 
 from engine.settings_table import SETTINGS, per_segment_fields, render_fields
 from tests.conftest import REPO
+from tests.test_addon import blender, blender_python, built  # noqa: F401 - fixtures
 
 ROW = (
     'Setting("test_knob", "--test-knob", "float", 0.25, lo=0, hi=1, help="a knob a test added", '
@@ -206,6 +207,13 @@ def test_a_new_per_segment_row_changes_every_segment_key_when_set():
     assert len(set(got["0.5"])) == 3
 
 
+def test_a_new_render_row_changes_the_keys_only_where_it_is_set():
+    # The render-wide key: the settings it always held at any value; a row added since only where it is set.
+    got = _keys_with_row('Setting("test_grain", "--test-grain", "float", 0.0, lo=0, hi=1)', "[None, 0.0, 0.5]")
+    assert got["None"] == got["0.0"] == _old_keys()
+    assert all(a != b for a, b in zip(got["0.5"], got["0.0"]))
+
+
 def test_a_new_per_segment_row_of_a_key_group_enters_with_the_group_only():
     # A footage row that is not used changes no key: the group is in a key only where footage covers a segment.
     row = 'Setting("test_grain", "--test-grain", "float", 0.0, lo=0, hi=1, per_segment=True, key_group="footage")'
@@ -298,3 +306,41 @@ def test_the_addons_flags_come_from_the_rows():
         # The interpreter's -m is no setting; Install Engine runs install/setup.py with that script's own flags.
         allowed = {"-m"} | ({"--env", "--device"} if path.name == "operators.py" else set())
         assert set(flags) <= allowed, (path.name, flags)
+
+
+def test_the_panel_draws_the_tables_sections(built, tmp_path, blender_python):  # noqa: F811
+    # What the main panel draws in each state, recorded through a stand-in layout in real Blender: the Custom
+    # fields, the scene lengths, the footage and motion rows are the table's sections, shown as their rows say.
+    zip_path = next(built.glob("m2v-*.zip"))
+    script = f"""
+        import types
+        import bpy
+        name = install({str(zip_path)!r})
+        panels = sys.modules[name + ".panels"]
+        class Layout:
+            def __init__(self, drawn): self.drawn = drawn
+            def __getattr__(self, attr): return lambda *a, **k: self
+            def prop(self, data, prop, **k): self.drawn.append(prop); return self
+            def prop_search(self, data, prop, *a, **k): self.drawn.append(prop); return self
+            def operator(self, *a, **k): return types.SimpleNamespace()
+        scene = bpy.context.scene
+        scene.sequence_editor_create()
+        st = scene.m2v
+        for state in ("draft", "custom", "custom beats", "footage motion"):
+            st.preset = "custom" if state.startswith("custom") else "draft"
+            if state == "custom beats":
+                st.granularity = "beats"
+            st.footage_strip, st.use_motion = ("x", True) if state == "footage motion" else ("", False)
+            drawn = []
+            panels.SEQUENCER_PT_m2v.draw(types.SimpleNamespace(layout=Layout(drawn)), bpy.context)
+            emit(state=state, drawn=drawn)
+    """
+    got = {r["state"]: r["drawn"] for r in blender(textwrap.dedent(script), tmp_path, blender_python)}
+    custom = ["min_rate", "max_rate", "granularity", "width", "height", "cutouts", "cutout_method"]
+    assert not set(custom) & set(got["draft"]) and all(n in got["custom"] for n in custom)
+    assert got["draft"].index("intensity") < got["draft"].index("min_length")  # the draft preset cuts at scenes
+    assert "min_length" not in got["custom beats"] and "target_length" not in got["custom beats"]
+    footage, motion = ["footage_blend", "init_weight", "init_space"], ["zoom", "rotate", "shift", "motion_drive"]
+    assert not set(footage + motion) & set(got["draft"])
+    assert all(n in got["footage motion"] for n in footage + motion)
+    assert {"seed", "precision", "style", "output_dir", "channel", "blend_type", "opacity"} <= set(got["draft"])
