@@ -51,10 +51,6 @@ class TableSettings:
         checked = check_values(dataclasses.asdict(self), self.SCOPES)
         for name, value in checked.items():
             object.__setattr__(self, name, value)
-        self.check()
-
-    def check(self) -> None:
-        """Checks beyond single rows (a subclass's)."""
 
     @classmethod
     def rows(cls) -> list[Setting]:
