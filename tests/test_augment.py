@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy.stats import ks_2samp
 
-from engine.render import augment as A
+from engine.render.step import augment as A
 from engine.render.step.cutouts import latest_batched, make_cutouts, pool_whole
 
 SIZE, N = 48, 8
