@@ -4,7 +4,7 @@ Both run the full-size architectures (ViT-B/32 with QuickGELU, the VQGAN f16/163
 timing does not depend on values) with the same settings (the ``latest`` cutouts, 32 of them, Adam lr 0.1, eq. 1
 on), interleaved step by step in one process (others share the machine), medians reported. The matte is a disc
 of a quarter of the frame's area over a coloured-noise footage frame (the composite CLIP sees); its cutouts come
-from its padded box (:mod:`engine.render.matte_step`). On CUDA the plain step is also timed eagerly: a step with
+from its padded box (:mod:`engine.render.step.matte`). On CUDA the plain step is also timed eagerly: a step with
 a matte runs eagerly there (not captured) for now.
 
 Also printed: the CPU time's ratio and the median of the round-by-round ratios (on a shared machine the wall
@@ -52,10 +52,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)  # on a shared machine one thread swings less with the others' load
 
-    from engine.render.estimate import official_models
-    from engine.render.loop import RenderSettings
-    from engine.render.matte_step import step_matte
-    from engine.render.optimize import Optimizer
+    from engine.models.architectures import official_models
+    from engine.settings import RenderSettings
+    from engine.render.step.matte import step_matte
+    from engine.render.step.optimize import Optimizer
 
     device = torch.device(args.device)
     vq, clip = official_models(device)
@@ -113,7 +113,7 @@ def main() -> None:
     print(f"ratio_paired={paired:.3f}")
     # The matte's own operations alone (composite and box, their backward, the gradient mask, the confined
     # update), many times over: their cost is what the matte can add to a step.
-    from engine.render.matte_step import clip_view, confine, mask_gradient
+    from engine.render.step.matte import clip_view, confine, mask_gradient
 
     z = opts["matte"].z
     image = torch.rand(1, 3, size, size, device=device, requires_grad=True)

@@ -14,8 +14,9 @@ import torch
 from PIL import Image
 
 from engine.errors import InputError
-from engine.render.footage import Footage, FootageTiming
-from engine.render.matte import (
+from engine.render.sources.footage import Footage
+from engine.render.sources.matte import (
+    MatteTiming,
     Matte,
     blank_digest,
     is_empty,
@@ -26,7 +27,7 @@ from engine.render.matte import (
     matte_warnings,
     segment_mattes,
 )
-from engine.render.matte_step import StepMatte, clip_view, latent_mask, matte_box, step_matte
+from engine.render.step.matte import StepMatte, clip_view, latent_mask, matte_box, step_matte
 from engine.store.alpha import composite, rgba_frame
 from tests.conftest import REPO
 from tests.footage_media import footage_frame
@@ -54,9 +55,9 @@ def test_a_matte_is_timed_by_the_footage_rule_and_read_at_the_render_size(disc_m
     assert matte.kind == "movie" and len(matte) == 30 and matte.times == footage.times
     slots = [(a / 7, (a + 1) / 7) for a in range(-3, 12)]
     for timing in (
-        FootageTiming(),
-        FootageTiming(offset=0.3, speed=29.97 / 24),
-        FootageTiming(offset=-0.2, speed=0.5, span=(0.1, 0.9)),
+        MatteTiming(),
+        MatteTiming(footage_offset=0.3, footage_speed=29.97 / 24),
+        MatteTiming(footage_offset=-0.2, footage_speed=0.5, footage_span=(0.1, 0.9)),
     ):
         picks = [matte.pick(timing, a, b, first=k == 0) for k, (a, b) in enumerate(slots)]
         assert picks == [footage.pick(timing, a, b, first=k == 0) for k, (a, b) in enumerate(slots)]
@@ -149,14 +150,14 @@ def test_a_short_matte_has_no_matte_past_its_end_and_says_so_once(disc_movie):
     path, _ = disc_movie
     matte = Matte(path)  # one second
     segs = [{"start": 0.0, "end": 1.5, "images": 6}, {"start": 1.5, "end": 3.0, "images": 6}]
-    timing = FootageTiming()
+    timing = MatteTiming()
     frames = [segment_mattes(matte, timing, s) for s in segs]
     # The last frame shows from 0.968 s to 1.001 s: the image starting at 1.0 s still has it.
     assert all(j is not None for j in frames[0][:5]) and frames[0][4] == 29 and frames[0][5] is None
     assert frames[1] == [None] * 6
     notes = matte_warnings(path, frames, timing=timing, end=matte.end)
     assert len(notes) == 1 and "covers 5 of the 12 images" in notes[0] and "0.000 s to 1.001 s" in notes[0]
-    late = FootageTiming(offset=5.0)
+    late = MatteTiming(footage_offset=5.0)
     none = [segment_mattes(matte, late, s) for s in segs]
     assert matte_warnings(path, none) == [
         f"the matte {path} covers none of the plan's images: check --matte-offset, --matte-speed and --matte-span; "
@@ -218,7 +219,7 @@ def _disc_matte(size=32, feather=0.0):
 
 @pytest.mark.parametrize("method,impl", [("latest", "batched"), ("latest", "kornia"), ("crops", "batched")])
 def test_cutouts_come_only_from_the_box_and_see_nothing_outside_the_matte(method, impl):
-    from engine.render.cutouts import make_cutouts
+    from engine.render.step.cutouts import make_cutouts
 
     matte = _disc_matte(64)
     backdrop = noise_frame(1, 64, 64)
@@ -249,7 +250,7 @@ def models(small_models):
 
 
 def _optimizer(models, method="latest", **kw):
-    from engine.render.optimize import Optimizer
+    from engine.render.step.optimize import Optimizer
 
     s = small_settings(width=32, height=32, cutouts=8, lr=0.2, cutout_method=method, l1_weight=0.5, **kw)
     opt = Optimizer(models.vqgan, models.clip, s, torch.device("cpu"))
@@ -390,7 +391,7 @@ def alpha_render(tmp_path_factory):
     from engine.files import write_json_atomic
     from engine.plan.build import plan_from_boundaries
     from engine.progress import Collect
-    from engine.render.loop import render
+    from engine.render.jobs.loop import render
     from tests.conftest import write_song
 
     d = tmp_path_factory.mktemp("alpha_render")

@@ -30,7 +30,7 @@ def rgba_frame(rgb: np.ndarray, matte: np.ndarray, backdrop: np.ndarray | None =
     rgb : ndarray
         ``(H, W, 3)`` uint8: the generated image.
     matte : ndarray
-        ``(H, W)`` uint8 at the same size (:meth:`engine.render.matte.Matte.frame`): becomes the alpha.
+        ``(H, W)`` uint8 at the same size (:meth:`engine.render.sources.matte.Matte.frame`): becomes the alpha.
     backdrop : ndarray, optional
         ``(H, W, 3)`` uint8: the footage frame, the RGB where the matte is 0 (black without one).
     """

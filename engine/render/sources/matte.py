@@ -1,9 +1,9 @@
 """A matte: where the generated picture goes, image by image, timed like the footage.
 
 A matte is a movie, a still picture or a folder of pictures, opened and timed
-exactly as footage is (:mod:`engine.render.footage`: the same decoder, the
-same ``offset``/``speed``/``span`` and the same rule for which of its frames
-an image follows). Each frame becomes one ``(height, width)`` uint8 picture at
+exactly as footage is (:mod:`engine.render.sources.footage`: the same decoder,
+the same rule for which of its frames an image follows, with its own
+``--matte-offset``/``--matte-speed``/``--matte-span``: :class:`MatteTiming`). Each frame becomes one ``(height, width)`` uint8 picture at
 the render size:
 
 1. the channel: ``luma`` (Rec. 709 weights on the frame's RGB bytes: white is
@@ -23,29 +23,43 @@ one. An image whose matte is all black gets no steps (:func:`is_empty`).
 The matte enters the cache keys by content, as footage frames do
 (:func:`matte_digests`): a moved or re-exported matte re-renders only the
 images whose matte changed. No torch here: the step's side is
-:mod:`engine.render.matte_step`.
+:mod:`engine.render.step.matte`; what is written, :mod:`engine.store.alpha`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from engine.errors import InputError
-from engine.files import cache_dir, check_number
-from engine.render.footage import Footage, FootageTiming, frame_digest, frame_digests, segment_frames
+from engine.files import cache_dir
+from engine.render.sources.footage import Footage, frame_digest, frame_digests, segment_frames, song_time
+from engine.settings_check import check_setting
+from engine.settings_table import MATTE_CHANNELS as CHANNELS
 
-#: Where a matte is read from: its picture's brightness, or its alpha channel.
-CHANNELS = ("luma", "alpha")
 #: Rec. 709 luma weights (the HD video a matte usually comes with), on the 8-bit values as they are.
 LUMA = (0.2126, 0.7152, 0.0722)
-#: The widest feather (render pixels) a matte takes.
-MAX_FEATHER = 1000.0
 #: Changes when the way a matte's pixels are made changes (its digests then change too).
 MATTE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class MatteTiming:
+    """Where the matte sits against the song (``--matte-offset``, ``--matte-speed``, ``--matte-span``), under the
+    names footage's frame rule reads (:func:`engine.render.sources.footage.pick_frame`): one rule for both."""
+
+    footage_offset: float = 0.0
+    footage_speed: float = 1.0
+    footage_span: tuple[float, float] | None = None
+
+    @classmethod
+    def of(cls, settings) -> MatteTiming:
+        """The matte's timing in ``settings`` (a ``RenderSettings``)."""
+        return cls(settings.matte_offset, settings.matte_speed, settings.matte_span)
 
 
 def luma(rgb: np.ndarray) -> np.ndarray:
@@ -140,9 +154,10 @@ class Matte:
         invert: bool = False,
         feather: float = 0.0,
     ) -> None:
-        if channel not in CHANNELS:
-            raise InputError(f"--matte-channel must be one of {', '.join(CHANNELS)}, not {channel!r}")
-        feather = check_number(feather, "--matte-feather", 0, MAX_FEATHER)
+        channel = check_setting("matte_channel", channel)
+        feather = check_setting("matte_feather", feather)
+        if fps is not None:
+            fps = check_setting("matte_fps", fps)
         self.source = Footage(path, fps, flag="--matte")
         self.path, self.channel, self.invert, self.feather = self.source.path, channel, bool(invert), float(feather)
         if channel == "alpha" and not self.source.has_alpha(0):
@@ -165,7 +180,7 @@ class Matte:
         files = self.source._files
         return files[j] if files else self.path
 
-    def pick(self, timing: FootageTiming, a: float, b: float, first: bool = False) -> int | None:
+    def pick(self, timing: MatteTiming, a: float, b: float, first: bool = False) -> int | None:
         """The matte frame an image with slot ``[a, b)`` follows, or None (no matte there): footage's rule."""
         return self.source.pick(timing, a, b, first)
 
@@ -183,7 +198,7 @@ class Matte:
         self.source.close()
 
 
-def segment_mattes(matte: Matte, timing: FootageTiming, seg: dict) -> list[int | None]:
+def segment_mattes(matte: Matte, timing: MatteTiming, seg: dict) -> list[int | None]:
     """The matte frame of each image of a segment (None: no matte there), by footage's frame rule."""
     return segment_frames(matte, timing, seg)
 
@@ -198,7 +213,7 @@ def matte_digests(matte: Matte, frames, width: int, height: int, cache: Path | N
 
     What the cache keys hold for an image's matte: its pixels after channel, resize, invert and feather, so a
     moved, re-timed or re-exported matte re-renders only the images whose matte changed. Kept like footage's
-    digests (:func:`engine.render.footage.frame_digests`), by the matte's :attr:`Matte.digest`.
+    digests (:func:`engine.render.sources.footage.frame_digests`), by the matte's :attr:`Matte.digest`.
     """
     cache = digest_cache_path(matte, width, height) if cache is None else cache
     return frame_digests(matte, frames, width, height, cache=cache)
@@ -211,7 +226,7 @@ def blank_digest(width: int, height: int, value: int) -> str:
 
 
 def matte_warnings(
-    path, frames: list[list[int | None]], empty: int = 0, timing: FootageTiming | None = None, end: float = math.inf
+    path, frames: list[list[int | None]], empty: int = 0, timing: MatteTiming | None = None, end: float = math.inf
 ) -> list[str]:
     """What to say once about a matte before (or after) a render, not once per image.
 
@@ -223,7 +238,7 @@ def matte_warnings(
         The matte frame of every image, segment by segment (:func:`segment_mattes`).
     empty : int
         How many images the matte is all black for (they get no steps).
-    timing : FootageTiming, optional
+    timing : MatteTiming, optional
         The matte's timing, to say where it ends in song time.
     end : float
         Matte time at which its last frame stops showing (:attr:`Matte.end`).
@@ -239,9 +254,9 @@ def matte_warnings(
     elif covered < len(flat):
         where = ""
         if timing is not None and math.isfinite(end):
-            a, b = timing.song_time(0.0), timing.song_time(end)
-            if timing.span is not None:
-                a, b = max(a, timing.span[0]), min(b, timing.span[1])
+            a, b = song_time(timing, 0.0), song_time(timing, end)
+            if timing.footage_span is not None:
+                a, b = max(a, timing.footage_span[0]), min(b, timing.footage_span[1])
             where = f" (it shows from song time {a:.3f} s to {b:.3f} s)"
         out.append(
             f"the matte {path} covers {covered} of the {len(flat)} images{where}: the others have no matte and "

@@ -1,6 +1,6 @@
 """The step inside a matte: what CLIP sees, and which part of the latent may move.
 
-Three small pieces, used by :meth:`engine.render.optimize.Optimizer.step_body` only when it is given a
+Three small pieces, used by :meth:`engine.render.step.optimize.Optimizer.step_body` only when it is given a
 :class:`StepMatte` (without one the step runs exactly as before, bit for bit):
 
 - :func:`clip_view`: the picture CLIP's cutouts are drawn from. The decoded image is laid over the backdrop
@@ -14,7 +14,7 @@ Three small pieces, used by :meth:`engine.render.optimize.Optimizer.step_body` o
   them), feathered cells move part way.
 
 An all-white matte gives no :class:`StepMatte` (:func:`step_matte` returns None): the step is the plain step.
-An all-black one is the caller's to skip (no steps, :func:`engine.render.matte.is_empty`).
+An all-black one is the caller's to skip (no steps, :func:`engine.render.sources.matte.is_empty`).
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def step_matte(matte: np.ndarray, factor: int, device, backdrop: np.ndarray | No
     Parameters
     ----------
     matte : ndarray
-        ``(H, W)`` uint8 (:meth:`engine.render.matte.Matte.frame`), not all black.
+        ``(H, W)`` uint8 (:meth:`engine.render.sources.matte.Matte.frame`), not all black.
     factor : int
         The VQGAN's downsampling factor (pixels per latent cell).
     device : torch.device
