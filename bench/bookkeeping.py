@@ -298,6 +298,9 @@ class SyntheticSource:
     def image_info(self, k: int, i: int) -> dict:
         return {}  # no footage
 
+    def finish(self, k: int, i: int, rgb: np.ndarray) -> np.ndarray:
+        return rgb  # no matte
+
     def seek(self, k: int, i: int, keys, state_dir, warn) -> int:
         raise RuntimeError("the benchmark renders into a fresh folder: no seek expected")
 

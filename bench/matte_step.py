@@ -53,9 +53,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)  # on a shared machine one thread swings less with the others' load
 
     from engine.models.architectures import official_models
-    from engine.settings import RenderSettings
     from engine.render.step.matte import step_matte
     from engine.render.step.optimize import Optimizer
+    from engine.settings import RenderSettings
 
     device = torch.device(args.device)
     vq, clip = official_models(device)

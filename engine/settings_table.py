@@ -116,14 +116,15 @@ class UI:
     add-on's default where it differs; ``default_preset``: take it from that preset instead. ``items``:
     ``{choice: (label, description)}``; ``extra_items``: choices the add-on adds (``preset``: Custom), and
     ``flag_values`` what such a choice passes as the flag. ``when``: the conditions for passing the flag, all of
-    them: ``custom`` (the Custom preset), ``footage`` (a footage strip is set), ``motion`` (Custom Motion is on),
+    them: ``custom`` (the Custom preset), ``footage`` (a footage strip is set), ``matte`` (a matte strip is set),
+    ``motion`` (Custom Motion is on),
     ``given`` (a non-empty value), ``model`` (not a layout preview), ``never`` (the add-on passes it itself).
     ``owner``: ``scene`` (``scene.m2v``), ``preferences`` (the add-on's preferences, e.g. the device) or
     ``segment`` (an item of ``scene.m2v.segments``).
     ``section``: the panel section that draws it (``custom``, ``analysis``, ``look``, ``output``, ``footage``,
-    ``motion``; ``None``: drawn by hand or not at all); ``line``: rows of a section with the same line are drawn
+    ``motion``, ``matte``; ``None``: drawn by hand or not at all); ``line``: rows of a section with the same line are drawn
     side by side; ``bare``: drawn without its label; ``shown``: drawn only while these hold (``scenes``: the
-    preset in use cuts at scene changes, ``footage``, ``motion``). ``on_change``: the add-on's update hook by name.
+    preset in use cuts at scene changes, ``footage``, ``matte``, ``motion``). ``on_change``: the add-on's update hook by name.
     """
 
     label: str

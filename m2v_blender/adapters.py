@@ -43,10 +43,13 @@ def song_path(strip) -> Path:
     return path
 
 
-def place_segment(scene, timing: timeline.StripTiming, ev: dict, min_channel: int = 0) -> None:
+def place_segment(
+    scene, timing: timeline.StripTiming, ev: dict, min_channel: int = 0, blend_type: str | None = None
+) -> None:
     """An image strip for a finished segment (a ``segment_end`` event), from its marker's frame to the next one's.
 
-    ``min_channel``: the lowest channel allowed (above the footage strip the frames follow)."""
+    ``min_channel``: the lowest channel allowed (above the footage and matte strips the frames follow);
+    ``blend_type``: the strip's blend (default: the panel's Blend; Alpha Over for frames with a matte's alpha)."""
     start, end = timing.frame_at(ev["start"]), timing.frame_at(ev["end"])
     if end <= start:
         return
@@ -68,7 +71,7 @@ def place_segment(scene, timing: timeline.StripTiming, ev: dict, min_channel: in
         strip.elements.append(name)
     strip.frame_final_duration = end - start
     strip[vse.STRIP_TAG] = key
-    strip.blend_type = st.blend_type
+    strip.blend_type = blend_type or st.blend_type
     strip.blend_alpha = st.opacity
 
 

@@ -48,7 +48,8 @@ def setting_args(st, command: str, conditions: set[str], preferences: dict | Non
     """Flags for every table row ``command`` takes that the add-on shows and whose ``when`` holds.
 
     ``st``: the scene's settings; ``preferences``: the values of the rows the preferences own (the device, with
-    its environment override). ``conditions``: what holds now, of ``custom``, ``footage``, ``motion``, ``model``
+    its environment override). ``conditions``: what holds now, of ``custom``, ``footage``, ``matte``, ``motion``,
+    ``model``
     (``given`` is checked per value: a non-empty one).
     """
     out: list[str] = []
@@ -69,11 +70,13 @@ def setting_args(st, command: str, conditions: set[str], preferences: dict | Non
     return out
 
 
-def conditions(st, preview: bool = False, footage: bool = False) -> set[str]:
+def conditions(st, preview: bool = False, footage: bool = False, matte: bool = False) -> set[str]:
     """What holds for the scene's settings now (see :func:`setting_args`)."""
     held = {"custom"} if st.preset == "custom" else set()
     if footage:
         held.add("footage")
+    if matte:
+        held.add("matte")
     if st.use_motion:
         held.add("motion")
     if not preview:

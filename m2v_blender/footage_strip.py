@@ -1,4 +1,4 @@
-"""The editor's footage strip, told to the engine: its file and where it sits against the song.
+"""The editor's footage strip (and matte strip), told to the engine: its file and where it sits against the song.
 
 Blender shows movie frame ``(f - frame_start) x rate + animation_offset_start`` at timeline frame ``f``
 (``SEQ_give_frame_index``): ``rate`` is 1 for a strip that plays its movie frame for frame, or the movie's
@@ -7,7 +7,8 @@ flag is not exposed to Python, so it is read off the strip's length). Trims (``f
 hide frames without moving the content. The engine wants three numbers (``engine/render/sources/footage.py``): the movie
 time at song time 0 (``--footage-offset``), movie seconds per song second (``--footage-speed``), and the
 song times where the strip is visible (``--footage-span``). The arithmetic is plain Python
-(:func:`footage_timing`), tested without Blender.
+(:func:`footage_timing`), tested without Blender. A matte strip is timed the same way and told with the
+matte's rows (``--matte``, ``--matte-offset``, ``--matte-speed``, ``--matte-span``, ``--matte-fps``).
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def playback_rate(content_frames: int, frame_duration: int, media_fps: float, sc
     )
 
 
-def image_sequence(directory: Path, names: list[str]) -> Path:
+def image_sequence(directory: Path, names: list[str], what: str = "footage") -> Path:
     """The folder of an image strip with several images; they must be all its pictures, in name order."""
     import re
 
@@ -76,19 +77,25 @@ def image_sequence(directory: Path, names: list[str]) -> Path:
     pictures = sorted((p.name for p in directory.iterdir() if p.suffix.lower() in STILL_SUFFIXES), key=key)
     if pictures != list(names):
         raise M2VError(
-            f"the footage strip's images must be all the pictures in {directory}, in name order "
+            f"the {what} strip's images must be all the pictures in {directory}, in name order "
             "(m2v reads the folder as an image sequence)"
         )
     return directory
 
 
-def footage_args(scene, strip, song: StripTiming) -> list[str]:
-    """Engine flags for a movie or image strip used as footage."""
+def footage_args(scene, strip, song: StripTiming, what: str = "footage") -> list[str]:
+    """Engine flags for a movie or image strip used as footage (``what``: ``matte`` for the matte strip, whose
+    rows are ``--matte``, ``--matte-offset``, ... and which is timed exactly as footage is)."""
     import bpy
 
     scene_fps = song.fps  # the song's timing is in the scene's frame rate
+    if strip.type == "MASK":
+        raise M2VError(
+            f"the {what} strip {strip.name!r} is a mask strip: the engine reads files, not Blender's masks; render "
+            "the mask to a movie or an image sequence and choose that strip"
+        )
     if len(getattr(strip, "retiming_keys", ())) > 0:
-        raise M2VError(f"the footage strip {strip.name!r} is retimed: m2v follows footage at its own speed")
+        raise M2VError(f"the {what} strip {strip.name!r} is retimed: m2v follows {what} at its own speed")
     common = dict(
         frame_start=float(strip.frame_start),
         frame_final_start=float(strip.frame_final_start),
@@ -98,7 +105,7 @@ def footage_args(scene, strip, song: StripTiming) -> list[str]:
     if strip.type == "MOVIE":
         path = Path(bpy.path.abspath(strip.filepath))
         if not path.is_file():
-            raise M2VError(f"the footage strip's movie is missing: {path}")
+            raise M2VError(f"the {what} strip's movie is missing: {path}")
         media_fps = float(strip.fps) or scene_fps
         clip = bpy.data.movieclips.load(str(path))
         try:
@@ -115,35 +122,41 @@ def footage_args(scene, strip, song: StripTiming) -> list[str]:
         if len(names) == 1:
             path = directory / names[0]
             if not path.is_file():
-                raise M2VError(f"the footage strip's image is missing: {path}")
+                raise M2VError(f"the {what} strip's image is missing: {path}")
             extra = []
         else:
-            path = image_sequence(directory, names)
-            extra = flags.flag("footage_fps", scene_fps)
+            path = image_sequence(directory, names, what)
+            extra = flags.flag(f"{what}_fps", scene_fps)
         placement = Placement(**common, media_fps=scene_fps, rate=1.0)
     else:
         raise M2VError(
-            f"the footage strip {strip.name!r} is a {strip.type.lower()} strip: choose a movie or image strip"
+            f"the {what} strip {strip.name!r} is a {strip.type.lower()} strip: choose a movie or image strip"
         )
     offset, speed, span = footage_timing(song, placement)
-    timing = [*flags.flag("footage_offset", offset), *flags.flag("footage_speed", speed)]
-    return [*flags.flag("footage", path), *timing, *flags.flag("footage_span", span), *extra]
+    timing = [*flags.flag(f"{what}_offset", offset), *flags.flag(f"{what}_speed", speed)]
+    return [*flags.flag(what, path), *timing, *flags.flag(f"{what}_span", span), *extra]
 
 
-def footage_strip(scene, name: str):
-    """The footage strip by name (a movie or image strip)."""
+def footage_strip(scene, name: str, what: str = "footage"):
+    """The footage (or matte) strip by name (a movie or image strip)."""
     for s in vse.all_strips(scene):
         if s.name == name:
             return s
-    raise M2VError(f"the footage strip {name!r} is gone: choose the footage strip again")
+    raise M2VError(f"the {what} strip {name!r} is gone: choose the {what} strip again")
 
 
 def render_args(scene, song: StripTiming) -> tuple[list[str], int]:
-    """Engine flags for the scene's footage strip (none without one), and the lowest channel for generated strips.
+    """Engine flags for the scene's footage and matte strips (none without them), and the lowest channel for
+    generated strips: above both (the footage shows through the frames' alpha; the matte is not to be seen).
 
-    The pull, the carry-over and the motion are settings-table rows: ``flags.setting_args`` passes them."""
+    The pull, the carry-over, the motion and how the matte is read are settings-table rows:
+    ``flags.setting_args`` passes them."""
     st = scene.m2v
-    if not st.footage_strip:
-        return [], 0
-    strip = footage_strip(scene, st.footage_strip)
-    return footage_args(scene, strip, song), strip.channel + 1
+    args: list[str] = []
+    floor = 0
+    for what, name in (("footage", st.footage_strip), ("matte", st.matte_strip)):
+        if name:
+            strip = footage_strip(scene, name, what)
+            args += footage_args(scene, strip, song, what)
+            floor = max(floor, strip.channel + 1)
+    return args, floor

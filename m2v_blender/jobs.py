@@ -79,10 +79,13 @@ def start_render(scene, preview: bool = False, extra_model_args: list[str] | Non
     if entries:
         lyr.write_text(timeline.lyrics_csv(entries), encoding="utf-8")
         plan_args += flags.flag("lyrics", lyr)
-    # Footage and motion flags; generated strips go above the footage strip.
+    # Footage, matte and motion flags; generated strips go above the footage and matte strips, laid with Alpha Over
+    # where a matte gives them alpha (unless the editor chose another blend than Replace).
     more, floor = footage_strip.render_args(scene, timing) if not preview else ([], 0)
-    render_args = _render_args(st, out / ("layout" if preview else "frames"), preview, extra_model_args, bool(more))
-    handle = _render_handler({"keys": set(), "timing": timing, "channel": floor, "chains": {}})
+    footage, matte = (bool(st.footage_strip), bool(st.matte_strip)) if not preview else (False, False)
+    render_args = _render_args(st, out / ("layout" if preview else "frames"), preview, extra_model_args, footage, matte)
+    blend = "ALPHA_OVER" if matte and st.blend_type == "REPLACE" else st.blend_type
+    handle = _render_handler({"keys": set(), "timing": timing, "channel": floor, "chains": {}, "blend": blend})
     return registry.start(scene, "render", [plan_args, render_args + more], handle)
 
 
@@ -91,11 +94,14 @@ def _preference_values() -> dict:
     return {"device": preferences.device()}
 
 
-def _render_args(st, frames_dir: Path, preview: bool, extra_model_args, with_footage: bool) -> list[str]:
+def _render_args(
+    st, frames_dir: Path, preview: bool, extra_model_args, with_footage: bool, with_matte: bool = False
+) -> list[str]:
     """The ``render`` command: the preset, the settings the editor set, the models (not for a layout preview)."""
     args = ["render", str(frames_dir.parent / "plan.json"), *flags.flag("out", frames_dir)]
     args += flags.preset_args(st, None)
-    args += flags.setting_args(st, "render", flags.conditions(st, preview, with_footage), _preference_values())
+    held = flags.conditions(st, preview, with_footage, with_matte)
+    args += flags.setting_args(st, "render", held, _preference_values())
     if preview:
         return args + flags.flag("layout", True)
     models = flags.flag("models", preferences.models_dir())
@@ -119,7 +125,7 @@ def _render_handler(state: dict):
             note_chain(state["chains"], ev)
         elif kind == "segment_end":
             state["keys"].add(ev["key"])
-            adapters.place_segment(scene, state["timing"], ev, state["channel"])
+            adapters.place_segment(scene, state["timing"], ev, state["channel"], state.get("blend"))
         elif kind == protocol.CLIENT_EXIT:
             if ev["code"] == protocol.EXIT_OK:
                 adapters.drop_stale_strips(scene, state["keys"])

@@ -57,6 +57,7 @@ class SEQUENCER_PT_m2v(bpy.types.Panel):
         draw_section(box, st, "look", held)
         draw_section(box, st, "output", held)
         draw_footage_box(layout.box(), context.scene, held)
+        draw_matte_box(layout.box(), context.scene, held)
         running = registry.is_running(context.scene)
         row = layout.row(align=True)
         row.enabled = not running
@@ -72,10 +73,12 @@ class SEQUENCER_PT_m2v(bpy.types.Panel):
 
 
 def shown_conditions(st, values: dict) -> set[str]:
-    """What holds for drawing the table's sections (``UI.shown``): ``scenes``, ``footage``, ``motion``."""
+    """What holds for drawing the table's sections (``UI.shown``): ``scenes``, ``footage``, ``matte``, ``motion``."""
     held = {"scenes"} if values["granularity"] == "scenes" else set()
     if st.footage_strip:
         held.add("footage")
+    if st.matte_strip:
+        held.add("matte")
     if st.use_motion:
         held.add("motion")
     return held
@@ -99,6 +102,20 @@ def draw_footage_box(box, scene, held: set[str] | None = None) -> None:
     else:
         m = protocol.MOTION_PRESETS.get(flags.preset_in_use(st))
         box.label(text=f"Motion: {m['zoom']:g} zoom a beat, {m['rotate']:g} deg/s" if m else "Motion: off (preset)")
+
+
+def draw_matte_box(box, scene, held: set[str] | None = None) -> None:
+    """The panel's "Compositing" box: the matte strip and how it is read, and the frames' alpha."""
+    st = scene.m2v
+    if held is None:
+        held = shown_conditions(st, flags.effective(st))
+    box.label(text="Compositing", icon="NODE_COMPOSITING")
+    sed = scene.sequence_editor
+    if sed is not None:
+        box.prop_search(st, "matte_strip", sed, "strips_all" if hasattr(sed, "strips_all") else "sequences_all")
+    else:
+        box.prop(st, "matte_strip")
+    draw_section(box, st, "matte", held)
 
 
 def _segment_rows(scene) -> list[tuple[float, str]]:

@@ -16,8 +16,8 @@ from PIL import Image
 from engine.errors import InputError
 from engine.render.sources.footage import Footage
 from engine.render.sources.matte import (
-    MatteTiming,
     Matte,
+    MatteTiming,
     blank_digest,
     is_empty,
     is_full,

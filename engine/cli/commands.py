@@ -52,10 +52,11 @@ from engine.protocol import (
 )
 from engine.render.jobs.loop import render
 from engine.render.jobs.ray_render import import_ray
+from engine.render.sources.footage import FootageBackdrop
 from engine.render.step.estimate import cached_calibration, device_label
 from engine.settings import AnalysisSettings, JobSettings, RenderSettings
 from engine.stopping import StopFlag, failure, guarded, hold_signals, interrupts
-from engine.store.export import export_mp4
+from engine.store.export import export_mp4, finished_segments
 
 # ---------------------------------------------------------------- helpers
 
@@ -104,10 +105,21 @@ def cmd_render(args: argparse.Namespace) -> int:
     return code
 
 
+def export_video(frames: Path, video: Path, fps: float, alpha: str | None = None) -> dict:
+    """``export_mp4`` with frames that have alpha laid over the footage frames they followed (the render's own
+    footage, read from its manifest; black where there is none)."""
+    header, _ = finished_segments(frames)
+    backdrop = FootageBackdrop(header.get("settings") or {})
+    try:
+        return export_mp4(frames, video, fps=fps, alpha=alpha, backdrop=backdrop)
+    finally:
+        backdrop.close()
+
+
 def cmd_export(args: argparse.Namespace) -> int:
 
     check_output_file(args.output, "-o")
-    m = export_mp4(args.render_dir, args.output, fps=args.fps)
+    m = export_video(Path(args.render_dir), Path(args.output), args.fps, args.export_alpha)
     for w in m["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
     print(
@@ -396,7 +408,7 @@ def _run_render(args: argparse.Namespace, out: Path, settings, paths, job: JobSe
         print(f"stopped: run the same command again to resume ({frames})", file=sys.stderr)
         return code
     video = out / ("layout.mp4" if args.layout else "video.mp4")
-    m = export_mp4(frames, video, fps=args.fps)
+    m = export_video(frames, video, args.fps)
     for w in m["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
     print(f"video: {video} ({m['video_seconds']:.1f} s at {m['fps']:.0f} fps, song muxed)")

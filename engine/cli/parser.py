@@ -136,6 +136,7 @@ def _add_tool_parsers(sub) -> None:
     e.add_argument("render_dir", help="the render's output folder")
     e.add_argument("-o", "--output", required=True, metavar="VIDEO.mp4")
     e.add_argument("--fps", type=_number(1, 240, name="--fps"), default=24.0, help="%(default)s, at most 240")
+    _add_settings(e, "export")
 
     mo = sub.add_parser("models", help="download or check the official model files")
     msub = mo.add_subparsers(dest="models_command", metavar="ACTION")

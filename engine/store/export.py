@@ -118,6 +118,8 @@ def export_mp4(
     if alpha is not None and alpha not in ALPHA_CODECS:
         raise InputError(f"--alpha must be one of {', '.join(ALPHA_CODECS)}, not {alpha!r}")
     render_dir, video = Path(render_dir), Path(video)
+    if alpha is not None and video.suffix.lower() != ".mov":
+        raise InputError("-o must name a .mov file with --alpha (a QuickTime movie keeps the alpha)", video)
     header, segs = finished_segments(render_dir)
     song_path = header["song"]["path"]
     check_video_path(video, render_dir, song_path)

@@ -121,7 +121,8 @@ def produce(
     Parameters
     ----------
     source : engine.render.sources.model.ModelSource or engine.render.sources.cards.CardSource
-        Runs images (``make_image``), seeks, decodes and hands out its state.
+        Runs images (``make_image``), seeks, decodes, makes an image's pixels what is written (``finish``) and hands
+        out its state.
     work : list of Work
         The segments, in order (a render's, or one chain's).
     keys : list of str
@@ -150,11 +151,12 @@ class _Producer:
         return [msg]
 
     def _resolve(self, rgb: np.ndarray) -> list[Message]:
-        """The pending image's pixels have arrived: it, then what waited for it."""
+        """The pending image's pixels have arrived: it (as the source writes it: ``finish``, e.g. with its matte),
+        then what waited for it."""
         p, self.pending = self.pending, None
         if p is None:
             return []
-        out, self.after = [replace(p, rgb=rgb), *self.after], []
+        out, self.after = [replace(p, rgb=self.source.finish(p.k, p.i, rgb)), *self.after], []
         return out
 
     def _flush(self) -> list[Message]:

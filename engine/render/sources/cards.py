@@ -73,6 +73,10 @@ class CardSource:
     def image_info(self, k: int, i: int) -> dict:
         return {}
 
+    def finish(self, k: int, i: int, rgb: np.ndarray) -> np.ndarray:
+        """A card is written as it is (a layout preview has no matte, as it has no footage)."""
+        return rgb
+
     def close(self) -> None:
         pass
 

@@ -367,3 +367,35 @@ def segment_frames(footage: Footage, settings, seg: dict) -> list[int | None]:
     """The footage frame of each image of a segment (None: no footage there)."""
     slots = image_slots(float(seg["start"]), float(seg["end"]), int(seg["images"]), digits=None)
     return [footage.pick(settings, a, b, first=i == 0) for i, (a, b) in enumerate(slots)]
+
+
+class FootageBackdrop:
+    """``backdrop(record)``: the footage frame a rendered frame followed, at the render size, for an export that
+    lays frames with alpha over it (:func:`engine.store.export.export_mp4`); None for a frame that followed none.
+
+    Made from a render's saved settings (its manifest's ``settings``: ``footage``, ``footage_fps``, the size); the
+    footage is opened at the first frame that needs it, so a render without alpha never reads it.
+    """
+
+    def __init__(self, saved: dict) -> None:
+        self.path, self.fps = saved.get("footage"), saved.get("footage_fps")
+        self.size = (int(saved["width"]), int(saved["height"]))
+        self._footage: Footage | None = None
+
+    def __call__(self, record: dict) -> np.ndarray | None:
+        j = record.get("footage")
+        if j is None or self.path is None:
+            return None
+        if self._footage is None:
+            try:
+                self._footage = Footage(self.path, self.fps)
+            except InputError as e:
+                raise InputError(
+                    f"{e} (the render's footage: the frames have alpha and are laid over it; or keep the alpha with "
+                    "export --alpha)"
+                ) from None
+        return self._footage.frame(int(j), *self.size)
+
+    def close(self) -> None:
+        if self._footage is not None:
+            self._footage.close()

@@ -31,9 +31,19 @@ from engine.plan.chains import chain_of
 from engine.plan.schedule import image_steps
 from engine.protocol import image_slots
 from engine.render.sources.footage import Footage, frame_digests, segment_frames
+from engine.render.sources.matte import (
+    Matte,
+    MatteTiming,
+    blank_digest,
+    is_empty,
+    matte_digests,
+    matte_warnings,
+    segment_mattes,
+)
 from engine.render.sources.motion import segment_motion, warp
 from engine.render.step.guidance import Guidance
 from engine.render.step.optimize import InitPull, Optimizer, sub_seed, to_rgb
+from engine.store.alpha import composite, rgba_frame
 from engine.store.snapshots import latest_on_chain, list_snapshots, load_snapshot
 
 
@@ -63,6 +73,14 @@ class ModelSource:
         self._digests: dict[int, str] | None = None
         self._moves: dict[int, list] = {}
         self._encoded: tuple | None = None  # (frame index, picture, latent) of the last footage frame encoded
+        self.matte = None
+        if settings.matte is not None:
+            self.matte = Matte(
+                settings.matte, settings.matte_fps, settings.matte_channel, settings.matte_invert, settings.matte_feather
+            )
+        self._matte_frames: dict[int, list] = {}
+        self._matte_digests: dict[int, str] | None = None
+        self._pictures: dict[tuple[str, int], np.ndarray] = {}  # the last few matte and footage frames, by index
 
     def ids(self) -> dict:
         # The formats the step really runs in: ``--precision mixed`` means other formats on another device (and
@@ -74,6 +92,8 @@ class ModelSource:
     def close(self) -> None:
         if self.footage is not None:
             self.footage.close()
+        if self.matte is not None:
+            self.matte.close()
 
     # ------------------------------------------------------------ footage and motion
 
@@ -90,6 +110,12 @@ class ModelSource:
         s = self.settings
         if s.motion_active and s.motion_drive == "music" and s.zoom != 0 and not self.plan.get("beats"):
             out.append("the plan has no beats (an older m2v made it): no zoom pulses; plan it again to get them")
+        if self.matte is not None:
+            frames = [self.matte_frames(k) for k in range(len(self.images))]
+            black = blank_digest(s.width, s.height, 0)
+            digests = self.matte_digests()
+            empty = sum(j is not None and digests[j] == black for seg in frames for j in seg)
+            out += matte_warnings(s.matte, frames, empty, MatteTiming.of(s), self.matte.end)
         return out
 
     def footage_frames(self, k: int) -> list:
@@ -99,6 +125,36 @@ class ModelSource:
         if k not in self._frames:
             self._frames[k] = segment_frames(self.footage, self.settings, self.plan["segments"][k])
         return self._frames[k]
+
+    def matte_frames(self, k: int) -> list:
+        """The matte frame each image of segment ``k`` follows (None: no matte there), by footage's frame rule."""
+        if self.matte is None:
+            return [None] * self.images[k]
+        if k not in self._matte_frames:
+            self._matte_frames[k] = segment_mattes(self.matte, MatteTiming.of(self.settings), self.plan["segments"][k])
+        return self._matte_frames[k]
+
+    def matte_digests(self) -> dict[int, str]:
+        """The digest of every matte frame the plan uses, made into the matte at the render size (one decode pass,
+        then kept in the cache folder by the matte's content: :func:`engine.render.sources.matte.matte_digests`)."""
+        if self._matte_digests is None:
+            used = {j for k in range(len(self.images)) for j in self.matte_frames(k) if j is not None}
+            self._matte_digests = matte_digests(self.matte, used, self.settings.width, self.settings.height)
+        return self._matte_digests
+
+    def _matte_key(self, k: int) -> dict | None:
+        """Segment ``k``'s matte in its key: each image's processed matte by its digest (None where it has none or
+        the matte is all white there: the plain step and the plain pixels), and the version of the step inside a
+        matte; None where no image of the segment has a matte that is not all white."""
+        from engine.render.step.matte import BOX_PAD, STEP_VERSION  # torch: only with a matte
+
+        s = self.settings
+        white = blank_digest(s.width, s.height, 255)
+        digests = self.matte_digests() if self.matte is not None else {}
+        frames = [None if j is None or digests[j] == white else digests[j] for j in self.matte_frames(k)]
+        if all(d is None for d in frames):
+            return None
+        return {"frames": frames, "step": {"version": STEP_VERSION, "pad": BOX_PAD}}
 
     def moves(self, k: int) -> list:
         """How each image of segment ``k`` moves the previous one."""
@@ -117,15 +173,16 @@ class ModelSource:
     def key_content(self, k: int) -> dict:
         """What segment ``k`` uses of each key group (:data:`engine.settings_table.KEY_GROUPS`), for its cache key
         (:mod:`engine.render.jobs.keys`): the footage frames its images follow, by their pixels at the render size
-        (a re-exported movie re-renders only where its frames changed), and each image's move; ``None`` where it
-        uses none."""
+        (a re-exported movie re-renders only where its frames changed), each image's move, and each image's matte
+        by its pixels (:meth:`_matte_key`); ``None`` where it uses none."""
         frames = self.footage_frames(k)
         footage = None
         if any(j is not None for j in frames):
             digests = self.footage_digests()
             footage = [None if j is None else digests[j] for j in frames]
         motion = [m.key() for m in self.moves(k)] if self.settings.motion_active else None
-        return {"footage": footage, "motion": motion}
+        matte = self._matte_key(k) if self.matte is not None else None
+        return {"footage": footage, "motion": motion, "matte": matte}
 
     def value(self, name: str, k: int, i: int):
         """Setting ``name``'s value at image ``i`` of segment ``k`` (an animated setting's own value there)."""
@@ -137,9 +194,46 @@ class ModelSource:
         return v[i] if isinstance(v, list) else v
 
     def image_info(self, k: int, i: int) -> dict:
-        """What the manifest records about image ``i`` beyond its file: the footage frame it followed."""
+        """What the manifest records about image ``i`` beyond its file: the footage and matte frames it followed."""
+        j, m = self.footage_frames(k)[i], self.matte_frames(k)[i]
+        return {**({} if j is None else {"footage": j}), **({} if m is None else {"matte": m})}
+
+    def _picture(self, kind: str, j: int) -> np.ndarray:
+        """Matte frame ``j`` (``(H, W)``) or footage frame ``j`` (``(H, W, 3)``) at the render size; the last few
+        are kept (neighbouring images often follow one frame, and :meth:`finish` comes an image later)."""
+        key = (kind, j)
+        if key not in self._pictures:
+            s = self.settings
+            src = self.matte if kind == "matte" else self.footage
+            if len(self._pictures) >= 6:
+                self._pictures.pop(next(iter(self._pictures)))
+            self._pictures[key] = src.frame(j, s.width, s.height)
+        return self._pictures[key]
+
+    def image_matte(self, k: int, i: int) -> np.ndarray | None:
+        """Image ``i`` of segment ``k``'s matte at the render size, or None where it has none."""
+        j = self.matte_frames(k)[i]
+        return None if j is None else self._picture("matte", j)
+
+    def backdrop(self, k: int, i: int) -> np.ndarray | None:
+        """What shows outside image ``i``'s matte: the footage frame it follows at the render size, or None
+        (black)."""
         j = self.footage_frames(k)[i]
-        return {} if j is None else {"footage": j}
+        return None if j is None else self._picture("footage", j)
+
+    def finish(self, k: int, i: int, rgb: np.ndarray) -> np.ndarray:
+        """What is written for image ``i`` of segment ``k``, from its pixels: as they are without a matte; with
+        one, the matte as straight alpha over RGB that is the footage frame (or black) where the matte is 0
+        (``--alpha matte``, :func:`engine.store.alpha.rgba_frame`; an image without a matte is opaque), or that
+        laid over the footage frame (or black): opaque pixels, the footage outside the matte."""
+        if self.matte is None:
+            return rgb
+        m = self.image_matte(k, i)
+        if self.settings.alpha != "matte":
+            return rgb if m is None else composite(rgba_frame(rgb, m, self.backdrop(k, i)), self.backdrop(k, i))
+        if m is None:
+            m = np.full(rgb.shape[:2], 255, np.uint8)
+        return rgba_frame(rgb, m, self.backdrop(k, i))
 
     def _footage_latent(self, j: int):
         """Footage frame ``j`` at the render size: the picture (``(1, 3, H, W)`` in [0, 1]) and its encoding."""
@@ -245,12 +339,26 @@ class ModelSource:
             out.append((self.guidance.text(s.style), self.value("style_weight", k, i)))
         return out
 
-    def make_image(self, k: int, i: int) -> tuple[np.ndarray, float]:
-        """Run image ``i`` of segment ``k``'s steps; returns the image *before* them (the previous image) and the loss."""
+    def make_image(self, k: int, i: int) -> tuple[np.ndarray, float | None]:
+        """Run image ``i`` of segment ``k``'s steps; returns the image *before* them (the previous image) and the loss
+        (None: an image without steps, its matte all black)."""
 
         s, opt = self.settings, self.optimizer
         take = int(self.plan["segments"][k].get("take", 0))
+        m = self.image_matte(k, i)
+        if m is not None and is_empty(m):
+            # Not generated anywhere: no steps. The latent still takes the motion and the footage (the next image
+            # starts from them); the previous image gets its own decode, as no step's forward pass decodes it.
+            before, _ = self._before_steps(k, i)
+            prev = before if before is not None else opt.decode()
+            self.pos = (k, i + 1)
+            return to_rgb(prev), None
         before, pull = self._before_steps(k, i)
+        matte = None
+        if m is not None:
+            from engine.render.step.matte import step_matte  # torch: only with a matte
+
+            matte = step_matte(m, self.models.vqgan.factor, opt.device, self.backdrop(k, i))
         # Eq. 1 anchors to where the image starts: the previous image, moved and blended as above.
         anchor = opt.z.detach().clone() if s.l1_weight > 0 else None
         first = None
@@ -259,7 +367,7 @@ class ModelSource:
         draws = opt.image_draws(seeds)  # every step's cutout draws, made before the steps
         for step, p in enumerate(parts):
             draw = draws[step] if draws is not None else None
-            out, loss = opt.step(self.targets(k, i, p), seeds[step], anchor, pull, draw)
+            out, loss = opt.step(self.targets(k, i, p), seeds[step], anchor, pull, draw, matte)
             if first is None:
                 first = out
         self.pos = (k, i + 1)

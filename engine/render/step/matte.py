@@ -28,6 +28,8 @@ import torch.nn.functional as F
 
 #: The box is padded by this share of its larger side on every side, then out to whole latent cells.
 BOX_PAD = 0.125
+#: Changes when the step inside a matte changes (it is in the cache key of every segment an image's matte is in).
+STEP_VERSION = 1
 
 
 def matte_box(matte: np.ndarray, pad: float = BOX_PAD, align: int = 16) -> tuple[int, int, int, int] | None:
