@@ -120,7 +120,9 @@ def _read_otio(text: str, suffix: str, fps: float | None, path: Path):
         raise InputError(f"--boundaries-from: cannot be read as a {suffix} edit ({why})", path) from None
     if isinstance(got, otio.schema.Timeline):
         return got
-    timelines = list(got.find_children(descended_from_type=otio.schema.Timeline)) if hasattr(got, "find_children") else []
+    timelines = (
+        list(got.find_children(descended_from_type=otio.schema.Timeline)) if hasattr(got, "find_children") else []
+    )
     if not timelines:
         raise InputError("--boundaries-from: the file holds no timeline", path)
     return timelines[0]

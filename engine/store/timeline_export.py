@@ -118,7 +118,9 @@ def timeline_format(path: str | Path) -> str:
     suffix = Path(path).suffix.lower()
     if suffix not in FORMATS:
         known = ", ".join(FORMATS)
-        raise InputError(f"--timeline: unknown timeline format {suffix or '(no extension)'!r}; use one of {known}", path)
+        raise InputError(
+            f"--timeline: unknown timeline format {suffix or '(no extension)'!r}; use one of {known}", path
+        )
     return suffix
 
 
@@ -598,4 +600,3 @@ def _fcpx_rates() -> None:
         table.setdefault(n * 1000 / 1001, f"1001/{n * 1000}s")
     for n in (48,):
         table.setdefault(n, f"1/{n}s")
-
