@@ -168,7 +168,11 @@ def _export_timeline(args: argparse.Namespace) -> int:
     if args.events:
         _event("exported", output=m["output"], format=m["format"], clips=m["clips"], gaps=m["gaps"])
     movies = f", {m['movies']} segment movies" if m["movies"] else ""
-    print(f"wrote {m['output']}: {m['format']}, {m['clips']} clips, {m['gaps']} gaps{movies}")
+    # With --events stdout carries JSON only: the line for people goes to stderr then.
+    print(
+        f"wrote {m['output']}: {m['format']}, {m['clips']} clips, {m['gaps']} gaps{movies}",
+        file=sys.stderr if args.events else sys.stdout,
+    )
     return EXIT_OK
 
 

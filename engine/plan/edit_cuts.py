@@ -1,8 +1,9 @@
 """``plan --boundaries-from EDIT``: the cuts of an edit made in another editor, as segment boundaries (issue 29).
 
 The cuts are the edges of the items on the edit's video track (m2v's own
-track, named ``m2v``, else the first video track with a clip), from the first
-clip's start to the last clip's end; a gap between clips is a segment too.
+track, named ``m2v``, else the first video track with a clip), from its first
+clip to the track's end: a gap after a clip is a segment too (an unfinished
+render's export holds its missing segments as gaps).
 Edit time becomes song time through the song's own clip on an audio track
 (the clip whose media is the song's file): moving the song in the editor
 moves the cuts with it. Without one (an EDL holds no audio) the edit's time
@@ -28,6 +29,7 @@ from urllib.parse import unquote, urlparse
 
 from engine.errors import InputError
 from engine.files import MAX_TEXT_BYTES, check_input_file
+from engine.plan.build import END_TOLERANCE
 
 #: Edit formats read (extension -> OpenTimelineIO adapter; FCPXML is read by :func:`_fcpxml_edit`).
 EDIT_FORMATS = {".otio": "otio_json", ".xml": "fcp_xml", ".fcpxml": None, ".edl": "cmx_3600", ".kdenlive": "kdenlive"}
@@ -92,6 +94,8 @@ def read_edit_cuts(path: str | Path, song_path: str | Path, fps: float | None = 
     bounds = []
     for t in edit.edges:
         b = round(float(t - zero), DIGITS)
+        if not bounds and -END_TOLERANCE <= b < 0:
+            b = 0.0  # the song starts within a frame after the edit's first cut (a song placed between frames)
         if not bounds or b > bounds[-1]:
             bounds.append(b)
     if len(bounds) < 2:
@@ -138,10 +142,20 @@ def _otio_edit(tl, song_name: str, path: Path) -> Edit:
     spans = [(track.range_of_child_at_index(i), item) for i, item in enumerate(track)]
     spans = [(r, item) for r, item in spans if not isinstance(item, otio.schema.Transition)]
     content = [k for k, (_, item) in enumerate(spans) if isinstance(item, otio.schema.Clip)]
-    edges = [_seconds(r.start_time) for r, _ in spans[content[0] : content[-1] + 1]]
-    edges.append(_seconds(spans[content[-1]][0].end_time_exclusive()))
+    kept = spans[content[0] :]
+    # An edge inside one m2v segment (a partly rendered segment's clip, then the gap of its missing images) is
+    # no cut: m2v's exports name each item's segment.
+    edges = [
+        _seconds(r.start_time) for k, (r, item) in enumerate(kept) if k == 0 or not _same_segment(kept[k - 1][1], item)
+    ]
+    edges.append(_seconds(kept[-1][0].end_time_exclusive()))
     zero = _otio_song_zero(tl, song_name)
     return Edit(edges, zero, "song clip" if zero is not None else "none")
+
+
+def _same_segment(a, b) -> bool:
+    sa, sb = (dict(x.metadata.get(VIDEO_TRACK) or {}).get("segment") for x in (a, b))
+    return sa is not None and sa == sb
 
 
 def _clips(track) -> list:
@@ -224,7 +238,7 @@ def _fcpxml_edit(text: str, song_name: str, path: Path) -> Edit:
     content = [k for k, (_, _, tag) in enumerate(items) if tag != "gap"]
     if not content:
         raise InputError("--boundaries-from: the edit's spine holds no clip", path)
-    kept = items[content[0] : content[-1] + 1]
+    kept = items[content[0] :]
     edges = [o - tc_start for o, _, _ in kept] + [kept[-1][0] + kept[-1][1] - tc_start]
     return Edit(edges, None if zero is None else zero - tc_start, "song clip" if zero is not None else "none")
 

@@ -69,8 +69,12 @@ TIMELINE_KIND, TIMELINE_VERSION = "m2v-timeline", 1
 #: Marker colours: cuts, lyric lines, prompts (all in CMX 3600's and Kdenlive's palettes; FCPX reads red and green
 #: as to-do markers, so neither is used).
 CUT_COLOR, LYRIC_COLOR, PROMPT_COLOR = "BLUE", "CYAN", "MAGENTA"
-#: The intermediate movies' codec (every editor reads ProRes; profile 0 is Proxy, small for these frames).
-MOVIE_CODEC, MOVIE_PROFILE, MOVIE_PIX_FMT = "prores_ks", "0", "yuv422p10le"
+#: The intermediate movies' codec: ProRes 4444, which every editor reads. Full chroma: 4:2:2 smears the colour of
+#: sharp edges (text, line art) by several levels; 4444 comes back within 0.1 of a level of the PNGs. Its colour
+#: matrix is the BT.601 one the conversion uses (tagged, so no editor guesses another).
+MOVIE_CODEC, MOVIE_PROFILE, MOVIE_PIX_FMT = "prores_ks", "4", "yuv444p10le"
+#: FFmpeg's codes for BT.601 (SMPTE 170M) and limited ("MPEG") range.
+MOVIE_COLORSPACE, MOVIE_COLOR_RANGE = 6, 1
 MOVIE_PREFIX = "m2v-clip-"
 
 
@@ -239,7 +243,7 @@ def _describe(info: dict) -> str:
     if info["take"] is not None:
         parts.append(f"take {info['take']}")
     parts += [f"seed {info['seed']}", f"preset {info['preset'] or '?'}", f"key {info['key'][:16]}"]
-    return " \u00b7 ".join(parts)
+    return " | ".join(parts)
 
 
 # ---------------------------------------------------------------- the timeline
@@ -251,18 +255,20 @@ def build_timeline(
     start_frame: int = 0,
     plan: dict | None = None,
     media: str = "images",
+    label_rate: float | None = None,
 ) -> tuple[object, list[SegmentClip], list[str]]:
     """The OTIO timeline of a render; returns it, its segments and warnings.
 
     ``media``: ``"images"`` (image-sequence references) or ``"movies"`` (one movie per segment, written
     now where missing: :func:`segment_movie`). ``start_frame``: the timeline's first frame (Blender's
-    scene start); it moves earlier if the song's first image would come before it.
+    scene start); it moves earlier if the song's first image would come before it. ``label_rate``: the rate
+    the times are labelled with (default the clock's; :func:`edl_label_rate`), the frame numbers unchanged.
     """
     import opentimelineio as otio
 
     render_dir = Path(render_dir)
     header, clips = segment_clips(render_dir, clock, plan)
-    rate = float(clock.rate)
+    rate = float(label_rate or clock.rate)
     span0, span1 = clips[0].start, clips[-1].end
     first = clock.frame_at(span0)
     origin = min(int(start_frame), first)
@@ -291,8 +297,10 @@ def build_timeline(
             continue
         if c.shown:
             video.append(_segment_clip(c, clock, render_dir, media, rt))
-        if not c.complete:
-            video.append(otio.schema.Gap(source_range=otio.opentime.TimeRange(rt(0), rt(c.frames - len(c.shown)))))
+        if not c.complete:  # the images still to render; its segment named, so a reader sees no cut inside it
+            gap = otio.schema.Gap(source_range=otio.opentime.TimeRange(rt(0), rt(c.frames - len(c.shown))))
+            gap.metadata[META] = {"segment": c.index, "key": c.key, "missing_images": c.images - len(c.records)}
+            video.append(gap)
     tl.tracks.append(video)
     tl.tracks.append(_song_track(song, clock, first, clock.frame_at(span1), origin, rt))
     for m in _markers(clips, plan, clock, origin, rt):
@@ -305,10 +313,13 @@ def _segment_clip(c: SegmentClip, clock: Clock, render_dir: Path, media: str, rt
 
     n_frames = len(c.shown)
     if media == "images":
-        # The PNGs at their own rate: image i is media time [i, i + 1) / r from the segment's start, so the
-        # clip's source starts at its first frame's time into the segment (never before it).
+        # The PNGs at their own rate r: image i is media time [i, i + 1) / r from the segment's start, so the
+        # clip's source starts at its first frame's time into the segment, plus image_at's own tolerance of a
+        # millionth of a slot (OTIO truncates: a frame on an image's start would otherwise show the one before).
+        # A clip can start no earlier than its first image: where the segment starts in the second half of a
+        # frame (its clip's first frame a little before it), the images follow up to half a frame early.
         r = c.images / (c.end - c.start)
-        offset = max(0.0, clock.time_at(c.first_frame) - c.start)
+        offset = max(0.0, clock.time_at(c.first_frame) - c.start) + 1e-6 / r
         folder = (render_dir / c.folder).resolve()
         ref = otio.schema.ImageSequenceReference(
             target_url_base=folder.as_uri() + "/",
@@ -422,6 +433,8 @@ def segment_movie(render_dir: Path, c: SegmentClip, rate: Fraction) -> Path:
             vs = container.add_stream(MOVIE_CODEC, rate=rate)
             vs.options = {"profile": MOVIE_PROFILE}
             vs.pix_fmt = MOVIE_PIX_FMT
+            vs.codec_context.colorspace = MOVIE_COLORSPACE
+            vs.codec_context.color_range = MOVIE_COLOR_RANGE
             for j, i in enumerate(c.shown):
                 if i not in pixels:
                     pixels.clear()  # images come in order: keep one
@@ -477,13 +490,14 @@ def export_timeline(
     check_not_inputs({"--timeline": output}, {"plan": plan_path})
     plan, warnings = load_plan_notes(plan_path, render_dir, store.segments)
     media = "images" if suffix in IMAGE_SEQUENCE_FORMATS else "movies"
-    tl, clips, more = build_timeline(render_dir, clock, start_frame, plan, media)
+    label = edl_label_rate(clock.rate) if suffix == ".edl" else None
+    tl, clips, more = build_timeline(render_dir, clock, start_frame, plan, media, label)
     warnings += more
     if not any(c.shown for c in clips):
         raise InputError("the render has no finished image yet: nothing to export", render_dir)
     if song_path and not Path(song_path).is_file():
         warnings.append(f"the song {song_path} is missing: the timeline's audio clip names it all the same")
-    text = write_format(tl, suffix, clock.rate)
+    text = write_format(tl, suffix, Fraction(label) if label else clock.rate)
     make_dirs(output.parent)
     existed = output.exists()
     write_bytes_atomic(output, text.encode("utf-8"))
@@ -510,6 +524,16 @@ def _song_frame(value: float | str) -> Fraction:
     return frame
 
 
+def edl_label_rate(rate: Fraction) -> int | None:
+    """The nominal rate an EDL's timecode counts at 29.97 or 59.94: 30 or 60, so it is non-drop-frame.
+
+    OTIO writes drop-frame timecode at those rates by default, which its own EDL reader (and many
+    conforming tools) cannot read back; non-drop timecode numbers the same frames at the nominal rate.
+    """
+    nominal = round(rate)
+    return nominal if rate != nominal and nominal % 30 == 0 else None
+
+
 def write_format(tl, suffix: str, rate: Fraction) -> str:
     """The timeline as text in a format (markers moved onto clips where the format keeps only those)."""
     import opentimelineio as otio
@@ -527,7 +551,11 @@ def write_format(tl, suffix: str, rate: Fraction) -> str:
         kwargs["rate"] = float(rate)
     # The Kdenlive adapter prints a notice on stdout, where the add-on reads JSON events.
     with contextlib.redirect_stdout(io.StringIO()):
-        return otio.adapters.write_to_string(tl, adapter_name=FORMATS[suffix], **kwargs)
+        text = otio.adapters.write_to_string(tl, adapter_name=FORMATS[suffix], **kwargs)
+    if suffix == ".edl":  # say so: CMX 3600's frame-code-mode line, after the title
+        head, sep, rest = text.partition("\n\n")
+        text = f"{head}\nFCM: NON-DROP FRAME\n\n{rest}" if sep else f"FCM: NON-DROP FRAME\n\n{text}"
+    return text
 
 
 def markers_onto_clips(tl) -> None:
