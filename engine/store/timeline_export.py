@@ -36,7 +36,14 @@ from fractions import Fraction
 from pathlib import Path
 
 from engine.errors import InputError
-from engine.files import check_not_inputs, created_file, make_dirs, temp_name, write_bytes_atomic
+from engine.files import (
+    check_not_inputs,
+    created_file,
+    make_dirs,
+    remove_temp_files,
+    temp_name,
+    write_bytes_atomic,
+)
 from engine.protocol import MANIFEST_FILE, image_at, timeline_rate
 from engine.store.export import _read_frame, check_video_path
 from engine.store.manifest import load_render
@@ -166,9 +173,12 @@ def load_plan_notes(plan_path: str | Path | None, render_dir: Path, segments: li
     return plan, []
 
 
-def segment_clips(render_dir: Path, clock: Clock, plan: dict | None) -> tuple[dict, list[SegmentClip]]:
-    """The render's header and each segment's clip: the frames it covers and the images that exist."""
-    store = load_render(render_dir)
+def segment_clips(render_dir: Path, clock: Clock, plan: dict | None, store=None) -> tuple[dict, list[SegmentClip]]:
+    """The render's header and each segment's clip: the frames it covers and the images that exist.
+
+    ``store``: the render's record, when the caller has read it already (:func:`engine.store.manifest.load_render`).
+    """
+    store = store if store is not None else load_render(render_dir)
     if not store.segments:
         raise InputError("the render has no segments yet: wait for it to start, or render again", render_dir)
     header = store.header
@@ -256,6 +266,7 @@ def build_timeline(
     plan: dict | None = None,
     media: str = "images",
     label_rate: float | None = None,
+    store=None,
 ) -> tuple[object, list[SegmentClip], list[str]]:
     """The OTIO timeline of a render; returns it, its segments and warnings.
 
@@ -267,7 +278,7 @@ def build_timeline(
     import opentimelineio as otio
 
     render_dir = Path(render_dir)
-    header, clips = segment_clips(render_dir, clock, plan)
+    header, clips = segment_clips(render_dir, clock, plan, store)
     rate = float(label_rate or clock.rate)
     span0, span1 = clips[0].start, clips[-1].end
     first = clock.frame_at(span0)
@@ -413,8 +424,10 @@ def _partial_warnings(clips: list[SegmentClip], render_dir: Path) -> list[str]:
 
 
 def movie_name(c: SegmentClip, rate: Fraction) -> str:
-    """A segment's movie: its key, the rate, and which image each of its frames shows (placement, partial)."""
-    digest = hashlib.sha256(json.dumps(c.shown, separators=(",", ":")).encode()).hexdigest()[:10]
+    """A segment's movie: its key, the rate, and a digest of which image each of its frames shows (the song's
+    placement, a partial render) and of how it is encoded (another codec writes another file)."""
+    how = [c.shown, MOVIE_CODEC, MOVIE_PROFILE, MOVIE_PIX_FMT, MOVIE_COLORSPACE, MOVIE_COLOR_RANGE]
+    digest = hashlib.sha256(json.dumps(how, separators=(",", ":")).encode()).hexdigest()[:10]
     return f"{MOVIE_PREFIX}{c.key[:16]}-{rate.numerator}x{rate.denominator}-{digest}.mov"
 
 
@@ -427,6 +440,7 @@ def segment_movie(render_dir: Path, c: SegmentClip, rate: Fraction) -> Path:
     import numpy as np
 
     pixels = {}
+    remove_temp_files(path.parent, name=path.name)  # what an export killed while writing this movie left
     tmp = temp_name(path)
     try:
         with av.open(str(tmp), mode="w", format="mov") as container:
@@ -491,7 +505,7 @@ def export_timeline(
     plan, warnings = load_plan_notes(plan_path, render_dir, store.segments)
     media = "images" if suffix in IMAGE_SEQUENCE_FORMATS else "movies"
     label = edl_label_rate(clock.rate) if suffix == ".edl" else None
-    tl, clips, more = build_timeline(render_dir, clock, start_frame, plan, media, label)
+    tl, clips, more = build_timeline(render_dir, clock, start_frame, plan, media, label, store)
     warnings += more
     if not any(c.shown for c in clips):
         raise InputError("the render has no finished image yet: nothing to export", render_dir)
@@ -499,6 +513,7 @@ def export_timeline(
         warnings.append(f"the song {song_path} is missing: the timeline's audio clip names it all the same")
     text = write_format(tl, suffix, Fraction(label) if label else clock.rate)
     make_dirs(output.parent)
+    remove_temp_files(output.parent, name=output.name)
     existed = output.exists()
     write_bytes_atomic(output, text.encode("utf-8"))
     if not existed:
@@ -538,11 +553,10 @@ def write_format(tl, suffix: str, rate: Fraction) -> str:
     """The timeline as text in a format (markers moved onto clips where the format keeps only those)."""
     import opentimelineio as otio
 
-    if suffix in CLIP_MARKER_FORMATS:
-        tl = tl.deepcopy()
-        markers_onto_clips(tl)
     if suffix in (".xml", ".fcpxml", ".edl"):
-        tl = tl.deepcopy() if suffix == ".xml" else tl
+        tl = tl.deepcopy()  # the format's own fields go on a copy
+        if suffix in CLIP_MARKER_FORMATS:
+            markers_onto_clips(tl)
         _format_metadata(tl, suffix)
     kwargs = {}
     if suffix == ".fcpxml":
