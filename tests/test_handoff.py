@@ -193,6 +193,32 @@ def test_otio_round_trip_is_frame_exact_with_markers_and_metadata(rendered, name
     assert list(tl.metadata["m2v"]["rate"]) == [rate.numerator, rate.denominator]
 
 
+def test_otio_images_change_on_the_frame_their_slot_starts(song, tmp_path):
+    """25 images a second on a 25 fps timeline, cuts on frames: every frame starts exactly on an image's slot,
+    where OTIO's truncating arithmetic would show the image before without image_at's tolerance."""
+    wav, lrc, _ = song
+    d = tmp_path / "g"
+    d.mkdir()
+    proc = run_engine(
+        "plan", str(wav), "--boundaries", "0,0.56,1.24,2.32", "--preset", "draft", "--min-rate", "26",
+        "--max-rate", "30", "--fps", "25", "--no-estimate", "-o", str(d / "plan.json"),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads((d / "plan.json").read_text())
+    assert [s["images"] for s in plan["segments"]] == [14, 17, 27]  # one image a frame
+    proc = run_engine("render", str(d / "plan.json"), "--out", str(d / "render"), "--layout", "--size", *SIZE)
+    assert proc.returncode == 0, proc.stderr
+    path, _ = _export({"dir": d, "out": d / "render"}, "g.otio", "25")
+    video = _video(otio.adapters.read_from_file(str(path)))
+    for seg, clip in zip(plan["segments"], video):
+        first, n = clip.range_in_parent().start_time.value, clip.range_in_parent().duration.value
+        got = [
+            clip.media_reference.frame_for_time(clip.source_range.start_time + otio.opentime.RationalTime(j, 25))
+            for j in range(int(n))
+        ]
+        assert got == list(range(seg["images"])) and first == round(seg["start"] * 25)
+
+
 # ---------------------------------------------------------------- FCP 7 XML, FCPXML, EDL, Kdenlive
 
 
