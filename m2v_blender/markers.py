@@ -45,11 +45,27 @@ def remove_m2v_markers(scene) -> None:
         scene.timeline_markers.remove(m)
 
 
+def place_cuts(scene, plan: dict, timing: timeline.StripTiming) -> None:
+    """A cut marker (``m2v S02``, ...) at each of the plan's segment starts but the first."""
+    for k, seg in enumerate(plan["segments"][1:], start=1):
+        scene.timeline_markers.new(timeline.segment_marker_name(k), frame=timing.frame_at(seg["start"]))
+
+
+def replace_cuts(scene, plan: dict, timing: timeline.StripTiming) -> int:
+    """Make the plan's segment starts the scene's cuts: every cut marker goes (yours named "cut" too), lyric
+    and other markers stay; returns how many cut markers were removed."""
+    old = cut_markers(scene)
+    for m in old:
+        scene.timeline_markers.remove(m)
+    place_cuts(scene, plan, timing)
+    sync_segments(scene)
+    return len(old)
+
+
 def apply_markers(scene, plan: dict, timing: timeline.StripTiming) -> None:
     """Replace m2v's markers (only those) with the plan's segment starts and lyric times."""
     remove_m2v_markers(scene)
-    for k, seg in enumerate(plan["segments"][1:], start=1):
-        scene.timeline_markers.new(timeline.segment_marker_name(k), frame=timing.frame_at(seg["start"]))
+    place_cuts(scene, plan, timing)
     texts = []
     for ly in plan["lyrics"]:
         if ly.get("past_end"):

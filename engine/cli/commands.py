@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 import traceback
+from fractions import Fraction
 from pathlib import Path
 
 from engine.analysis.plot import plot_bytes, plot_format
@@ -138,13 +139,39 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
 
+    if args.timeline is not None:
+        return _export_timeline(args)
+    if args.plan is not None or args.song_frame or args.start_frame:
+        raise InputError("--plan, --song-frame and --start-frame go with --timeline, not with -o")
     check_output_file(args.output, "-o")
-    m = export_mp4(args.render_dir, args.output, fps=args.fps)
+    m = export_mp4(args.render_dir, args.output, fps=float(Fraction(args.fps)))
     for w in m["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
     print(
         f"wrote {args.output}: {m['frames']} frames at {m['fps']:.3f} fps, video {m['video_seconds']:.2f} s, "
         f"audio {m['audio_seconds']:.2f} s"
+    )
+    return EXIT_OK
+
+
+def _export_timeline(args: argparse.Namespace) -> int:
+    """``export --timeline``: the render as a timeline for another editor (:mod:`engine.store.timeline_export`)."""
+    from engine.store.timeline_export import export_timeline, timeline_format
+
+    timeline_format(args.timeline)  # an unknown extension before anything is read
+    check_output_file(args.timeline, "--timeline")
+    m = export_timeline(args.render_dir, args.timeline, args.fps, args.song_frame, args.start_frame, args.plan)
+    for w in m["warnings"]:
+        if args.events:
+            _event("warning", message=w)
+        print(f"warning: {w}", file=sys.stderr)
+    if args.events:
+        _event("exported", output=m["output"], format=m["format"], clips=m["clips"], gaps=m["gaps"])
+    movies = f", {m['movies']} segment movies" if m["movies"] else ""
+    # With --events stdout carries JSON only: the line for people goes to stderr then.
+    print(
+        f"wrote {m['output']}: {m['format']}, {m['clips']} clips, {m['gaps']} gaps{movies}",
+        file=sys.stderr if args.events else sys.stdout,
     )
     return EXIT_OK
 
@@ -226,6 +253,7 @@ def _check_plan_outputs(args: argparse.Namespace) -> None:
         "song": args.song,
         "lyrics file": args.lyrics,
         "segment-settings file": getattr(args, "segment_settings", None),
+        "edit": getattr(args, "boundaries_from", None),
     }
     check_not_inputs({"-o": args.output, "--plot": args.plot}, inputs)
     if args.output:
@@ -304,16 +332,22 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
         entries = load_segment_settings(args.segment_settings)
     preset, _ = _preset_for_plan(args)
-    plan = plan_from_boundaries(
-        args.song,
-        parse_boundaries(args.boundaries),
-        preset=preset,
-        lyrics_path=args.lyrics,
-        min_rate=args.min_rate,
-        max_rate=args.max_rate,
-        fps=args.fps,
-        intensity=args.intensity,
-    )
+    bounds = _edit_boundaries(args) if args.boundaries_from is not None else parse_boundaries(args.boundaries)
+    try:
+        plan = plan_from_boundaries(
+            args.song,
+            bounds,
+            preset=preset,
+            lyrics_path=args.lyrics,
+            min_rate=args.min_rate,
+            max_rate=args.max_rate,
+            fps=args.fps,
+            intensity=args.intensity,
+        )
+    except InputError as e:
+        if args.boundaries_from is None:
+            raise
+        raise InputError(f"--boundaries-from {args.boundaries_from}: the edit's cuts do not fit the song: {e}") from None
     if entries:
 
         plan["warnings"] += apply_segment_settings(plan, entries)
@@ -321,6 +355,20 @@ def cmd_plan(args: argparse.Namespace) -> int:
     _estimate(plan, args, args.preset)
     _emit(plan, args)
     return EXIT_OK
+
+
+def _edit_boundaries(args: argparse.Namespace) -> list[float]:
+    """``--boundaries-from``: the edit's cuts as boundaries (:mod:`engine.plan.edit_cuts`); its warnings printed."""
+    from engine.plan.edit_cuts import read_edit_cuts
+
+    check_input_file(args.song, "song")
+    bounds, warnings = read_edit_cuts(args.boundaries_from, args.song, args.fps)
+    for w in warnings:
+        if args.events:
+            _event("warning", message=w)
+        print(f"warning: {w}", file=sys.stderr)
+    print(f"{args.boundaries_from}: {len(bounds) - 1} segments, {bounds[0]:.4f} s to {bounds[-1]:.4f} s", file=sys.stderr)
+    return bounds
 
 
 def cmd_run(args: argparse.Namespace) -> int:

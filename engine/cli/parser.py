@@ -7,6 +7,7 @@ they must be), so a bad flag is a clear exit 2 before any work starts.
 from __future__ import annotations
 
 import argparse
+from fractions import Fraction
 
 from engine import __version__
 from engine.errors import InputError
@@ -26,6 +27,21 @@ def _number(lo=None, hi=None, integer=False, lo_open=False, name=None):
             return check_number(value, name or "value", lo, hi, integer=integer, lo_open=lo_open)
         except InputError as e:
             raise argparse.ArgumentTypeError(str(e)) from None
+
+    return parse
+
+
+def _rate(lo: float, hi: float):
+    """An argparse type: a frame rate as a number or an exact fraction (``30000/1001``), kept as written."""
+
+    def parse(text: str) -> str:
+        try:
+            value = Fraction(text.strip())
+        except (ValueError, ZeroDivisionError):
+            raise argparse.ArgumentTypeError(f"not a frame rate: {text!r} (24, 29.97 or 30000/1001)") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"--fps must be {lo:g} to {hi:g}, got {text}")
+        return text.strip()
 
     return parse
 
@@ -121,7 +137,13 @@ def _add_job_parsers(sub) -> None:
         ),
     )
     p.add_argument("song", help="audio file")
-    p.add_argument("--boundaries", required=True, metavar="T0,T1,...", help="segment boundaries in seconds, increasing")
+    cuts = p.add_mutually_exclusive_group(required=True)
+    cuts.add_argument("--boundaries", metavar="T0,T1,...", help="segment boundaries in seconds, increasing")
+    cuts.add_argument(
+        "--boundaries-from",
+        metavar="EDIT",
+        help="the cuts of an edit made elsewhere: .otio, .xml (FCP 7), .fcpxml, .edl (read at --fps) or .kdenlive",
+    )
     p.add_argument(
         "--segment-settings",
         metavar="FILE.json",
@@ -164,10 +186,35 @@ def _add_job_parsers(sub) -> None:
 
 def _add_tool_parsers(sub) -> None:
     """export, models and info."""
-    e = sub.add_parser("export", help="write an MP4 of a finished render with the song")
+    e = sub.add_parser(
+        "export",
+        help="write an MP4 of a finished render with the song, or its timeline for another editor",
+        description=(
+            "-o VIDEO.mp4: the video with the song. --timeline EDIT: the cut, the lyrics and the clips as a "
+            "timeline (format by extension: .otio, .xml for Final Cut Pro 7 / Premiere / Resolve, .fcpxml, .edl, "
+            ".kdenlive); a render still running or incomplete exports what exists."
+        ),
+    )
     e.add_argument("render_dir", help="the render's output folder")
-    e.add_argument("-o", "--output", required=True, metavar="VIDEO.mp4")
-    e.add_argument("--fps", type=_number(1, 240, name="--fps"), default=24.0, help="%(default)s, at most 240")
+    out = e.add_mutually_exclusive_group(required=True)
+    out.add_argument("-o", "--output", metavar="VIDEO.mp4")
+    out.add_argument("--timeline", metavar="EDIT.otio", help="write the timeline: .otio, .xml, .fcpxml, .edl, .kdenlive")
+    e.add_argument(
+        "--fps", type=_rate(1, 240), default="24", help="frames a second: 24, 25, 29.97 or 30000/1001 (%(default)s)"
+    )
+    e.add_argument(
+        "--song-frame",
+        type=_number(-1e9, 1e9, name="--song-frame"),
+        default=0.0,
+        help="--timeline: the timeline frame at which the song's time 0 plays (default 0)",
+    )
+    e.add_argument(
+        "--start-frame",
+        type=_number(-1e9, 1e9, integer=True, name="--start-frame"),
+        default=0,
+        help="--timeline: the timeline's first frame (default 0)",
+    )
+    e.add_argument("--plan", metavar="PLAN.json", help="--timeline: the render's plan (default: plan.json beside it)")
 
     mo = sub.add_parser("models", help="download or check the official model files")
     msub = mo.add_subparsers(dest="models_command", metavar="ACTION")

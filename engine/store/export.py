@@ -122,13 +122,13 @@ def export_mp4(render_dir: str | Path, video: str | Path, fps: float = 24.0, cod
     return {**measured, "warnings": warnings}
 
 
-def check_video_path(video: Path, render_dir: Path, song_path: str) -> None:
+def check_video_path(video: Path, render_dir: Path, song_path: str, flag: str = "-o") -> None:
     """Refuse an output that is the song, or one of the render's own records or frames."""
-    check_not_inputs({"-o": video}, {"song": song_path, "render manifest": render_dir / MANIFEST_FILE})
+    check_not_inputs({flag: video}, {"song": song_path, "render manifest": render_dir / MANIFEST_FILE})
     inside = Path(os.path.abspath(video))
     root = Path(os.path.abspath(render_dir))
     if root in inside.parents and (inside.parent != root or inside.name in (MANIFEST_FILE, JOURNAL_FILE, LOCK_FILE)):
-        raise InputError("-o names one of the render's own files; write the video elsewhere", video)
+        raise InputError(f"{flag} names one of the render's own files; write it elsewhere", video)
 
 
 def _song_audio(song_path: str, span: tuple[float, float]) -> tuple[np.ndarray, int]:
