@@ -9,6 +9,7 @@ stdout (the add-on's mode); ``render`` always does.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 import traceback
@@ -28,8 +29,10 @@ from engine.files import (
     check_output_file,
     created_file,
     dumps_strict,
+    entry_kind,
     keep_created,
     make_dirs,
+    open_append,
     undo_created,
 )
 from engine.models import weights
@@ -58,6 +61,7 @@ from engine.render.loop import RenderSettings, StopFlag, render
 from engine.render.ray_render import RayOptions, import_ray
 from engine.settings_table import in_scope
 from engine.store.export import export_mp4
+from engine.store.manifest import check_render_folder
 from engine.store.snapshots import DEFAULT_INTERVAL
 
 # ---------------------------------------------------------------- helpers
@@ -118,6 +122,7 @@ def _load(paths, device_name: str, settings=None):
 def cmd_render(args: argparse.Namespace) -> int:
 
     check_output_dir(args.out, "--out")
+    check_render_folder(args.out)
     plan = load_plan(args.plan)  # checked before any model is loaded
     preset = args.preset
     if preset == "auto" and plan.get("analysis", {}).get("preset") in PRESETS:
@@ -418,10 +423,10 @@ def _run_render(args: argparse.Namespace, out: Path, settings, paths, kwargs: di
     frames = out / ("layout" if args.layout else "frames")
     # People read a bar (or a line per segment); the JSON events go to a file for tools.
     events_path = out / "render-events.jsonl"
-    if not events_path.exists():
+    if entry_kind(events_path) is None:
         created_file(events_path)
     try:
-        with open(events_path, "a", encoding="utf-8") as events:
+        with io.TextIOWrapper(open_append(events_path, "event log"), encoding="utf-8") as events:
             progress = Progress(out=events, bar=sys.stderr.isatty(), segment_lines=not sys.stderr.isatty())
             code = render(out / "plan.json", frames, settings, models, progress, stop, **kwargs)
     except BaseException:
