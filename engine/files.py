@@ -300,7 +300,10 @@ def read_json(path: str | Path, what: str, max_bytes: int = MAX_JSON_BYTES, foll
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     """Return the hex SHA-256 of a file's bytes."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    fd = os.open(path, os.O_RDONLY | _NONBLOCK | getattr(os, "O_BINARY", 0))  # a pipe never blocks the open
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # nor the read: only regular files are hashed
+            raise InputError("is not a regular file (a folder, pipe, device or socket), so m2v cannot read it", path)
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()

@@ -46,3 +46,15 @@ def open_log(path: Path):
     if getattr(os, "O_NONBLOCK", 0):
         os.set_blocking(fd, True)
     return os.fdopen(fd, "a", encoding="utf-8")
+
+
+def read_text_regular(path: Path, max_bytes: int = 1 << 30) -> str:
+    """A UTF-8 file the engine wrote: a regular file of bounded size (a pipe in its place would hang Blender)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError("not a regular file")
+        if st.st_size > max_bytes:
+            raise ValueError(f"{st.st_size / 1e6:.0f} MB, too large")
+        return f.read(max_bytes + 1).decode("utf-8")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import InputError
-from engine.files import MAX_TEXT_BYTES, check_input_file
+from engine.files import MAX_TEXT_BYTES, read_regular
 
 
 @dataclass(frozen=True)
@@ -61,11 +61,8 @@ def _frac(digits: str | None) -> float:
 def read_text(path: str | Path) -> str:
     """Read a text file as UTF-8 (BOM allowed), falling back to Latin-1 for old LRC files."""
 
-    path = check_input_file(path, "lyrics file", MAX_TEXT_BYTES)
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise InputError(f"cannot read the lyrics file ({e.strerror})", path) from None
+    path = Path(path).expanduser()
+    raw = read_regular(path, "lyrics file", MAX_TEXT_BYTES)
     if not raw.strip():
         raise InputError("the lyrics file is empty", path)
     text = _decode(raw)

@@ -20,7 +20,7 @@ from engine.analysis.synth import demo_lrc, demo_song
 from engine.cli.info import engine_info
 from engine.cli.parser import build_parser
 from engine.cli.run_folder import check_run_inputs, claim_run_files, run_names, write_noted
-from engine.errors import InputError
+from engine.errors import ExternalError, InputError
 from engine.files import (
     FolderLock,
     check_input_file,
@@ -59,6 +59,7 @@ from engine.render.chains import parse_times
 from engine.render.estimate import cached_calibration, device_label
 from engine.render.loop import RenderSettings, StopFlag, render
 from engine.render.ray_render import RayOptions, import_ray
+from engine.render.ray_setup import check_address_flag, probe_address
 from engine.settings_table import in_scope
 from engine.store.export import export_mp4
 from engine.store.manifest import check_render_folder
@@ -105,8 +106,10 @@ def _chain_kwargs(args: argparse.Namespace) -> dict:
     out = {"chains": args.chains, "chain_at": parse_times(args.chain_at) if args.chain_at is not None else None}
     if args.ray is not None:
 
+        address = check_address_flag(args.ray)  # --ray '' is no address (a bare --ray is a local instance)
         import_ray()  # exit 2 with how to add it, before any model is loaded
-        address = None if args.ray == "local" else args.ray
+        address = None if address == "local" else address
+        probe_address(address)  # a few seconds at most: nothing answering there is exit 2 before any work
         out["ray"] = RayOptions(address=address, workers=args.ray_workers, cpus=args.ray_cpus)
     return out
 
@@ -264,7 +267,7 @@ def _estimate(plan: dict, args: argparse.Namespace, asked: str) -> None:
         return
 
     dev = pick_device(args.device)
-    cal = cached_calibration(dev)
+    cal = cached_calibration(dev, warn=lambda message: _warn({"warnings": [message]}, args))
     preset = plan["analysis"]["preset"]
     w, h = PRESETS[preset]["size"]
     t = plan["totals"]
@@ -514,6 +517,8 @@ def _main(argv: list[str] | None) -> int:
         undo_created()  # a refused command leaves nothing it created
         if isinstance(e, InputError):
             return _fail(args, str(e), EXIT_INPUT)
+        if isinstance(e, ExternalError):
+            return _fail(args, str(e), EXIT_INTERNAL)
         if isinstance(e, OSError) and e.filename is not None:
             # A path the user gave that cannot be read or written: their input, named.
             return _fail(args, f"{e.filename}: {e.strerror or e}", EXIT_INPUT)

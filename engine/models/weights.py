@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import InputError
-from engine.files import file_sha256, write_json_atomic
+from engine.files import file_sha256, read_cache_file, write_json_atomic
 
 PINS = "pins.json"
 CHUNK = 1 << 20
@@ -108,10 +108,10 @@ def default_models_dir() -> Path:
 
 
 def load_pins(models_dir: Path) -> dict[str, str]:
-    p = models_dir / PINS
+    raw = read_cache_file(models_dir / PINS)  # m2v's own record: a bounded regular file, never a pipe or link
     try:
-        pins = json.loads(p.read_text()) if p.exists() else {}
-    except (json.JSONDecodeError, OSError):
+        pins = json.loads(raw) if raw is not None else {}
+    except (ValueError, RecursionError):
         return {}
     return (
         {k: v for k, v in pins.items() if isinstance(k, str) and isinstance(v, str)} if isinstance(pins, dict) else {}

@@ -25,9 +25,11 @@ from engine.progress import Progress
 from engine.protocol import (
     AUDIO_RATE,
     CUTOUT_IMPL,
+    EXIT_CANCELLED,
     JOURNAL_FILE,
     LOCK_FILE,
     MANIFEST_FILE,
+    RAY_LOG_FILE,
     SEGMENT_DIR_PREFIX,
     STATE_DIR,
 )
@@ -233,6 +235,7 @@ def _render_into(
     starts = getattr(source, "starts", [0])
     keys = segment_keys(plan, song_16k, settings, source.ids(), source.key_extras, starts)
     check_render_folder(out_dir, [segment_folder(k, key) for k, key in enumerate(keys)])
+    new_folder = not out_dir.exists()
     make_dirs(out_dir)
     with FolderLock(out_dir, LOCK_FILE):
         remove_temp_files(out_dir, (SEGMENT_DIR_PREFIX, STATE_DIR))
@@ -242,10 +245,13 @@ def _render_into(
         store = RenderStore.open(out_dir, header)
         for w in store.warnings:
             progress.emit("warning", message=w)
-        had = {p: (out_dir / p).exists() for p in (MANIFEST_FILE, JOURNAL_FILE, STATE_DIR)}
+        had = {p: (out_dir / p).exists() for p in (MANIFEST_FILE, JOURNAL_FILE, STATE_DIR, RAY_LOG_FILE)}
         try:
             job = job_class(plan, keys, store, source, progress, snapshot_every, cache_cap_bytes)
             code = job.run(stop)
+            if code == EXIT_CANCELLED and not any(e.records for e in store.entries.values()):
+                store.close()  # stopped before any frame (a Ray render stopped while Ray started): as it was found
+                _undo_bookkeeping(out_dir, had)
         except BaseException:
             store.close()
             if not any(e.records for e in store.entries.values()):
@@ -254,6 +260,9 @@ def _render_into(
         finally:
             store.close()
             remove_temp_files(out_dir, (SEGMENT_DIR_PREFIX, STATE_DIR))
+    if new_folder and code == EXIT_CANCELLED:
+        with contextlib.suppress(OSError):
+            out_dir.rmdir()  # only when empty: nothing was rendered into the folder this render made
     return code
 
 

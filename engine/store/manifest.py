@@ -43,6 +43,7 @@ from engine.protocol import (
     MANIFEST_FILE,
     MANIFEST_KIND,
     MANIFEST_VERSION,
+    RAY_LOG_FILE,
     SEGMENT_DIR_PREFIX,
     STATE_DIR,
     check_document,
@@ -88,7 +89,7 @@ def check_render_folder(out_dir: str | Path, folders: list[str] | tuple = (), fl
     the resume points' folder or a segment folder (``folders``): exit 2 at once, nothing touched.
     """
     out_dir = Path(out_dir).expanduser()
-    for name in (MANIFEST_FILE, JOURNAL_FILE, LOCK_FILE):
+    for name in (MANIFEST_FILE, JOURNAL_FILE, LOCK_FILE, RAY_LOG_FILE):
         check_own_entry(out_dir / name, "file", flag)
     for name in (STATE_DIR, *folders):
         check_own_entry(out_dir / name, "folder", flag)
