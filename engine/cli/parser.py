@@ -14,6 +14,28 @@ from engine.files import check_number
 from engine.settings_table import GROUPS, Setting, for_command
 
 
+class UsageError(Exception):
+    """A flag argparse refused: the command line prints the usage and one ``error:`` line (and, for ``render``
+    or with ``--events``, an ``error`` event), exit 2."""
+
+    def __init__(self, message: str, usage: str, prog: str) -> None:
+        super().__init__(message)
+        self.usage, self.prog = usage, prog
+
+    @property
+    def command(self) -> str | None:
+        """The command whose flags were refused (``render``), from the parser's ``prog``."""
+        words = self.prog.split()
+        return words[3] if len(words) > 3 else None
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, whose errors go through the engine's one error path instead of ``prog: error:``."""
+
+    def error(self, message: str):
+        raise UsageError(message, self.format_usage(), self.prog)
+
+
 def _number(lo=None, hi=None, integer=False, lo_open=False, name=None):
     """An argparse type: a finite number in range (argparse alone takes 'nan' and 'inf')."""
 
@@ -83,7 +105,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m engine",
         description="m2v engine: turn a song and its timed lyrics into a music video.",
     )
