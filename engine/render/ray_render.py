@@ -20,6 +20,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import functools
+import json
 import queue
 import shutil
 import threading
@@ -30,7 +31,7 @@ from pathlib import Path
 from engine.errors import ExternalError, InputError
 from engine.files import MAX_CACHE_BYTES, read_regular
 from engine.models.factory import load_models, pick_device
-from engine.protocol import RAY_LOG_FILE
+from engine.protocol import EXIT_INTERNAL, LOCK_FILE, RAY_LOG_FILE, make_event
 from engine.render import ray_setup
 from engine.render.chain_runner import ChainRunner
 from engine.render.chains import chain_spans
@@ -219,6 +220,25 @@ class RayRenderJob(RenderJob):
             return False
         ray = import_ray()
         t0 = time.monotonic()
+        guard = self._guardian()
+        try:
+            return self._ray_loop(ray, chains, stop, t0)
+        finally:
+            if self.ray_lost:  # Ray may still end this process before it is over: the guardian says so then
+                atexit.register(guard.disarm)
+            else:
+                guard.disarm()
+
+    def _guardian(self) -> ray_setup.Guardian:
+        log = self.store.out_dir / RAY_LOG_FILE
+        message = (
+            "the render's process ended before the render did (Ray ends it when a process of Ray's on this "
+            f"machine dies); finished frames are kept, run again to resume. Ray's log: {log}"
+        )
+        event = json.dumps(make_event("error", message=message, code=EXIT_INTERNAL), ensure_ascii=False)
+        return ray_setup.Guardian(self.store.out_dir / LOCK_FILE, getattr(self.progress, "out", None), message, event)
+
+    def _ray_loop(self, ray, chains: list[Chain], stop, t0: float) -> bool:
         # Ray's own lines (its notices, restarts, advice) go to ray.log in the render folder, not the terminal.
         with ray_setup.RayLog(self.store.out_dir / RAY_LOG_FILE, self.progress) as log:
             started = connect(ray, self.options)
@@ -414,7 +434,7 @@ class _Driver:
     def _check_ray(self, now: bool = False) -> None:
         """Stop the render, cleanly, when this machine's Ray died: before each worker start, retry or release, else
         each few seconds."""
-        if not now and time.monotonic() - self.checked < 3.0:
+        if not now and time.monotonic() - self.checked < 0.5:
             return
         self.checked = time.monotonic()
         if not self._ray_up(deep=True):

@@ -136,12 +136,65 @@ def keep_stop_handlers():
         ray_utils.set_sigterm_handler = original
 
 
-def raylet_alive() -> bool:
-    """Whether this machine's raylet (the Ray process the driver talks to) still runs; True when it cannot tell.
+#: Ray's processes of a local instance that the node cannot live without (its agents are fate-shared with it).
+_VITAL = ("gcs_server", "raylet")
+_watched: dict[int, list[tuple[int, int | None]]] = {}  # by the node object, found once per Ray session
 
-    When the raylet dies, Ray's core worker ends the driver's process (``_exit(1)``, no clean-up) at its next
-    call into Ray: the driver checks this first, without calling into Ray, and stops the render itself (one
-    ``error:`` line and event, the lock released).
+
+def _proc_stat(pid: int) -> tuple[int, str, int] | None:
+    """``(parent pid, state, start time)`` of a process from ``/proc`` (Linux), or None when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()
+    return int(fields[1]), fields[0], int(fields[19])
+
+
+def _vital_processes(node) -> list[tuple[int, int | None]]:
+    """The vital processes of a local Ray instance this process started, as ``(pid, start time)``: its GCS, its
+    raylet and the raylet's agents (those only where ``/proc`` tells)."""
+    out = []
+    for kind in _VITAL:
+        for info in (getattr(node, "all_processes", None) or {}).get(kind) or []:
+            if info.process is None:
+                continue
+            pid = info.process.pid
+            st = _proc_stat(pid)
+            out.append((pid, st[2] if st else None))
+            if kind != "raylet" or st is None:
+                continue
+            for entry in Path("/proc").iterdir():
+                child = _proc_stat(int(entry.name)) if entry.name.isdigit() else None
+                if child is None or child[0] != pid:
+                    continue
+                with contextlib.suppress(OSError):
+                    if b"Agent" in (entry / "cmdline").read_bytes().split(b"\0")[0]:
+                        out.append((int(entry.name), child[2]))
+    return out
+
+
+def _running(pid: int, start: int | None) -> bool:
+    st = _proc_stat(pid)
+    if st is None:
+        try:
+            os.kill(pid, 0)  # no /proc here: the pid alone
+        except ProcessLookupError:
+            return False
+        except OSError:
+            return True
+        return start is None
+    return st[1] != "Z" and (start is None or st[2] == start)
+
+
+def raylet_alive() -> bool:
+    """Whether this machine's Ray node is still whole (the driver talks to it); True when it cannot tell.
+
+    When a vital process of the node dies (its raylet, or the dashboard or runtime-env agent, which the raylet
+    shares its fate with), Ray's core worker soon ends the driver's process (``_exit(1)``, no clean-up), at its
+    next call into Ray or when the control store declares the node dead. The driver looks first, without calling
+    into Ray, and stops the render itself (one ``error:`` line and event, the lock released). For a local
+    instance it watches those processes; for a cluster's node, that the raylet's port still answers.
     """
     try:
         import ray._private.worker as ray_worker
@@ -151,10 +204,11 @@ def raylet_alive() -> bool:
         return True
     if node is None:
         return True  # Ray Client: no raylet here
-    procs = (getattr(node, "all_processes", None) or {}).get("raylet") or []
-    if procs:  # a local instance this process started
-        return all(p.process is None or p.process.poll() is None for p in procs)
-    try:
+    if getattr(node, "all_processes", None):  # a local instance this process started
+        watched = _watched.get(id(node)) or _watched.setdefault(id(node), _vital_processes(node))
+        if not all(_running(pid, start) for pid, start in watched):
+            return False
+    try:  # the raylet's port answers
         with socket.create_connection((node.node_ip_address, int(node.node_manager_port)), timeout=1.0):
             return True
     except (OSError, AttributeError, TypeError, ValueError):
@@ -304,3 +358,71 @@ class RayLog:
         os.close(self._saved_fd)
         with contextlib.suppress(Exception):
             self._text.close()
+
+
+_GUARD = r"""
+import fcntl, os, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+lock, events_fd, line, event = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+if sys.stdin.buffer.read().endswith(b"ok"):
+    sys.exit(0)
+for fd, text in ((2, line), (events_fd, event)):
+    try:
+        if fd >= 0:
+            os.write(fd, (text + "\n").encode("utf-8"))
+    except OSError:
+        pass
+try:
+    fd = os.open(lock, os.O_RDWR | os.O_NOFOLLOW)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        st, own = os.lstat(lock), os.fstat(fd)
+        if (st.st_ino, st.st_dev) == (own.st_ino, own.st_dev):
+            os.unlink(lock)
+    finally:
+        os.close(fd)
+except OSError:
+    pass
+"""
+
+
+class Guardian:
+    """A tiny process that ends a Ray render the way m2v ends a failed one, should Ray end the driver's process.
+
+    Ray's core worker ends the driver with ``_exit(1)`` (no Python clean-up at all) when a vital process of its
+    node dies or the node is declared dead: the driver usually sees it first (:func:`raylet_alive`), but not
+    always. The guardian, started before Ray, waits on a pipe: when the driver ends without saying ``ok``, it
+    prints the one ``error:`` line, writes the ``error`` event where the render's events go, and removes the
+    folder's lock file (taking the lock first, as a render would). POSIX only; elsewhere it does nothing.
+    """
+
+    def __init__(self, lock: Path, events, message: str, event_line: str) -> None:
+        self.proc = None
+        if os.name != "posix":
+            return
+        import subprocess
+
+        try:
+            events_fd = events.fileno() if events is not None else -1
+        except (AttributeError, OSError, ValueError):
+            events_fd = -1
+        fds = (events_fd,) if events_fd > 2 else ()
+        with contextlib.suppress(OSError):
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", _GUARD, str(lock), str(events_fd), f"error: {message}", event_line],
+                stdin=subprocess.PIPE,
+                pass_fds=fds,
+                start_new_session=True,  # a Ctrl-C to the render's terminal is the render's, not the guardian's
+            )
+
+    def disarm(self) -> None:
+        """The driver ends its own way (done, cancelled, or its own error line): the guardian leaves quietly."""
+        if self.proc is None:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            self.proc.stdin.write(b"ok")
+            self.proc.stdin.close()
+        with contextlib.suppress(Exception):
+            self.proc.wait(timeout=10)
+        self.proc = None
