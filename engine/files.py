@@ -226,9 +226,11 @@ def open_append(path: str | Path, what: str):
         if e.errno in (errno.EISDIR, errno.ENXIO):
             raise InputError(f"is not a file, so m2v cannot write its {what} there", path) from None
         raise
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
         os.close(fd)
-        raise InputError(f"is not a regular file, so m2v cannot write its {what} there", path)
+        what_is = "a hard link to another file" if stat.S_ISREG(st.st_mode) else "not a regular file"
+        raise InputError(f"is {what_is}, so m2v does not append its {what} to it", path)
     if _NONBLOCK:
         os.set_blocking(fd, True)
     return os.fdopen(fd, "ab")

@@ -46,10 +46,7 @@ def start_analyze(scene) -> EngineJob:
         if ev["event"] == protocol.CLIENT_EXIT:
             if ev["code"] == protocol.EXIT_OK:
                 plan = read_document(out / "analysis.json", protocol.PLAN_KIND, protocol.PLAN_VERSION)
-                markers.sync_segments(scene)  # each segment's settings at its cut's frame, before the cuts are renamed
-                markers.apply_markers(scene, plan, ctx["timing"])
-                markers.remember_analysis(scene, plan)
-                markers.sync_segments(scene, by_time=True)  # settings follow the cut's time, not its new name
+                markers.apply_analysis(scene, plan, ctx["timing"])
                 scene.m2v.status = f"analysed: {len(markers.scene_segment_frames(scene)) + 1} segments"
                 registry.undo_push("m2v Analyze")
             else:

@@ -40,6 +40,18 @@ def analysis_summary(scene) -> dict | None:
         return None
 
 
+def apply_analysis(scene, plan: dict, timing: timeline.StripTiming) -> None:
+    """A new analysis on the timeline: its cuts and lyrics as markers, each segment's settings kept with its cut.
+
+    The new cuts are named afresh (``m2v S01``... in order), so a segment's prompt, take and New Chain follow
+    the cut at their time, not a name that now belongs to another cut.
+    """
+    sync_segments(scene)  # each item at its cut's frame as it is now, before the cuts are renamed
+    apply_markers(scene, plan, timing)
+    remember_analysis(scene, plan)
+    sync_segments(scene, by_time=True)
+
+
 def remove_m2v_markers(scene) -> None:
     for m in [m for m in scene.timeline_markers if timeline.is_m2v_marker(m.name)]:
         scene.timeline_markers.remove(m)
