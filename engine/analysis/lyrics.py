@@ -387,7 +387,7 @@ def load_lyrics(path: str | Path) -> list[LyricLine]:
             raise InputError(f"the line ends ({ly.end:g} s) before it starts ({ly.time:g} s)", path, ly.line)
     for a, b in zip(out, out[1:]):
         # Plans keep times to 0.1 ms: closer lines would get guidance spans of no length (equal times join).
-        if 0 < b.time - a.time < MIN_LINE_GAP:
+        if 0 < b.time - a.time < MIN_LINE_GAP - 1e-9:  # (1 ms written as 1.000 and 1.001 s is a whole 1 ms)
             raise InputError(
                 f"the line starts {(b.time - a.time) * 1e6:.0f} µs after line {a.line} ({a.time:g} s): lyric lines "
                 f"must be at least {MIN_LINE_GAP * 1e3:g} ms apart, or share one time",

@@ -31,6 +31,7 @@ from pathlib import Path
 from engine.errors import ExternalError, InputError
 from engine.files import MAX_CACHE_BYTES, read_regular
 from engine.models.factory import load_models, pick_device
+from engine.process_exit import exit_without_handlers
 from engine.protocol import EXIT_INTERNAL, LOCK_FILE, RAY_LOG_FILE, make_event
 from engine.render import ray_setup
 from engine.render.chain_runner import ChainRunner
@@ -226,6 +227,7 @@ class RayRenderJob(RenderJob):
         finally:
             if self.ray_lost:  # Ray may still end this process before it is over: the guardian says so then
                 atexit.register(guard.disarm)
+                exit_without_handlers(guard.disarm)  # Ray's own exit handlers would crash the process now
             else:
                 guard.disarm()
 

@@ -219,6 +219,10 @@ class RenderStore:
         if entry_kind(path) is None:
             return
         raw = read_regular(path, "render journal", MAX_JSON_BYTES, follow=False)
+        if os.lstat(path).st_nlink > 1:  # cut back or appended to, it would change another file too
+            raise InputError(
+                "is a hard link to another file, not m2v's render journal; m2v leaves it alone: move it", path
+            )
         good = 0
         for line in raw.splitlines(keepends=True):
             if not line.endswith(b"\n"):
