@@ -487,7 +487,7 @@ class _Driver:
             last = lines[-1] if lines else str(error)
             if "InputError" in last:
                 raise InputError("a Ray worker could not start: " + last.split("InputError:", 1)[-1].strip())
-            raise RuntimeError(f"a Ray worker could not start: {ray_setup.one_line(error)}")
+            raise ExternalError(f"a Ray worker could not start: {ray_setup.one_line(error)}")
         if self.stopping:
             return  # stopped anyway: the next render resumes from what was written
         if chain.attempts > job.options.retries:
