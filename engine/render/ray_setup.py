@@ -95,7 +95,13 @@ def probe_address(address: str | None, flag: str = "--ray", timeout: float = CON
     if target is None:
         return
     host, port = _host_port(target, flag)
-    shown = address or f"(RAY_ADDRESS={target})"
+    env = os.environ.get("RAY_ADDRESS", "").strip()
+    if target == address:
+        shown = address
+    elif env and target == env:
+        shown = f"{address or ''} (RAY_ADDRESS={target})".strip()
+    else:
+        shown = f"{address} ({target})"
     try:
         with socket.create_connection((host, port), timeout=timeout) as s:
             s.settimeout(timeout)
