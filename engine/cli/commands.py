@@ -547,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
 
-    parser = build_parser()
+    parser = build_parser(raise_usage_errors=True)
     try:
         args = parser.parse_args(argv)
     except UsageError as e:  # a flag argparse refused: bad input, through the one error path
