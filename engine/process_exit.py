@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import sys
 import threading
@@ -83,6 +85,20 @@ def forget_library_interrupts() -> None:
         pass
 
 
+#: Set when a library left the process unable to run its exit handlers: what to run before ``os._exit`` instead.
+_hard_exit: list | None = None
+
+
+def exit_without_handlers(*before) -> None:
+    """End the process at :func:`quiet_exit` with ``os._exit``, after running ``before`` (and flushing stdio).
+
+    For a library that left this process unable to run the interpreter's exit handlers: after its node died, Ray's
+    core worker crashes in them (SIGABRT or SIGSEGV instead of m2v's exit code).
+    """
+    global _hard_exit
+    _hard_exit = [*(_hard_exit or []), *before]
+
+
 def quiet_exit(code: int) -> None:
     """End the process with ``code``: no traceback, and no kill by a late signal.
 
@@ -93,4 +109,9 @@ def quiet_exit(code: int) -> None:
     """
     hold_signals()
     forget_library_interrupts()
+    if _hard_exit is not None:
+        for fn in [*_hard_exit, sys.stdout.flush, sys.stderr.flush]:
+            with contextlib.suppress(Exception):  # the exit code matters more than a clean-up step
+                fn()
+        os._exit(code)
     sys.exit(code)

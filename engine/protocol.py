@@ -106,6 +106,8 @@ LOCK_FILE = ".m2v-lock"
 TEMP_SUFFIX = ".m2v-tmp"
 #: The engine's stderr, kept by the add-on in its output folder.
 LOG_FILE = "engine.log"
+#: Ray's own log lines during a ``render --ray`` (its notices and warnings), kept out of the user's terminal.
+RAY_LOG_FILE = "ray.log"
 #: Segment folders start with this (only these are ever deleted by m2v).
 SEGMENT_DIR_PREFIX = "seg_"
 

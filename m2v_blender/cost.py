@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 from . import adapters, markers, presets, timeline, vse
-from .contract import protocol
+from .contract import protocol, settings_table
 from .errors import M2VError
 
 _ESTIMATES: dict[tuple, str] = {}
@@ -20,6 +22,9 @@ def estimate_text(scene) -> str:
         return ""
     timing = adapters.strip_timing(scene, strip)
     v = presets.effective(st)
+    problem = custom_problem(v) if st.preset == "custom" else ""
+    if problem:
+        return problem  # a cost the engine would then refuse (or a NaN that would raise on every redraw): say why
     frames = tuple(markers.scene_segment_frames(scene))
     # The panel redraws often: parse the stored analysis only when something it depends on changed.
     sig = (frames, tuple(sorted(v.items())), timing, st.analysis_json.__hash__(), st.intensity)
@@ -45,3 +50,26 @@ def _estimate(summary: dict | None, frames: tuple, timing: timeline.StripTiming,
         sec = protocol.estimate_seconds(cal, steps, images, v["size"][0], v["size"][1], v["cutouts"])
         text += f" \u00b7 \u2248 {protocol.format_duration(sec)} on {summary.get('device') or cal.get('device')}"
     return text
+
+
+#: The Custom fields the cost depends on, by the settings table's row and the panel's label.
+_CUSTOM = (("min_rate", "Min Rate"), ("max_rate", "Max Rate"), ("cutouts", "Cutouts"))
+
+
+def custom_problem(v: dict) -> str:
+    """Why the Custom values cannot be costed, in the panel's words ('' when they can): a field that is not a
+    number (NaN typed in), a value outside the engine's limits (its settings table's), min rate above max rate."""
+    rows = settings_table.by_name()
+    values = [(v[name], label, rows.get(name)) for name, label in _CUSTOM]
+    values += [(x, part, rows.get("size")) for x, part in zip(v["size"], ("Width", "Height"))]
+    for x, label, row in values:
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+            return f"{label} is not a number: type a value to see the cost"
+        lo, hi = (row.lo, row.hi) if row is not None else (None, None)
+        low = lo is not None and (x <= lo if row.lo_open else x < lo)
+        if low or (hi is not None and x > hi):
+            span = f"{lo:g}-{hi:g}" if lo is not None and hi is not None else "its range"
+            return f"{label} {x:g} is outside {span}: the engine would refuse it"
+    if v["min_rate"] > v["max_rate"]:
+        return f"Min Rate ({v['min_rate']:g}) is above Max Rate ({v['max_rate']:g}): the engine would refuse it"
+    return ""

@@ -39,14 +39,18 @@ PRESET_ITEMS = [
 
 
 def _preset_changed(self, context) -> None:
-    """Choosing Custom starts from the values of the preset in use, so nothing jumps."""
-    if self.preset == "custom":
-        base = _P.get(self.resolved_preset or "draft", _P["draft"])
-        self.granularity = base["granularity"]
-        self.min_rate, self.max_rate = base["min_rate"], base["max_rate"]
-        self.width, self.height = base["size"]
-        self.cutouts = base["cutouts"]
-        self.cut_method = base["cutout_method"]
+    """Choosing Custom starts from the values of the preset chosen before it (Auto: what it chose), so nothing
+    jumps, as Blender's presets fill their fields."""
+    if self.preset != "custom":
+        self.preset_before = self.preset
+        return
+    chosen = self.preset_before if self.preset_before not in ("", "auto", "custom") else self.resolved_preset
+    base = _P.get(chosen or "draft", _P["draft"])
+    self.granularity = base["granularity"]
+    self.min_rate, self.max_rate = base["min_rate"], base["max_rate"]
+    self.width, self.height = base["size"]
+    self.cutouts = base["cutouts"]
+    self.cut_method = base["cutout_method"]
 
 
 class M2VSegmentSettings(bpy.types.PropertyGroup):
@@ -84,6 +88,9 @@ class M2VSceneSettings(bpy.types.PropertyGroup):
     preset: EnumProperty(name="Preset", items=PRESET_ITEMS, default="auto", update=_preset_changed)
     resolved_preset: StringProperty(
         name="Preset in Use", default="", description="What Auto chose at the last Analyze (paper or draft)"
+    )
+    preset_before: StringProperty(
+        name="Preset Before Custom", default="", description="The preset chosen before Custom (its values fill Custom)"
     )
     output_dir: StringProperty(
         name="Output", default="//m2v/", subtype="DIR_PATH", description="Folder for plans, frames and the engine log"

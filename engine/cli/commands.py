@@ -9,6 +9,7 @@ stdout (the add-on's mode); ``render`` always does.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 import traceback
@@ -18,9 +19,9 @@ from pathlib import Path
 from engine.analysis.plot import plot_bytes, plot_format
 from engine.analysis.synth import demo_lrc, demo_song
 from engine.cli.info import engine_info
-from engine.cli.parser import build_parser
+from engine.cli.parser import UsageError, build_parser
 from engine.cli.run_folder import check_run_inputs, claim_run_files, run_names, write_noted
-from engine.errors import InputError
+from engine.errors import ExternalError, InputError
 from engine.files import (
     FolderLock,
     check_input_file,
@@ -29,8 +30,12 @@ from engine.files import (
     check_output_file,
     created_file,
     dumps_strict,
+    entry_kind,
+    is_no_space,
     keep_created,
     make_dirs,
+    no_space_message,
+    open_append,
     undo_created,
 )
 from engine.models import weights
@@ -57,8 +62,10 @@ from engine.render.chains import parse_times
 from engine.render.estimate import cached_calibration, device_label
 from engine.render.loop import RenderSettings, StopFlag, render
 from engine.render.ray_render import RayOptions, import_ray
+from engine.render.ray_setup import check_address_flag, probe_address
 from engine.settings_table import in_scope
 from engine.store.export import export_mp4
+from engine.store.manifest import check_render_folder
 from engine.store.snapshots import DEFAULT_INTERVAL
 
 # ---------------------------------------------------------------- helpers
@@ -102,8 +109,10 @@ def _chain_kwargs(args: argparse.Namespace) -> dict:
     out = {"chains": args.chains, "chain_at": parse_times(args.chain_at) if args.chain_at is not None else None}
     if args.ray is not None:
 
+        address = check_address_flag(args.ray)  # --ray '' is no address (a bare --ray is a local instance)
         import_ray()  # exit 2 with how to add it, before any model is loaded
-        address = None if args.ray == "local" else args.ray
+        address = None if address == "local" else address
+        probe_address(address)  # a few seconds at most: nothing answering there is exit 2 before any work
         out["ray"] = RayOptions(address=address, workers=args.ray_workers, cpus=args.ray_cpus)
     return out
 
@@ -119,6 +128,7 @@ def _load(paths, device_name: str, settings=None):
 def cmd_render(args: argparse.Namespace) -> int:
 
     check_output_dir(args.out, "--out")
+    check_render_folder(args.out)
     plan = load_plan(args.plan)  # checked before any model is loaded
     preset = args.preset
     if preset == "auto" and plan.get("analysis", {}).get("preset") in PRESETS:
@@ -287,7 +297,7 @@ def _estimate(plan: dict, args: argparse.Namespace, asked: str) -> None:
         return
 
     dev = pick_device(args.device)
-    cal = cached_calibration(dev)
+    cal = cached_calibration(dev, warn=lambda message: _warn({"warnings": [message]}, args))
     preset = plan["analysis"]["preset"]
     w, h = PRESETS[preset]["size"]
     t = plan["totals"]
@@ -385,7 +395,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     names = run_names(args)
     check_run_inputs(args, out, names)
     # Missing model files are found (or fetched) before anything is written: a refused run leaves nothing.
-    paths = None if args.layout else _run_models(args)
+    paths = None if args.layout else _run_models(args, preset)
     kwargs = _render_kwargs(args)  # Ray's presence and --chain-at are checked before anything is written
     make_dirs(out)
     # The folder's lock before anything is written there: a second run into it is refused untouched.
@@ -409,14 +419,42 @@ def _run_in(args: argparse.Namespace, out: Path, preset: str, settings, paths, k
     write_noted(out / "plan.json", (dumps_strict(plan) + "\n").encode("utf-8"))
     png = out / "plan.png"
     write_noted(png, picture)
+    print(_summary(song, plan))
+    print(f"plan: {out / 'plan.json'}\nplot: {png}")
+    return _run_render(args, out, settings, paths, kwargs)
+
+
+def _summary(song, plan: dict) -> str:
+    """``run``'s line about the song's plan: tempo, segments, steps and images."""
     segs = plan["segments"]
     n_lyric = sum(any(p["kind"] == "lyric" for p in s["parts"]) for s in segs)
-    print(
+    return (
         f"{Path(str(song)).name}: {plan['analysis'].get('tempo_bpm', 0):.1f} bpm, {len(segs)} segments "
         f"({n_lyric} with lyrics), {plan['totals']['steps']} steps, {plan['totals']['images']} images"
     )
-    print(f"plan: {out / 'plan.json'}\nplot: {png}")
-    return _run_render(args, out, settings, paths, kwargs)
+
+
+def _preview(args: argparse.Namespace, preset: str) -> None:
+    """Before saying the models are missing: what the song's plan and render would be (the terminal only).
+
+    Nothing is written where the user looks: the demo song, when it is the song, is analysed from a
+    temporary folder that is removed again.
+    """
+    import tempfile
+
+    import soundfile as sf
+
+    with tempfile.TemporaryDirectory(prefix="m2v-preview-") as tmp:
+        song, lyrics = args.song, args.lyrics
+        if song is None:
+            demo = demo_song()
+            song, lyrics = Path(tmp) / "demo_song.wav", Path(tmp) / "demo_lyrics.lrc"
+            sf.write(song, demo.y, demo.sr)
+            lyrics.write_text(demo_lrc(), encoding="utf-8")
+        plan = analyze(song, lyrics_path=lyrics, **_analysis_args(args, preset))
+        _warn(plan, argparse.Namespace(**{**vars(args), "events": False}))
+        print(_summary(song, plan))
+        _estimate(plan, argparse.Namespace(**{**vars(args), "events": False}), args.preset)
 
 
 def _write_demo(out: Path) -> tuple[Path, Path]:
@@ -436,19 +474,25 @@ def _write_demo(out: Path) -> tuple[Path, Path]:
     return song, lyrics
 
 
-def _run_models(args: argparse.Namespace):
-    """The model files for ``run``, fetching the official ones on first use."""
+def _run_models(args: argparse.Namespace, preset: str):
+    """The model files for ``run``, fetching the official ones on first use.
+
+    When they cannot be had, the song's plan summary and cost are shown first (:func:`_preview`), then why.
+    """
 
     try:
         return model_paths_from_args(args)
     except InputError as missing:
         if args.no_fetch:
+            _preview(args, preset)
             raise
         models_dir = _models_dir(args)
         print(f"downloading the official model files into {models_dir} (first use) ...", file=sys.stderr)
         try:
             weights.fetch(models_dir, progress=_fetch_bar, verify=verify_structure)
         except InputError as e:
+            print(file=sys.stderr)
+            _preview(args, preset)
             raise InputError(
                 f"{missing}\nThe download failed too: {e}\nPreview the cut without models: python -m engine run --layout"
             ) from None
@@ -466,10 +510,10 @@ def _run_render(args: argparse.Namespace, out: Path, settings, paths, kwargs: di
     frames = out / ("layout" if args.layout else "frames")
     # People read a bar (or a line per segment); the JSON events go to a file for tools.
     events_path = out / "render-events.jsonl"
-    if not events_path.exists():
+    if entry_kind(events_path) is None:
         created_file(events_path)
     try:
-        with open(events_path, "a", encoding="utf-8") as events:
+        with io.TextIOWrapper(open_append(events_path, "event log"), encoding="utf-8") as events:
             progress = Progress(out=events, bar=sys.stderr.isatty(), segment_lines=not sys.stderr.isatty())
             code = render(out / "plan.json", frames, settings, models, progress, stop, **kwargs)
     except BaseException:
@@ -518,6 +562,17 @@ def _fail(args: argparse.Namespace | None, message: str, code: int) -> int:
     return code
 
 
+def _output_folder(args: argparse.Namespace) -> str:
+    """Where the command writes, for an error that names none (``ENOSPC`` carries no file name)."""
+    out = getattr(args, "out", None)
+    if out is None and getattr(args, "command", None) in ("analyze", "plan", "export"):
+        target = getattr(args, "output", None) or getattr(args, "plot", None)
+        if target is None:
+            return "the standard output"
+        out = Path(target).expanduser().absolute().parent
+    return str(out if out is not None else Path.cwd())
+
+
 def _interrupts() -> None:
     """SIGTERM (and Windows' SIGBREAK) stop a command as SIGINT does: a clean exit that leaves nothing behind."""
     on_stop_signals(interrupt_outside_imports)
@@ -540,10 +595,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
 
-    parser = build_parser()
+    parser = build_parser(raise_usage_errors=True)
     try:
         args = parser.parse_args(argv)
-    except SystemExit as e:  # argparse's own usage errors are bad input too
+    except UsageError as e:  # a flag argparse refused: bad input, through the one error path
+        sys.stderr.write(e.usage)
+        words = list(sys.argv[1:] if argv is None else argv)
+        events = "--events" in words[: words.index(e.command)] if e.command in words else "--events" in words
+        return _fail(argparse.Namespace(command=e.command, events=events), str(e), EXIT_INPUT)
+    except SystemExit as e:  # --help, --version
         return EXIT_INPUT if e.code not in (0, None) else EXIT_OK
     if not args.command:
         parser.print_help()
@@ -557,6 +617,10 @@ def _main(argv: list[str] | None) -> int:
         undo_created()  # a refused command leaves nothing it created
         if isinstance(e, InputError):
             return _fail(args, str(e), EXIT_INPUT)
+        if is_no_space(e):  # a full disk where m2v wrote no named file (an event log, the video's encoder)
+            return _fail(args, no_space_message(_output_folder(args)), EXIT_INPUT)
+        if isinstance(e, ExternalError):
+            return _fail(args, str(e), EXIT_INTERNAL)
         if isinstance(e, OSError) and e.filename is not None:
             # A path the user gave that cannot be read or written: their input, named.
             return _fail(args, f"{e.filename}: {e.strerror or e}", EXIT_INPUT)

@@ -15,6 +15,36 @@ from engine.files import check_number
 from engine.settings_table import GROUPS, Setting, for_command
 
 
+class UsageError(SystemExit):
+    """A flag argparse refused: the command line prints the usage and one ``error:`` line (and, for ``render``
+    or with ``--events``, an ``error`` event), exit 2. A ``SystemExit(2)``, as argparse's own, for other callers."""
+
+    def __init__(self, message: str, usage: str, prog: str) -> None:
+        super().__init__(2)
+        self.message, self.usage, self.prog = message, usage, prog
+
+    def __str__(self) -> str:
+        return self.message
+
+    @property
+    def command(self) -> str | None:
+        """The command whose flags were refused (``render``), from the parser's ``prog``."""
+        words = self.prog.split()
+        return words[3] if len(words) > 3 else None
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's parser; with ``raise_usage_errors`` its errors go through the engine's one error path
+    (:class:`UsageError`) instead of argparse's ``prog: error:`` line."""
+
+    raise_usage_errors = False
+
+    def error(self, message: str):
+        if not self.raise_usage_errors:
+            super().error(message)
+        raise UsageError(message, self.format_usage(), self.prog)
+
+
 def _number(lo=None, hi=None, integer=False, lo_open=False, name=None):
     """An argparse type: a finite number in range (argparse alone takes 'nan' and 'inf')."""
 
@@ -98,8 +128,11 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--audio-encoder", help="your own Wav2CLIP.pt")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser(raise_usage_errors: bool = False) -> argparse.ArgumentParser:
+    """The engine's parser; ``raise_usage_errors``: a refused flag raises :class:`UsageError` (the command line's
+    one error path) instead of argparse printing its own message."""
+    cls = type("EngineParser", (Parser,), {"raise_usage_errors": True}) if raise_usage_errors else Parser
+    parser = cls(
         prog="python -m engine",
         description="m2v engine: turn a song and its timed lyrics into a music video.",
     )

@@ -25,9 +25,11 @@ from engine.progress import Progress
 from engine.protocol import (
     AUDIO_RATE,
     CUTOUT_IMPL,
+    EXIT_CANCELLED,
     JOURNAL_FILE,
     LOCK_FILE,
     MANIFEST_FILE,
+    RAY_LOG_FILE,
     SEGMENT_DIR_PREFIX,
     STATE_DIR,
 )
@@ -35,7 +37,7 @@ from engine.render.chains import chain_starts
 from engine.render.job import RenderJob, StopFlag, Work  # noqa: F401 - StopFlag, Work: this module's interface
 from engine.settings_check import check_fields
 from engine.settings_table import per_segment_fields, record_names, render_fields
-from engine.store.manifest import RenderStore, segment_key
+from engine.store.manifest import RenderStore, check_render_folder, segment_folder, segment_key
 from engine.store.snapshots import DEFAULT_INTERVAL
 
 
@@ -204,6 +206,7 @@ def render(
     progress, stop = progress or Progress(), stop or StopFlag()
     settings.validate()
     out_dir = check_output_dir(out_dir, "--out")
+    check_render_folder(out_dir)
     plan = load_plan(plan_path)
     starts = chain_starts(plan, chains, chain_at)
     song_16k = load_plan_song(plan, progress)
@@ -231,6 +234,8 @@ def _render_into(
     """The part of a render that writes: keys, the folder's lock, its cache, the job."""
     starts = getattr(source, "starts", [0])
     keys = segment_keys(plan, song_16k, settings, source.ids(), source.key_extras, starts)
+    check_render_folder(out_dir, [segment_folder(k, key) for k, key in enumerate(keys)])
+    new_folder = not out_dir.exists()
     make_dirs(out_dir)
     with FolderLock(out_dir, LOCK_FILE):
         remove_temp_files(out_dir, (SEGMENT_DIR_PREFIX, STATE_DIR))
@@ -238,10 +243,15 @@ def _render_into(
         if len(starts) > 1:
             header["chains"] = [plan["segments"][k]["start"] for k in starts]
         store = RenderStore.open(out_dir, header)
-        had = {p: (out_dir / p).exists() for p in (MANIFEST_FILE, JOURNAL_FILE, STATE_DIR)}
+        for w in store.warnings:
+            progress.emit("warning", message=w)
+        had = {p: (out_dir / p).exists() for p in (MANIFEST_FILE, JOURNAL_FILE, STATE_DIR, RAY_LOG_FILE)}
         try:
             job = job_class(plan, keys, store, source, progress, snapshot_every, cache_cap_bytes)
             code = job.run(stop)
+            if code == EXIT_CANCELLED and not any(e.records for e in store.entries.values()):
+                store.close()  # stopped before any frame (a Ray render stopped while Ray started): as it was found
+                _undo_bookkeeping(out_dir, had)
         except BaseException:
             store.close()
             if not any(e.records for e in store.entries.values()):
@@ -250,6 +260,9 @@ def _render_into(
         finally:
             store.close()
             remove_temp_files(out_dir, (SEGMENT_DIR_PREFIX, STATE_DIR))
+    if new_folder and code == EXIT_CANCELLED:
+        with contextlib.suppress(OSError):
+            out_dir.rmdir()  # only when empty: nothing was rendered into the folder this render made
     return code
 
 

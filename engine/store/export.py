@@ -17,12 +17,16 @@ import numpy as np
 from engine.analysis.audio import _quiet_stderr, _read_native
 from engine.errors import InputError
 from engine.files import (
+    MAX_FRAME_BYTES,
     check_input_file,
     check_not_inputs,
     check_number,
+    entry_kind,
     file_sha256,
     make_dirs,
+    read_regular,
     remove_temp_files,
+    space_for,
     temp_name,
 )
 from engine.protocol import JOURNAL_FILE, LOCK_FILE, MANIFEST_FILE, image_at
@@ -67,10 +71,10 @@ def _read_frame(render_dir: Path, rec: dict) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     path = render_dir / rec["file"]
-    try:
-        data = path.read_bytes()
-    except OSError:
-        raise InputError("a frame of the render is missing: render again to restore it", path) from None
+    if entry_kind(path) is None:
+        raise InputError("a frame of the render is missing: render again to restore it", path)
+    # A regular file of bounded size, never a link or a pipe (a FIFO in a frame's place would hang the export).
+    data = read_regular(path, "frame of the render", MAX_FRAME_BYTES, follow=False)
     if hashlib.sha256(data).hexdigest() != rec.get("sha256"):
         raise InputError("a frame of the render was changed or damaged: render again to restore it", path)
     import io
@@ -109,14 +113,16 @@ def export_mp4(render_dir: str | Path, video: str | Path, fps: float = 24.0, cod
     if isinstance(header["song"].get("sha256"), str) and file_sha256(song_path) != header["song"]["sha256"]:
         warnings.append(f"{song_path} changed since the render was made: the video gets the file as it is now")
     audio, sr = _song_audio(song_path, span)
-    make_dirs(video.parent)
+    with space_for(video.parent):
+        make_dirs(video.parent)
     remove_temp_files(video.parent, name=video.name)  # what a killed export of this very file left
     tmp = temp_name(video)
     try:
-        _encode(tmp, schedule, records, render_dir, first.shape, audio[:, :2], sr, fps, codec)
+        with space_for(video.parent):
+            _encode(tmp, schedule, records, render_dir, first.shape, audio[:, :2], sr, fps, codec)
         measured = probe(tmp)
         _check_lengths(measured, span, fps, video)
-        os.replace(tmp, video)
+        os.replace(tmp, video)  # the name is replaced: a link there is replaced, never written through
     finally:
         tmp.unlink(missing_ok=True)
     return {**measured, "warnings": warnings}
