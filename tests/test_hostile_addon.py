@@ -44,7 +44,7 @@ def test_render_refused_while_running_and_settings_follow_the_cut(built, song, t
             refused = [str(e)]
         after = [m.frame for m in m2v.markers.cut_markers(scene)]
         kept = open(sentinel).read()
-        m2v.registry.run_to_end(scene)
+        m2v.registry.pump_to_end(scene)
         emit(running=running, refused=refused, moved=moved, after=after, kept=kept, frames=frames)
         # A new analysis whose cuts are named afresh: the first cut gone, so every later cut has a new name.
         plan = json.load(open(os.path.join({str(out)!r}, "analysis.json")))
