@@ -311,10 +311,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         entries = load_segment_settings(args.segment_settings)
     preset = _preset_for_plan(args)
     settings = analysis_from_args(args, preset)
-    if args.boundaries_from is not None:
-        bounds = _edit_boundaries(args, settings)
-    else:
-        bounds = parse_boundaries(args.boundaries)
+    edit = args.boundaries_from is not None
+    bounds = _edit_boundaries(args, settings) if edit else parse_boundaries(args.boundaries)
     try:
         plan = plan_from_boundaries(args.song, bounds, settings, lyrics_path=args.lyrics)
     except InputError as e:
