@@ -18,7 +18,6 @@ import threading
 from collections.abc import Callable
 
 from engine.errors import ExternalError, InputError
-from engine.files import is_no_space, no_space_message
 from engine.protocol import EXIT_CANCELLED, EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK
 
 #: Seconds after which a stop signal that arrived during an import is delivered again.
@@ -169,6 +168,10 @@ def failure(error: BaseException, folder: str | None = None) -> tuple[int, str |
         return (EXIT_OK if error.code in (0, None) else EXIT_INPUT), None
     if isinstance(error, InputError):
         return EXIT_INPUT, str(error)
+    # Here, not at the top: this module loads next to nothing (no pathlib), so that importing it cannot by
+    # itself clear the interrupt mark quiet_exit is there to clear (see forget_library_interrupts).
+    from engine.files import is_no_space, no_space_message
+
     if is_no_space(error):  # a full disk where m2v wrote no named file (an event log, the video's encoder)
         return EXIT_INPUT, no_space_message(folder or "the output folder")
     if isinstance(error, ExternalError):
