@@ -38,7 +38,10 @@ CHECK = r"""
 import json, sys
 import numpy, scipy, librosa, soundfile, open_clip, torch, torchvision, kornia
 import taming.modules.diffusionmodules.model, taming.modules.vqvae.quantize
-import opentimelineio, otio_fcp_adapter.fcp_xml, otio_fcpx_xml_adapter.fcpx_xml, otio_cmx3600_adapter.cmx_3600
+import opentimelineio
+# The adapters are plugins: OTIO loads them by name (a direct import fails on their relative imports).
+for name in ("fcp_xml", "fcpx_xml", "cmx_3600", "kdenlive"):
+    opentimelineio.adapters.from_name(name).module()
 cuda = torch.cuda.is_available()
 mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
 print(json.dumps({"python": sys.version.split()[0], "torch": torch.__version__,
