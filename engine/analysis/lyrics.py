@@ -58,19 +58,22 @@ def _frac(digits: str | None) -> float:
     return int(digits) / (10 ** len(digits)) if digits else 0.0
 
 
-def read_text(path: str | Path) -> str:
-    """Read a text file as UTF-8 (BOM allowed), falling back to Latin-1 for old LRC files."""
+def read_text(path: str | Path, what: str = "lyrics file") -> str:
+    """Read a text file as UTF-8 (BOM allowed), falling back to Latin-1 for old LRC files.
 
-    path = check_input_file(path, "lyrics file", MAX_TEXT_BYTES)
+    ``what`` names the file in errors (the prompts reader, ``engine.plan.prompts``, reads these formats too).
+    """
+
+    path = check_input_file(path, what, MAX_TEXT_BYTES)
     try:
         raw = path.read_bytes()
     except OSError as e:
-        raise InputError(f"cannot read the lyrics file ({e.strerror})", path) from None
+        raise InputError(f"cannot read the {what} ({e.strerror})", path) from None
     if not raw.strip():
-        raise InputError("the lyrics file is empty", path)
+        raise InputError(f"the {what} is empty", path)
     text = _decode(raw)
     if "\x00" in text:
-        raise InputError("this is not a text file (it holds NUL bytes); save the lyrics as UTF-8 text", path)
+        raise InputError(f"this is not a text file (it holds NUL bytes); save the {what} as UTF-8 text", path)
     return text
 
 

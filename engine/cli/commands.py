@@ -19,6 +19,7 @@ from engine.analysis.synth import demo_lrc, demo_song
 from engine.cli.info import engine_info
 from engine.cli.parser import build_parser
 from engine.cli.run_folder import check_run_inputs, claim_run_files, run_names, write_noted
+from engine.cli.signals import cmd_signals
 from engine.errors import InputError
 from engine.files import (
     FolderLock,
@@ -459,6 +460,7 @@ COMMANDS = {
     "export": cmd_export,
     "models": cmd_models,
     "info": cmd_info,
+    "signals": cmd_signals,
 }
 
 

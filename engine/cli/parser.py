@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from engine import __version__
+from engine.cli.signals import add_parser as add_signals_parser
 from engine.errors import InputError
 from engine.files import check_number
 from engine.settings_table import GROUPS, Setting, for_command
@@ -178,6 +179,8 @@ def _add_tool_parsers(sub) -> None:
     mc = msub.add_parser("check", help="list the official files and whether they verify")
     mc.add_argument("--models")
     mc.add_argument("--json", action="store_true", help="machine-readable output")
+
+    add_signals_parser(sub, _number)
 
     i = sub.add_parser("info", help="versions, the device torch finds, and the model files")
     i.add_argument("--models", help="models folder (default: $M2V_MODELS or the per-user data folder)")
