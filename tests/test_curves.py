@@ -45,7 +45,9 @@ def test_constant_and_linear_keys_held_outside():
 
 
 def test_pairs_interpolate_per_component():
-    c = parse_curves(_doc({"shift": [[0.0, [0.0, 10.0], "linear"], [2.0, [4.0, -10.0], "linear"]]}), ANIMATABLE)["shift"]
+    c = parse_curves(_doc({"shift": [[0.0, [0.0, 10.0], "linear"], [2.0, [4.0, -10.0], "linear"]]}), ANIMATABLE)[
+        "shift"
+    ]
     assert c.value_at(0.5) == pytest.approx((1.0, 5.0)) and c.value_at(3.0) == (4.0, -10.0)
 
 
@@ -73,7 +75,9 @@ def test_a_start_a_hair_early_still_takes_its_key_and_a_flat_curve_is_constant()
 
 def test_names_come_from_the_parameter():
     assert set(parse_curves(_doc({"zoom": [[0, 1, "linear"]]}), ["zoom"])) == {"zoom"}
-    with pytest.raises(InputError, match=r"curve 'zoom': not a setting that can change over time \(those are: rotate\)"):
+    with pytest.raises(
+        InputError, match=r"curve 'zoom': not a setting that can change over time \(those are: rotate\)"
+    ):
         parse_curves(_doc({"zoom": [[0, 1, "linear"]]}), ["rotate"])
 
 

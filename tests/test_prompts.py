@@ -98,7 +98,9 @@ def test_zero_length_cue_and_reader_errors_name_the_prompts_file(tmp_path):
 
 
 def test_json_prompts_with_weights(tmp_path):
-    doc = _doc([{"start": 2, "end": 4.5, "text": "  a  red   door ", "weight": 0.25}, {"start": 0, "end": 1, "text": "x"}])
+    doc = _doc(
+        [{"start": 2, "end": 4.5, "text": "  a  red   door ", "weight": 0.25}, {"start": 0, "end": 1, "text": "x"}]
+    )
     p = _write(tmp_path, "p.json", json.dumps(doc))
     assert load_prompts(p) == [PromptPart(2.0, 4.5, "a red door", 0.25), PromptPart(0.0, 1.0, "x", 1.0)]
 
@@ -112,7 +114,10 @@ def test_json_prompts_with_weights(tmp_path):
         (_doc([{"start": float("nan"), "end": 2, "text": "a"}]), "prompt 0 start must be a finite number, got nan"),
         (_doc([{"start": 1, "end": 2, "text": "a"}, {"start": 3, "end": 3, "text": "b"}]), "prompt 1 ends (3 s)"),
         (_doc([{"start": -1, "end": 2, "text": "a"}]), "prompt 0 start must be at least 0, got -1"),
-        (_doc([{"start": 0, "end": 2, "text": "a", "weight": 1.5}]), "prompt 0 weight must be at least 0 and at most 1"),
+        (
+            _doc([{"start": 0, "end": 2, "text": "a", "weight": 1.5}]),
+            "prompt 0 weight must be at least 0 and at most 1",
+        ),
         (_doc([{"start": 0, "end": 2, "text": "a", "weight": -0.1}]), "prompt 0 weight must be at least 0"),
         (_doc([{"start": 0, "end": 2, "text": "a", "weight": "1"}]), "prompt 0 weight must be a number, got '1'"),
         (_doc([{"start": 0, "end": 2, "text": "   "}]), "prompt 0 text must be words"),
