@@ -13,7 +13,7 @@ from bpy.props import (
     StringProperty,
 )
 
-from . import registry
+from . import directing, registry
 from .contract import protocol
 from .setting_props import setting_properties
 
@@ -125,17 +125,85 @@ class M2VSceneSettings(bpy.types.PropertyGroup):
     status: StringProperty(name="Status", default="", options={"SKIP_SAVE"})
 
 
+def directing_properties() -> dict[str, object]:
+    """Directing from the timeline (``directing``): text strips as prompts, cuts from strips, music baked into keys.
+    (Which of these become rows of the settings table: /work/notes/timeline-phaseB.md.)"""
+    signal_labels = {"intensity": "Intensity", "onset": "Onset Strength", "beat": "Beat Pulse"}
+    return {
+        "use_prompt_strips": BoolProperty(
+            name="Prompts from Text Strips",
+            default=False,
+            description="Text strips on the Prompt Channel guide the images in their span, as lyrics do",
+        ),
+        "prompt_channel": IntProperty(
+            name="Prompt Channel",
+            default=3,
+            min=1,
+            max=128,
+            description="Channel whose text strips are prompts (and where Lyrics to Text Strips puts the lyrics)",
+        ),
+        "cut_channel": IntProperty(
+            name="Channel",
+            default=1,
+            min=1,
+            max=128,
+            description="Channel of your footage edit: each of its strips' starts and ends becomes a cut",
+        ),
+        "cut_snap": BoolProperty(
+            name="Snap to Beats",
+            default=False,
+            description="Move each new cut to the nearest beat of the last analysis (else exactly on the strip cut)",
+        ),
+        "bake_target": EnumProperty(
+            name="Setting",
+            items=[
+                (ident, label, f"Keyframe {label} with the music") for ident, _, _, label in directing.bake_targets()
+            ],
+            description="The setting the keyframes go on",
+        ),
+        "bake_signal": EnumProperty(
+            name="Signal",
+            items=[
+                (
+                    s,
+                    signal_labels.get(s, f"{s.title()} Band"),
+                    f"The song's {signal_labels.get(s, s + ' band loudness')}",
+                )
+                for s in protocol.SIGNALS
+            ],
+            description="What of the music the keys follow (0-1 over the song)",
+        ),
+        "bake_min": FloatProperty(name="Min", default=0.0, description="The setting's value where the signal is 0"),
+        "bake_max": FloatProperty(name="Max", default=1.0, description="The setting's value where the signal is 1"),
+    }
+
+
 # The table's rows become annotations before Blender registers the class (it reads them then).
 M2VSceneSettings.__annotations__.update(setting_properties("scene"))
+M2VSceneSettings.__annotations__.update(directing_properties())
 
 
 def register() -> None:
     bpy.utils.register_class(M2VSegmentSettings)
     bpy.utils.register_class(M2VSceneSettings)
     bpy.types.Scene.m2v = PointerProperty(type=M2VSceneSettings)
+    # A text strip's prompt weight: a real property (limits, slider, keyframes), shown on the strip's m2v panel.
+    setattr(
+        directing.text_strip_type(),
+        directing.WEIGHT_PROP,
+        FloatProperty(
+            name="Prompt Weight",
+            default=1.0,
+            min=0.0,
+            max=1.0,
+            subtype="FACTOR",
+            description="1: the strip's text replaces the lyric or audio guidance of its images; below 1 it mixes in",
+        ),
+    )
 
 
 def unregister() -> None:
+    delattr(directing.text_strip_type(), directing.WEIGHT_PROP)
     del bpy.types.Scene.m2v
     bpy.utils.unregister_class(M2VSceneSettings)
     bpy.utils.unregister_class(M2VSegmentSettings)
