@@ -125,8 +125,9 @@ def lyrics_to_strips(scene, timing: timeline.StripTiming, keep_markers: bool = F
         strip.location = (0.5, 0.08)  # a caption's place, should the editor show them
         strip[LYRIC_STRIP_TAG] = text
         made.append(strip)
-    if not keep_markers:
-        for m in [m for m in scene.timeline_markers if timeline.lyric_index(m.name) is not None]:
+    if not keep_markers:  # only those that became strips: a marker where the song is not heard stays
+        done = {a for a, _, _ in spans}
+        for m in [m for m in scene.timeline_markers if timeline.lyric_index(m.name) is not None and m.frame in done]:
             scene.timeline_markers.remove(m)
     st.use_prompt_strips = True
     return made
@@ -284,8 +285,12 @@ def start_bake(scene):
         if ev["code"] != protocol.EXIT_OK:
             scene.m2v.status = f"bake failed: {job.error}"
             return
-        doc = read_document(out, protocol.SIGNALS_KIND, protocol.SIGNALS_VERSION)
-        keys = direction.bake_keys(doc, signal, current_segments(scene, timing), timing, lo, hi)
+        try:
+            doc = read_document(out, protocol.SIGNALS_KIND, protocol.SIGNALS_VERSION)
+            keys = direction.bake_keys(doc, signal, current_segments(scene, timing), timing, lo, hi)
+        except M2VError as e:  # the analysis dropped meanwhile, a damaged file: said, not raised into the pump
+            scene.m2v.status = f"bake failed: {e}"
+            return
         write_keys(scene, name, index, keys)
         scene.m2v.status = f"baked {signal} onto {label}: {len(keys)} keys"
         registry.undo_push("m2v Bake Music")

@@ -60,7 +60,7 @@ def test_lyric_markers_become_text_strips_that_are_prompts(built, tmp_path, blen
         SETUP.format(zip=_zip(built))
         + f"""
 scene.timeline_markers.new("intro", frame=20)
-for f, text in [(40, "a lighthouse in a storm"), (40, "and the sea"), (150, {long!r}), (300, "neon city lights")]:
+for f, text in [(40, "a lighthouse in a storm"), (40, "and the sea"), (150, {long!r}), (300, "neon city lights"), (500, "beyond the song")]:
     scene.frame_current = f
     assert bpy.ops.m2v.add_lyric(text=text) == {{"FINISHED"}}
 scene.timeline_markers.new("m2v S02", frame=200)
@@ -106,7 +106,8 @@ emit(step="off", parts=d.scene_prompt_parts(scene, timing))
         ["m2v \u266a03", 3, 300, 431, "neon city lights", "neon city lights"],
     ]
     assert ["mine", 6, 160, 170, "the editor's own caption", None] in made["strips"]
-    assert made["markers"] == [["intro", 20], ["m2v S02", 200]] and made["on"]
+    # (a lyric marker where the song is not heard, past frame 431, has no strip and stays)
+    assert made["markers"] == [["intro", 20], ["m2v S02", 200], ["m2v \u266a05 beyond the song", 500]] and made["on"]
     # Every lyric line round-trips: its words and its time, as prompt parts, as the engine reads them.
     want = [
         PromptPart(round(t(40), 4), round(t(150), 4), "a lighthouse in a storm / and the sea"),
@@ -114,7 +115,7 @@ emit(step="off", parts=d.scene_prompt_parts(scene, timing))
         PromptPart(round(t(300), 4), round(t(431), 4), "neon city lights"),
     ]
     assert parse_prompts_doc(made["doc"]) == want
-    assert "there are no lyric markers" in by["again"]["error"]
+    assert "no lyric marker lies where the song is heard" in by["again"]["error"]
     edited = [(p["text"], p["weight"]) for p in by["edited"]["parts"]]
     assert edited == [("a lighthouse in a storm", 1.0), (long, pytest.approx(0.4))]
     assert by["off"]["parts"] == []
