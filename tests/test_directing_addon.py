@@ -85,6 +85,10 @@ ours[0].text = "a lighthouse\\nin  a storm"
 ours[1].m2v_prompt_weight = 0.4
 ours[2].mute = True
 emit(step="edited", parts=d.scene_prompt_parts(scene, timing))
+bpy.ops.wm.save_as_mainfile(filepath={str(tmp_path / "directed.blend")!r})
+bpy.ops.wm.open_mainfile(filepath={str(tmp_path / "directed.blend")!r})
+scene = bpy.context.scene
+emit(step="reopened", parts=d.scene_prompt_parts(scene, timing))
 scene.m2v.use_prompt_strips = False
 emit(step="off", parts=d.scene_prompt_parts(scene, timing))
 """,
@@ -118,6 +122,7 @@ emit(step="off", parts=d.scene_prompt_parts(scene, timing))
     assert "no lyric marker lies where the song is heard" in by["again"]["error"]
     edited = [(p["text"], p["weight"]) for p in by["edited"]["parts"]]
     assert edited == [("a lighthouse in a storm", 1.0), (long, pytest.approx(0.4))]
+    assert by["reopened"]["parts"] == by["edited"]["parts"]  # the texts, the weight: kept in the .blend
     assert by["off"]["parts"] == []
 
 
