@@ -23,7 +23,6 @@ TIMING = StripTiming(frame_start=11, frame_final_start=11, frame_final_end=431, 
 
 SETUP = """
 import bpy, json, sys
-from bpy.props import FloatProperty
 install({zip!r})
 m2v = sys.modules["bl_ext.user_default.m2v"]
 d = sys.modules["bl_ext.user_default.m2v.directing"]
