@@ -1,13 +1,13 @@
 """Benchmark: the render's bookkeeping per image, with the model step replaced by a fixed latent update.
 
 A synthetic render of ``--images`` images (default 20,000) at 512x512 goes
-through the real machinery: :class:`engine.render.loop.RenderJob` with its
+through the real machinery: :class:`engine.render.jobs.loop.RenderJob` with its
 one-image lookahead, :class:`engine.store.writer.ImageWriter` (PNG encode,
 SHA-256, durable atomic write, journal line, ``image`` event),
 :class:`engine.store.manifest.RenderStore` (journal, amortised compaction) and
 the time-based resume points of :mod:`engine.store.snapshots`. Only the frame
 source is synthetic: :class:`SyntheticSource` has the interface of
-:class:`engine.render.sources.ModelSource`, its state is the size of the real one
+:class:`engine.render.sources.model.ModelSource`, its state is the size of the real one
 at 512x512 (a 1x256x32x32 float32 latent and Adam's two moments), and its
 "step" adds a fixed update to the latent and makes a frame that encodes
 like a VQGAN frame (a smooth colour field that changes slowly, plus mild
@@ -31,7 +31,7 @@ because another thread held the GIL.
 The plan is a real plan file (validated by :func:`engine.plan.build.load_plan`)
 over a synthesised song: beat segments of 0.6 s with 14 images each, as
 the paper's beat-cut videos have. The same steps as
-:func:`engine.render.loop.render` open the folder and run the job, so the
+:func:`engine.render.jobs.loop.render` open the folder and run the job, so the
 writer's and the store's byte counters can be read.
 
 Prints per-thousand figures for the first and the last thousand images
@@ -263,7 +263,7 @@ def rss_mb() -> float:
 
 
 class SyntheticSource:
-    """:class:`engine.render.sources.ModelSource`'s interface; a step is a fixed latent update and a sleep."""
+    """:class:`engine.render.sources.model.ModelSource`'s interface; a step is a fixed latent update and a sleep."""
 
     stateful = True
     lookahead = True
@@ -301,7 +301,7 @@ class SyntheticSource:
     def seek(self, k: int, i: int, keys, state_dir, warn) -> int:
         raise RuntimeError("the benchmark renders into a fresh folder: no seek expected")
 
-    def run_image(self, k: int, i: int) -> tuple[np.ndarray, float]:
+    def make_image(self, k: int, i: int) -> tuple[np.ndarray, float]:
         """Image ``i`` of segment ``k``: the previous image (the lookahead), after a step of ``step_s``."""
         import torch
 
@@ -336,7 +336,7 @@ class SyntheticSource:
         return self.current
 
     def state(self) -> dict:
-        from engine.render.optimize import cpu_copy
+        from engine.render.step.optimize import cpu_copy
 
         return {"z": cpu_copy(self.z), "opt": cpu_copy(self.opt.state_dict())}
 
@@ -359,12 +359,16 @@ def sleep_floor(step_s: float, n: int = 100) -> float:
 
 
 def run_render(plan_path: Path, out_dir: Path, step_ms: float, snapshot_every: float, busy: Busy | None = None):
-    """What :func:`engine.render.loop.render` does once its source is made; returns the finished job."""
+    """What :func:`engine.render.jobs.loop.render` does once its source is made; returns the finished job."""
     from engine.files import FolderLock
     from engine.plan.build import load_plan
     from engine.progress import Progress
     from engine.protocol import LOCK_FILE
-    from engine.render.loop import RenderJob, RenderSettings, StopFlag, load_plan_song, segment_keys
+    from engine.render.jobs.job import RenderJob
+    from engine.render.jobs.keys import segment_keys
+    from engine.render.jobs.loop import load_plan_song
+    from engine.settings import RenderSettings
+    from engine.stopping import StopFlag
     from engine.store.manifest import RenderStore
 
     settings = RenderSettings(width=512, height=512)
@@ -383,7 +387,7 @@ def run_render(plan_path: Path, out_dir: Path, step_ms: float, snapshot_every: f
                 source.job = job
                 job.rss_start, job.peak_reset = rss_mb(), reset_peak()
                 t0, cpu0, main0 = time.monotonic(), _process_cpu(), time.thread_time()
-                code = job.run(StopFlag())
+                code = job.render(StopFlag())
                 job.wall = time.monotonic() - t0
                 # Every thread but this one: the writer and the encoders (torch runs one thread here).
                 job.helper_cpu = (_process_cpu() - cpu0) - (time.thread_time() - main0)

@@ -37,7 +37,7 @@ def main() -> None:
     from engine.files import write_json_atomic
     from engine.plan.build import plan_from_boundaries
     from engine.progress import Collect
-    from engine.render.loop import render
+    from engine.render.jobs.loop import render
     from tests.conftest import write_song
     from tests.footage_media import write_movie
     from tests.small_models import load_small, small_settings, write_all

@@ -1,6 +1,6 @@
 """Benchmark: what footage styling and motion add to each image's time, through the render's own code.
 
-Runs ``ModelSource.run_image`` (the render loop's call) on a one-segment plan with one optimisation step
+Runs ``ModelSource.make_image`` (the render loop's call) on a one-segment plan with one optimisation step
 per image, four ways: plain, with footage (a synthesised movie, encoded per image, latent pull), with
 motion (every image moved and re-encoded), and both. ``--full`` uses the official architectures (ViT-B/32,
 the f16/16384 VQGAN with its encoder, Wav2CLIP; random weights: timing does not depend on values) at the
@@ -27,10 +27,10 @@ def full_models(device):
     """The official architectures with random weights, the VQGAN's encoder attached."""
     import torch
 
+    from engine.models.architectures import OFFICIAL_VQGAN, official_models
     from engine.models.factory import Models
     from engine.models.vqgan import VQGANEncoder, parse_config
     from engine.models.wav2clip import Wav2CLIP
-    from engine.render.estimate import OFFICIAL_VQGAN, official_models
 
     vq, clip = official_models(device)
     vq.attach_encoder(VQGANEncoder(parse_config(OFFICIAL_VQGAN)))
@@ -61,8 +61,8 @@ def main() -> None:
     from engine.analysis.synth import Section, synth_song
     from engine.files import write_json_atomic
     from engine.plan.build import plan_from_boundaries
-    from engine.render.loop import RenderSettings
-    from engine.render.sources import ModelSource
+    from engine.render.sources.model import ModelSource
+    from engine.settings import RenderSettings
     from tests.conftest import write_song
     from tests.footage_media import write_movie
 
@@ -95,11 +95,11 @@ def main() -> None:
     times: dict[str, list[float]] = {name: [] for name in variants}
     for src in sources.values():
         src.optimizer.reset()
-        src.run_image(0, 0)  # warm-up
+        src.make_image(0, 0)  # warm-up
     for i in range(1, n):
         for name, src in sources.items():
             t = time.perf_counter()
-            src.run_image(0, i)
+            src.make_image(0, i)
             times[name].append(time.perf_counter() - t)
     plain = statistics.median(times["plain"])
     for name, ts in times.items():

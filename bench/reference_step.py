@@ -13,7 +13,7 @@ it was before m2v knew this).
 
 One departure, for comparability: where their script seeds torch once per segment and lets every step draw on from
 the global generators, a step here takes its own ``seed`` and draws from generators seeded with it (the caller's
-state is restored). On the CPU those are the very draws ``engine.render.cutouts.make_cutouts(..., method="latest")`` makes
+state is restored). On the CPU those are the very draws ``engine.render.step.cutouts.make_cutouts(..., method="latest")`` makes
 from the same seed, so the two see identical cutouts. On a GPU the noise comes from the GPU's generator, as in
 their script (m2v draws it on the CPU).
 """

@@ -63,12 +63,13 @@ class Timed:
         self.events.append({"event": event, "t_seen": time.monotonic(), **fields})
 
 
-def render_once(plan, out, models, settings, chain_at, ray=None):
-    from engine.render.loop import render
+def render_once(plan, out, models, settings, chain_at, workers=None):
+    from engine.render.jobs.loop import render
 
     events = Timed()
     t0 = time.monotonic()
-    code = render(plan, out, settings, models, events, chain_at=chain_at, ray=ray, snapshot_every=1000)
+    ray = {"ray": "local", "ray_workers": workers, "ray_cpus": 1} if workers else {}
+    code = render(plan, out, settings, models, events, chain_at=chain_at, snapshot_every=1000, **ray)
     wall = time.monotonic() - t0
     assert code == 0, code
     return events.events, wall, t0
@@ -88,7 +89,6 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from engine.render.ray_render import RayOptions
     from tests.small_models import load_small, small_settings, write_all
 
     work = Path(tempfile.mkdtemp(prefix="m2v-render-chains-"))
@@ -108,7 +108,7 @@ def main() -> None:
         print(f"local, one chain after another: {n / t_local:6.2f} images/s ({t_local:.1f} s rendering)")
         for w in (int(x) for x in args.workers.split(",")):
             out = work / f"ray{w}"
-            ev, wall, _ = render_once(plan, out, models, settings, chain_at, RayOptions(workers=w, cpus=1))
+            ev, wall, _ = render_once(plan, out, models, settings, chain_at, workers=w)
             assert frames(out) == base, "a Ray render's frames differ from the local render's"
             start = next(e for e in ev if e["event"] == "ray_start")
             loads = [e for e in ev if e["event"] == "chain_start"]

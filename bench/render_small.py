@@ -3,7 +3,7 @@
 Both versions render the same beat segments (``--images`` images, one
 optimisation step each) through their own command line, in fresh
 processes, with the small random-weight models of ``tests/small_models.py``
-at 64x64 and the same number of cutouts (this tree with ``--cut-method
+at 64x64 and the same number of cutouts (this tree with ``--cutout-method
 crops``; 056c058 has only its own crops). The time per image is read from
 the ``image`` events (last minus first, over the images between), so model
 loading is left out; runs alternate between the versions and the median of
@@ -99,7 +99,7 @@ def main() -> None:
         new_plan, old_plan = plans(work, args.images)
         versions = {
             COMMIT: (old_tree(work / "old"), old_plan, ["--steps-per-image", "1"]),
-            "this tree": (ROOT, new_plan, ["--cut-method", "crops"]),
+            "this tree": (ROOT, new_plan, ["--cutout-method", "crops"]),
         }
         got: dict[str, list[tuple[float, float]]] = {name: [] for name in versions}
         for _ in range(args.rounds):

@@ -31,8 +31,8 @@ class RandomWeights:
     """The official architectures with random weights, shaped like :class:`engine.models.factory.Models`."""
 
     def __init__(self, device) -> None:
+        from engine.models.architectures import official_models
         from engine.models.wav2clip import Wav2CLIP
-        from engine.render.estimate import official_models
 
         self.vqgan, self.clip = official_models(device)
         self.audio = Wav2CLIP().eval().requires_grad_(False).to(device)
@@ -58,7 +58,8 @@ def main() -> None:
     from engine.plan.build import analyze
     from engine.progress import Collect
     from engine.protocol import PRESETS
-    from engine.render.loop import RenderSettings, render
+    from engine.render.jobs.loop import render
+    from engine.settings import RenderSettings
 
     dev = pick_device(args.device)
     t0 = time.perf_counter()
@@ -93,11 +94,11 @@ def main() -> None:
         peak = f"{torch.cuda.max_memory_allocated() / 2**20:.0f} MB on the GPU"
     else:
         peak = f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB resident"
-    from engine.render.precision import step_precision
+    from engine.render.step.precision import step_precision
 
     failed = [str(w.message) for w in caught if "CUDA graph" in str(w.message)]
     capture = "eager" if dev.type != "cuda" else ("eager (" + failed[0] + ")" if failed else "CUDA graphs")
-    prec = step_precision(args.precision, dev).record()
+    prec = step_precision(args.precision, dev).formats()
     print(f"device: {dev} | preset {args.preset} | song {span[1] - span[0]:.1f} s, {len(plan['segments'])} segments")
     print(f"precision {prec} | step: {capture}")
     print(f"analysis {t_plan:.1f} s; render {t['steps']} steps, {t['images']} images in {wall:.1f} s")

@@ -65,8 +65,8 @@ def make_variant(name: str, vq, clip, size: int, cutn: int, device):
     from reference_step import authors_precision, reference_step, set_tf32
 
     from engine.models.vqgan import use_fused_activation
-    from engine.render.loop import RenderSettings
-    from engine.render.optimize import Optimizer
+    from engine.render.step.optimize import Optimizer
+    from engine.settings import RenderSettings
 
     target = torch.nn.functional.normalize(torch.randn(clip.embed_dim, device=device), dim=-1)
     precision = "mixed" if name == "mixed" else "fp32"
@@ -83,7 +83,7 @@ def make_variant(name: str, vq, clip, size: int, cutn: int, device):
 
         return one, {"clip": "fp16" if rclip is not clip else "fp32", "tf32": tf32, "capture": False}
     if name == "before":
-        opt.cut_impl = "kornia"
+        opt.cutout_impl = "kornia"
         opt.graphs = None  # eager, as it was
 
     def one(i):
@@ -92,7 +92,7 @@ def make_variant(name: str, vq, clip, size: int, cutn: int, device):
         draw = opt.image_draws([i]) if opt.batched else None
         opt.step([(target, 1.0)], i, draw=draw[0] if draw is not None else None)
 
-    return one, {**opt.precision.record(), "capture": opt.graphs is not None, "cutouts": opt.cut_impl}
+    return one, {**opt.precision.formats(), "capture": opt.graphs is not None, "cutouts": opt.cutout_impl}
 
 
 def run_variants(names, rounds: int, device_name: str, size: int, cutn: int) -> dict:
@@ -101,7 +101,7 @@ def run_variants(names, rounds: int, device_name: str, size: int, cutn: int) -> 
 
     import torch
 
-    from engine.render.estimate import official_models
+    from engine.models.architectures import official_models
 
     device = torch.device(device_name)
     vq, clip = official_models(device)
@@ -145,8 +145,8 @@ def loss_curves(steps: int = 20, prompt: str = "a red balloon over the sea", con
 
     from engine.models.clip_guide import load_clip
     from engine.models.vqgan import load_vqgan, use_fused_activation
-    from engine.render.loop import RenderSettings
-    from engine.render.optimize import Optimizer
+    from engine.render.step.optimize import Optimizer
+    from engine.settings import RenderSettings
     from tests.small_models import write_clip, write_vqgan
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -159,7 +159,7 @@ def loss_curves(steps: int = 20, prompt: str = "a red balloon over the sea", con
             target = clip.embed_text([text])[0]
             s = RenderSettings(width=64, height=64, cutouts=16, lr=0.2, cutout_method="latest", precision="fp32")
             r = Optimizer(vq, clip, s, torch.device("cpu"))
-            r.cut_impl = "kornia"  # the authors' draws: the two steps see identical cutouts
+            r.cutout_impl = "kornia"  # the authors' draws: the two steps see identical cutouts
             r.reset()
             losses = []
             for i in range(steps):

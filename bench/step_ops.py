@@ -50,10 +50,10 @@ def main() -> None:
     import torch
     from reference_step import reference_step
 
+    from engine.models.architectures import official_models
     from engine.models.vqgan import use_fused_activation
-    from engine.render.estimate import official_models
-    from engine.render.loop import RenderSettings
-    from engine.render.optimize import Optimizer
+    from engine.render.step.optimize import Optimizer
+    from engine.settings import RenderSettings
 
     torch.manual_seed(0)
     dev = torch.device("cpu")

@@ -1,15 +1,5 @@
-import sys
+"""``python -m engine``: the command line, under the stop rules of :mod:`engine.stopping`."""
 
-from engine.process_exit import interrupt_outside_imports, on_stop_signals, quiet_exit
-from engine.protocol import EXIT_INTERRUPTED
+from engine.stopping import entry
 
-# SIGTERM while the engine is still importing stops it as SIGINT does (engine.cli.commands.main installs the same).
-on_stop_signals(interrupt_outside_imports)
-try:
-    from engine.cli.commands import main
-
-    code = main()
-except KeyboardInterrupt:
-    print("interrupted", file=sys.stderr)
-    code = EXIT_INTERRUPTED
-quiet_exit(code)
+entry("engine.cli.commands", "main")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # only a type here: engine.stopping imports this before its handlers are in place, so no more
+    from pathlib import Path
 
 
 class InputError(Exception):

@@ -44,9 +44,7 @@ PROMPTS_KIND, PROMPTS_VERSION = "m2v-prompts", 1
 CURVES_KIND, CURVES_VERSION = "m2v-curves", 1
 #: The music as curves (``engine signals``, ``engine.plan.signals``): what Bake Music to F-Curve writes as keyframes.
 SIGNALS_KIND, SIGNALS_VERSION = "m2v-signals", 1
-#: The signals, each 0-1 over the song: m2v's intensity (the level curve scaled as segments' intensities are), the
-#: onset strength, a beat pulse (each beat's strength, decaying), and the loudness of the low, mid and high bands.
-SIGNALS = ("intensity", "onset", "beat", "low", "mid", "high")
+#: (The signals themselves are a list of choices: ``engine.settings_table.SIGNALS``.)
 
 # ---------------------------------------------------------------- defaults
 
@@ -77,7 +75,7 @@ PRESETS: dict[str, dict] = {
 }
 # ``musicvideo``: the paper's workload with motion that follows the music (:data:`MOTION_PRESETS`).
 PRESETS["musicvideo"] = dict(PRESETS["paper"])
-#: Motion per preset (``engine.render.motion``): zoom per beat at full onset strength, rotation in degrees and shift
+#: Motion per preset (``engine.render.sources.motion``): zoom per beat at full onset strength, rotation in degrees and shift
 #: in pixels (x right, y up) per second at full intensity. Presets not listed have no motion.
 MOTION_PRESETS: dict[str, dict] = {
     "musicvideo": {"zoom": 0.03, "rotate": 2.0, "shift": (0.0, 0.0), "motion_drive": "music"},
@@ -98,7 +96,7 @@ STILL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".t
 #: The authors' intensity curve (``--intensity authors``): sample rate, hop, mel bands and top frequency of their
 #: mel spectrogram. A plan (or an analysis summary) without ``levels["intensity"]`` is ``paper``.
 AUTHORS_POWER = {"sr": 16000, "hop": 512, "n_mels": 128, "fmax": 8000.0}
-#: The implementation of the cutouts (engine.render.augment), in every cache key: frames made by another are not reused.
+#: The implementation of the cutouts (engine.render.step.augment), in every cache key: frames made by another are not reused.
 CUTOUT_IMPL = "batched-1"
 
 # ---------------------------------------------------------------- files in a render folder
@@ -129,7 +127,7 @@ EVENTS: dict[str, tuple[str, ...]] = {
     "segment_end": ("segment", "key", "reused", "start", "end", "dir", "files", "slots", "done", "total"),
     "cancelled": ("done", "total"),
     "done": ("done", "total", "out"),
-    # render --ray (engine.render.ray_render): the cluster joined, each chain handed to a worker, retried, done
+    # render --ray (engine.render.jobs.ray_render): the cluster joined, each chain handed to a worker, retried, done
     "ray_start": ("address", "workers", "startup_s"),
     "chain_start": ("chain", "segments", "pid", "node", "load_s"),
     "chain_retry": ("chain", "segment", "index", "reason"),
@@ -143,6 +141,8 @@ EVENTS: dict[str, tuple[str, ...]] = {
     "warning": ("message",),
     "error": ("message", "code"),
 }
+#: The engine's global flag that makes every command speak these events (the add-on's mode).
+EVENTS_FLAG = "--events"
 #: Events the add-on makes itself (process exit, a non-JSON line): never printed by the engine.
 CLIENT_EXIT = "client.exit"
 CLIENT_OUTPUT = "client.output"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import adapters, markers, presets, timeline, vse
+from . import adapters, flags, markers, timeline, vse
 from .contract import protocol
 from .errors import M2VError
 
@@ -19,7 +19,7 @@ def estimate_text(scene) -> str:
     except M2VError:
         return ""
     timing = adapters.strip_timing(scene, strip)
-    v = presets.effective(st)
+    v = flags.effective(st)
     frames = tuple(markers.scene_segment_frames(scene))
     # The panel redraws often: parse the stored analysis only when something it depends on changed.
     sig = (frames, tuple(sorted(v.items())), timing, st.analysis_json.__hash__(), st.intensity)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import bpy
 
-from . import adapters, direction, markers, presets, registry, timeline, vse
+from . import adapters, direction, flags, markers, registry, timeline, vse
 from .contract import protocol, read_document, settings_table
 from .errors import M2VError
 
@@ -18,8 +18,11 @@ WEIGHT_PROP = "m2v_prompt_weight"
 #: Custom property on every text strip Lyrics -> Text Strips made (its value: the words it was made with); only
 #: these are ever replaced or removed by m2v.
 LYRIC_STRIP_TAG = "m2v_lyric"
-#: Settings an editor can keyframe and bake music onto. Phase B: the settings table's ``animatable`` column.
-ANIMATABLE = ("zoom", "rotate", "shift", "footage_blend", "init_weight")
+#: Settings an editor can keyframe on the scene (and bake music onto): the settings table's ``animatable`` rows the
+#: add-on shows on ``scene.m2v``.
+ANIMATABLE = tuple(
+    r.name for r in settings_table.SETTINGS if r.animatable and r.ui is not None and r.ui.owner == "scene"
+)
 
 
 def text_strip_type():
@@ -219,18 +222,16 @@ def animated_curves(scene, segments, timing: timeline.StripTiming, names=ANIMATA
 
 
 def bake_targets() -> list[tuple[str, str, int, str]]:
-    """``(identifier, setting, index, label)`` of every value music can be baked onto (a pair gives two)."""
-    out = []
+    """``(identifier, setting, index, label)`` of every value music can be baked onto (a pair gives two): the
+    ``bake_target`` row's choices (``settings_table.animatable_targets``)."""
     rows = settings_table.by_name()
-    for name in ANIMATABLE:
-        row = rows[name]
-        if row.ui is None or row.ui.owner != "scene":
-            continue
-        if row.nargs == 2:
-            for i, part in enumerate(row.parts or ("x", "y")):
-                out.append((f"{name}_{part}", name, i, f"{row.ui.label} {part.upper()}"))
-        else:
-            out.append((name, name, 0, row.ui.label))
+    out = []
+    for ident, (label, _) in rows["bake_target"].ui.items.items():
+        name, index = ident, 0
+        if ident not in rows:
+            name, part = ident.rsplit("_", 1)
+            index = rows[name].parts.index(part)
+        out.append((ident, name, index, label))
     return out
 
 
@@ -257,7 +258,7 @@ def current_segments(scene, timing: timeline.StripTiming):
     summary = markers.analysis_summary(scene)
     if summary is None or not summary.get("levels"):
         raise M2VError("press Analyze first: the images' slots come from the song's analysis")
-    v = presets.effective(scene.m2v)
+    v = flags.effective(scene.m2v)
     return direction.segments_now(
         summary["levels"], markers.scene_segment_frames(scene), timing, v["min_rate"], v["max_rate"]
     )
@@ -275,7 +276,13 @@ def start_bake(scene):
     current_segments(scene, timing)  # refuse before the engine runs
     t0, t1 = timing.visible_span()
     out = adapters.output_dir(scene) / "signals.json"
-    args = ["signals", str(adapters.song_path(strip)), "--start", f"{t0:.4f}", "--end", f"{t1:.4f}", "-o", str(out)]
+    args = [
+        "signals",
+        str(adapters.song_path(strip)),
+        *flags.flag("start", round(t0, 4)),
+        *flags.flag("end", round(t1, 4)),
+        *flags.flag("output", out),
+    ]
     _, name, index, label = target
     signal, lo, hi = st.bake_signal, st.bake_min, st.bake_max
 

@@ -59,7 +59,7 @@ class M2V_OT_bake_music(bpy.types.Operator):
     bl_options = {"REGISTER", "UNDO"}
 
     def execute(self, context):
-        return operators._run(self, context, directing.start_bake)
+        return operators._start_job(self, context, directing.start_bake)
 
 
 def _active_text_strip(context):

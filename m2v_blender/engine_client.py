@@ -87,7 +87,11 @@ class EngineJob:
         env = dict(os.environ if self.env is None else self.env)
         env["PYTHONPATH"] = str(root) + os.pathsep + env.get("PYTHONPATH", "")
         env["PYTHONUNBUFFERED"] = "1"
-        args = [self.python, *(["-m", "engine", "--events"] if self.module else []), *self.commands[self._step]]
+        args = [
+            self.python,
+            *(["-m", "engine", protocol.EVENTS_FLAG] if self.module else []),
+            *self.commands[self._step],
+        ]
         self._log.write(f"\n$ {' '.join(args)}\n")
         self._log.flush()
         flags = subprocess.CREATE_NEW_PROCESS_GROUP if os.name == "nt" else 0

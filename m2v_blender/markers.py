@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from . import adapters, timeline, vse
-from .contract import protocol
+from .contract import protocol, settings_table
 from .errors import M2VError
 
 
@@ -106,7 +106,8 @@ def sync_segments(scene) -> None:
     cuts = [("", None)] + [(m.name, m.frame) for m in cut_markers(scene)]
     if [(it.cut, it.frame) for it in items] == [(n, f or 0) for n, f in cuts]:
         return  # the timer's usual case: no cut added, moved, renamed or deleted
-    old = [(it.cut, it.frame, it.prompt, it.prompt_weight, it.take, it.new_chain) for it in items]
+    names = [r.name for r in _segment_rows()]
+    old = [(it.cut, it.frame, *(getattr(it, n) for n in names)) for it in items]
     taken = set()
     matched = []
     for name, frame in cuts:
@@ -115,30 +116,40 @@ def sync_segments(scene) -> None:
         if j is not None:
             taken.add(j)
         matched.append((name, frame, old[j] if j is not None else None))
-    want = [(n, f or 0, *(o[2:] if o else ("", 1.0, 0, False))) for n, f, o in matched]
+    fresh = tuple(r.ui.default if r.ui.default is not None else r.default for r in _segment_rows())
+    want = [(n, f or 0, *(o[2:] if o else fresh)) for n, f, o in matched]
     if want == old:
         return
     items.clear()
-    for name, frame, prompt, weight, take, new_chain in want:
+    for name, frame, *values in want:
         it = items.add()
-        it.cut, it.frame, it.prompt, it.prompt_weight, it.take = name, frame, prompt, weight, take
-        it.new_chain = new_chain
+        it.cut, it.frame = name, frame
+        for n, v in zip(names, values):
+            setattr(it, n, v)
+
+
+def _segment_rows() -> list:
+    """The settings table's ``segment`` rows (each an item property of ``scene.m2v.segments``)."""
+    return settings_table.in_scope("segment")
 
 
 def segment_settings_doc(scene, timing: timeline.StripTiming, bounds: list[float]) -> dict:
     """The editor's prompts, takes and chain starts for the engine (``--segment-settings``), by segment start time."""
     sync_segments(scene)
+    rows = _segment_rows()
     entries = []
     for it in scene.m2v.segments:
-        chain = bool(it.new_chain and it.cut)
-        if not (it.prompt.strip() or it.take or chain):
+        values = {r.name: getattr(it, r.name) for r in rows}
+        values["prompt"] = values["prompt"].strip() or None
+        values["new_chain"] = bool(values["new_chain"] and it.cut)  # the first segment always starts a chain
+        # A weight alone changes nothing: it weighs the segment's prompt.
+        if all(values[r.name] == r.default for r in rows if r.name != "prompt_weight"):
             continue
         start = bounds[0] if not it.cut else round(timing.time_at(it.frame), 4)
         if bounds[0] <= start < bounds[-1]:
-            prompt = it.prompt.strip() or None
-            entries.append({"start": start, "prompt": prompt, "prompt_weight": it.prompt_weight, "take": it.take})
-            if chain:
-                entries[-1]["new_chain"] = True
+            # A value at its default is written where the plan holds it anyway (the rows that enter the key).
+            entry = {r.name: values[r.name] for r in rows if r.per_segment or values[r.name] != r.default}
+            entries.append({"start": start, **entry})
     return {"kind": protocol.SEGMENT_SETTINGS_KIND, "version": protocol.SEGMENT_SETTINGS_VERSION, "segments": entries}
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import bpy
 from bpy.props import BoolProperty, IntProperty, StringProperty
 
-from . import commands, markers, preferences, registry, timeline
+from . import flags, jobs, markers, preferences, registry, timeline
 from .contract import engine_root, protocol
 from .engine_client import EngineJob
 from .errors import M2VError
@@ -18,7 +18,7 @@ from .errors import M2VError
 def _finish_or_follow(op, scene, ok_codes: tuple[int, ...]) -> set[str]:
     """Background mode: loop on the pump step until the job ends. With a window: let a timer pump."""
     if bpy.app.background:
-        job = registry.run_to_end(scene)
+        job = registry.pump_to_end(scene)
         if job.returncode not in ok_codes:
             op.report({"ERROR"}, scene.m2v.status)
             return {"CANCELLED"}
@@ -29,7 +29,7 @@ def _finish_or_follow(op, scene, ok_codes: tuple[int, ...]) -> set[str]:
     return {"FINISHED"}
 
 
-def _run(op, context, starter, *args) -> set[str]:
+def _start_job(op, context, starter, *args) -> set[str]:
     scene = context.scene
     try:
         starter(scene, *args)
@@ -47,7 +47,7 @@ class M2V_OT_analyze(bpy.types.Operator):
     bl_options = {"REGISTER", "UNDO"}
 
     def execute(self, context):
-        return _run(self, context, commands.start_analyze)
+        return _start_job(self, context, jobs.start_analyze)
 
 
 class M2V_OT_render(bpy.types.Operator):
@@ -57,7 +57,8 @@ class M2V_OT_render(bpy.types.Operator):
     bl_label = "Render"
     bl_options = {"REGISTER", "UNDO"}
 
-    layout: BoolProperty(
+    # Not ``layout``: an operator property of that name would hide Operator.layout (its UILayout).
+    preview: BoolProperty(
         name="Preview Layout",
         default=False,
         description="Titled cards instead of generated images (seconds, no models)",
@@ -75,7 +76,7 @@ class M2V_OT_render(bpy.types.Operator):
         except ValueError:
             self.report({"ERROR"}, "Model Arguments must be a JSON list of engine flags")
             return {"CANCELLED"}
-        return _run(self, context, commands.start_render, self.layout, extra)
+        return _start_job(self, context, jobs.start_render, self.preview, extra)
 
 
 class M2V_OT_cancel_render(bpy.types.Operator):
@@ -285,7 +286,7 @@ class M2V_OT_fetch_models(bpy.types.Operator):
     def execute(self, context):
         if not _online(self):
             return {"CANCELLED"}
-        argv = ["models", "fetch", "--models", str(preferences.models_dir(context))]
+        argv = ["models", "fetch", *flags.flag("models", preferences.models_dir(context))]
         return _tool_job(self, context, "fetch", preferences.engine_python(context), [argv], module=True)
 
 
@@ -311,7 +312,7 @@ class M2V_OT_check_engine(bpy.types.Operator):
             elif ev["event"] == protocol.CLIENT_EXIT and ev["code"] != protocol.EXIT_OK and p:
                 p.check_result = "the engine environment is broken: see check.log beside it"
 
-        argv = ["info", "--models", str(preferences.models_dir(context))]
+        argv = ["info", *flags.flag("models", preferences.models_dir(context))]
         return _tool_job(self, context, "check", python, [argv], module=True, on_event=on_event)
 
 

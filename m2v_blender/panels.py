@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import bpy
 
-from . import adapters, cost, markers, presets, registry, timeline, vse
+from . import adapters, cost, flags, markers, registry, timeline, vse
 from .contract import protocol
 from .errors import M2VError
+from .setting_props import draw_section
 
 
 class SEQUENCER_PT_m2v(bpy.types.Panel):
@@ -39,47 +40,29 @@ class SEQUENCER_PT_m2v(bpy.types.Panel):
         box.prop(st, "preset")
         if st.preset == "auto" and st.resolved_preset:
             box.label(text=f"Auto chose {st.resolved_preset.title()} at the last Analyze", icon="INFO")
-        custom = box.column(align=True)
-        custom.enabled = st.preset == "custom"
-        v = presets.effective(st)
+        v = flags.effective(st)
+        held = shown_conditions(st, v)
         if st.preset == "custom":
-            custom.prop(st, "granularity")
-            row = custom.row(align=True)
-            row.prop(st, "min_rate")
-            row.prop(st, "max_rate")
-            row = custom.row(align=True)
-            row.prop(st, "width")
-            row.prop(st, "height")
-            row = custom.row(align=True)
-            row.prop(st, "cutouts")
-            row.prop(st, "cut_method", text="")
+            draw_section(box, st, "custom", held)
         else:
+            custom = box.column(align=True)
+            custom.enabled = False
             custom.label(text=f"{v['granularity']}, {v['min_rate']:g}-{v['max_rate']:g} steps/s")
             custom.label(text=f"{v['size'][0]}x{v['size'][1]}, {v['cutouts']} {v['cutout_method']} cutouts")
-        box.prop(st, "intensity")
-        if v["granularity"] == "scenes":
-            row = box.row(align=True)
-            row.prop(st, "min_length")
-            row.prop(st, "target_length")
+        draw_section(box, st, "analysis", held)
         line = cost.estimate_text(context.scene)
         if line:
             box.label(text=line, icon="TIME")
         box = layout.box()
-        box.prop(st, "seed")
-        box.prop(st, "precision")  # setting: precision (issue 19)
-        box.prop(st, "style")
-        box.prop(st, "output_dir")
-        row = box.row(align=True)
-        row.prop(st, "channel")
-        row.prop(st, "blend_type", text="")
-        box.prop(st, "opacity")
-        draw_footage_box(layout.box(), context.scene)
+        draw_section(box, st, "look", held)
+        draw_section(box, st, "output", held)
+        draw_footage_box(layout.box(), context.scene, held)
         running = registry.is_running(context.scene)
         row = layout.row(align=True)
         row.enabled = not running
         row.operator("m2v.analyze", icon="MARKER_HLT")
-        row.operator("m2v.render", icon="RENDER_ANIMATION").layout = False
-        row.operator("m2v.render", text="Preview Layout", icon="SEQ_PREVIEW").layout = True
+        row.operator("m2v.render", icon="RENDER_ANIMATION").preview = False
+        row.operator("m2v.render", text="Preview Layout", icon="SEQ_PREVIEW").preview = True
         if running or st.status:
             col = layout.column()
             if running:
@@ -88,30 +71,33 @@ class SEQUENCER_PT_m2v(bpy.types.Panel):
             col.label(text=st.status)
 
 
-def draw_footage_box(box, scene) -> None:
-    """The panel's "Footage & Motion" box."""
+def shown_conditions(st, values: dict) -> set[str]:
+    """What holds for drawing the table's sections (``UI.shown``): ``scenes``, ``footage``, ``motion``."""
+    held = {"scenes"} if values["granularity"] == "scenes" else set()
+    if st.footage_strip:
+        held.add("footage")
+    if st.use_motion:
+        held.add("motion")
+    return held
+
+
+def draw_footage_box(box, scene, held: set[str] | None = None) -> None:
+    """The panel's "Footage & Motion" box (``held``: what holds for drawing, see :func:`shown_conditions`)."""
     st = scene.m2v
+    if held is None:
+        held = shown_conditions(st, flags.effective(st))
     box.label(text="Footage & Motion", icon="SEQUENCE")
     sed = scene.sequence_editor
     if sed is not None:
         box.prop_search(st, "footage_strip", sed, "strips_all" if hasattr(sed, "strips_all") else "sequences_all")
     else:
         box.prop(st, "footage_strip")
-    if st.footage_strip:
-        col = box.column(align=True)
-        col.prop(st, "footage_blend")
-        row = col.row(align=True)
-        row.prop(st, "init_weight")
-        row.prop(st, "init_space", text="")
+    draw_section(box, st, "footage", held)
     box.prop(st, "use_motion")
     if st.use_motion:
-        col = box.column(align=True)
-        col.prop(st, "zoom")
-        col.prop(st, "rotate")
-        col.prop(st, "shift")
-        col.prop(st, "motion_drive")
+        draw_section(box, st, "motion", held)
     else:
-        m = protocol.MOTION_PRESETS.get(presets.preset_in_use(st))
+        m = protocol.MOTION_PRESETS.get(flags.preset_in_use(st))
         box.label(text=f"Motion: {m['zoom']:g} zoom a beat, {m['rotate']:g} deg/s" if m else "Motion: off (preset)")
 
 

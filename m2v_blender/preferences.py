@@ -6,8 +6,9 @@ import os
 from pathlib import Path
 
 import bpy
-from bpy.props import EnumProperty, StringProperty
+from bpy.props import StringProperty
 
+from .contract import settings_table
 from .setting_props import setting_properties
 
 
@@ -22,26 +23,6 @@ def _user_dir() -> Path:
 class M2VPreferences(bpy.types.AddonPreferences):
     bl_idname = __package__
 
-    env_dir: StringProperty(
-        name="Engine Environment",
-        subtype="DIR_PATH",
-        description="Folder of the managed Python environment (empty: the extension's user folder)",
-    )
-    models_dir: StringProperty(
-        name="Models", subtype="DIR_PATH", description="Folder of the model files (empty: the extension's user folder)"
-    )
-    render_on: EnumProperty(
-        name="Render On",
-        items=[
-            ("LOCAL", "This Computer", "Render here, one latent chain after another"),
-            ("RAY", "Ray Cluster", "Render the segments' latent chains at once on a Ray cluster (engine --ray)"),
-        ],
-        default="LOCAL",
-    )
-    ray_address: StringProperty(
-        name="Ray Address",
-        description="'auto', 'host:port' or 'ray://host:port' of a running cluster; empty: a local Ray instance",
-    )
     check_result: StringProperty(default="", options={"SKIP_SAVE"})
 
     def draw(self, context):
@@ -65,9 +46,9 @@ class M2VPreferences(bpy.types.AddonPreferences):
             layout.label(text=line)
 
 
-
-# The table's preference rows (the device: "Render on"), as Blender reads them at register time.
+# The table's preference rows (folders, the device, where to render), as Blender reads them at register time.
 M2VPreferences.__annotations__.update(setting_properties("preferences"))
+
 
 def prefs(context=None) -> M2VPreferences | None:
     context = context or bpy.context
@@ -117,7 +98,7 @@ def ray_args(context=None) -> list[str]:
     address = address.strip()
     if not address:
         return []
-    return ["--ray"] if address == "local" else ["--ray", address]
+    return settings_table.flag_words(settings_table.row("ray"), address)
 
 
 def register() -> None:

@@ -61,7 +61,7 @@ def pump(scene) -> bool:
     return True
 
 
-def run_to_end(scene, timeout: float | None = None) -> EngineJob:
+def pump_to_end(scene, timeout: float | None = None) -> EngineJob:
     """Background mode (no timers): loop on the pump step until the job ends."""
     job = JOBS[scene.name]
     t0 = time.monotonic()

@@ -329,15 +329,15 @@ def render_cmd(plan_path: Path, out: Path, models: Path, *extra: str, cutouts: i
     return [
         *(sys.executable, "-m", "engine", "render", str(plan_path), "--out", str(out)),
         *common,
-        *("--cut-method", "crops"),
+        *("--cutout-method", "crops"),
         *extra,
         *model_args(models),
     ]
 
 
 def small_settings(**kw):
-    """:class:`engine.render.loop.RenderSettings` at the tests' common settings; ``kw`` overrides them."""
-    from engine.render.loop import RenderSettings
+    """:class:`engine.settings.RenderSettings` at the tests' common settings; ``kw`` overrides them."""
+    from engine.settings import RenderSettings
 
     return RenderSettings(**{"width": 32, "height": 32, "cutouts": 8, "seed": 1, "cutout_method": "crops", **kw})
 

@@ -124,11 +124,11 @@ def test_analyze_edit_markers_render_layout_and_rerender(built, song, tmp_path, 
         scene.timeline_markers.remove(segs[-1])
         scene.timeline_markers.new("m2v S99", frame=segs[0].frame + 60)
         emit(step="edited", markers=markers(scene))
-        assert bpy.ops.m2v.render(layout=True) == {{"FINISHED"}}
+        assert bpy.ops.m2v.render(preview=True) == {{"FINISHED"}}
         emit(step="render1", strips=m2v_strips(scene), markers=markers(scene))
         late = sorted([m for m in scene.timeline_markers if m.name.startswith("m2v S")], key=lambda m: m.frame)[-1]
         late.frame += 10
-        assert bpy.ops.m2v.render(layout=True) == {{"FINISHED"}}
+        assert bpy.ops.m2v.render(preview=True) == {{"FINISHED"}}
         others = [s.name for s in all_strips(scene) if s.get("m2v_segment_key") is None]
         emit(step="render2", strips=m2v_strips(scene), markers=markers(scene), others=others, status=scene.m2v.status)
     """,
@@ -189,12 +189,12 @@ def test_render_with_models_cancel_resume_and_pump(built, song, tmp_path, small_
         scene.m2v.preset = "custom"
         scene.m2v.width = scene.m2v.height = 32
         scene.m2v.min_rate, scene.m2v.max_rate = 1.0, 2.0
-        scene.m2v.cut_method = "crops"
+        scene.m2v.cutout_method = "crops"
         scene.m2v.precision = "fp32"
         for f in (strip.frame_final_start + 120, strip.frame_final_start + 240):
             scene.timeline_markers.new("m2v S0%d" % (f // 120), frame=f)
         extra = {model_args(small_models)!r}
-        m2v.commands.start_render(scene, layout=False, extra_model_args=extra)
+        m2v.jobs.start_render(scene, preview=False, extra_model_args=extra)
         seen = []
         # The pump step, driven directly: events arrive, strips appear segment by segment.
         while not any(e.get("event") == "segment_end" for e in seen):
@@ -203,9 +203,9 @@ def test_render_with_models_cancel_resume_and_pump(built, song, tmp_path, small_
             time.sleep(0.02)
         emit(step="first_segment", strips=m2v_strips(scene), progress=scene.m2v.progress, status=scene.m2v.status)
         m2v.registry.cancel(scene)
-        job = m2v.registry.run_to_end(scene)
+        job = m2v.registry.pump_to_end(scene)
         emit(step="cancelled", code=job.returncode, strips=m2v_strips(scene), status=scene.m2v.status)
-        assert bpy.ops.m2v.render(layout=False, model_args=json.dumps(extra)) == {{"FINISHED"}}
+        assert bpy.ops.m2v.render(preview=False, model_args=json.dumps(extra)) == {{"FINISHED"}}
         emit(step="resumed", strips=m2v_strips(scene), status=scene.m2v.status)
         # Blender renders the VSE (with the song) to a video file.
         scene.frame_start, scene.frame_end = strip.frame_final_start, strip.frame_final_end - 1
@@ -262,7 +262,7 @@ def test_errors_are_reports_in_plain_words(built, tmp_path, blender_python):
         bpy.ops.m2v.import_lyrics(filepath={str(tmp_path / "words.lrc")!r})
         emit(step="lyrics", value=scene.m2v.lyrics_file)
         try:
-            bpy.ops.m2v.render(layout=True)
+            bpy.ops.m2v.render(preview=True)
         except RuntimeError as e:
             emit(step="render_no_strip", error=str(e))
     """,
@@ -359,7 +359,7 @@ def test_undo_check_offline_refusal_and_file_close(built, song, tmp_path, small_
             except RuntimeError as e:
                 emit(step="offline", error=str(e))
         # The timer callback a window would run, called by hand (timers never fire here).
-        m2v.commands.start_render(scene, layout=True)
+        m2v.jobs.start_render(scene, preview=True)
         tick = m2v.registry._timer_for(scene.name)
         ticks = 0
         while tick() is not None:
@@ -372,7 +372,7 @@ def test_undo_check_offline_refusal_and_file_close(built, song, tmp_path, small_
         # Closing the file stops a running engine: no orphaned process.
         strip = [s for s in all_strips(scene) if s.type == "SOUND"][0]
         scene.m2v.width = scene.m2v.height = 32
-        job = m2v.commands.start_render(scene, layout=False, extra_model_args={model_args(small_models)!r})
+        job = m2v.jobs.start_render(scene, preview=False, extra_model_args={model_args(small_models)!r})
         pid = job.proc.pid
         bpy.ops.wm.read_homefile()
         time.sleep(0.5)
@@ -418,7 +418,7 @@ def test_intensity_setting_reaches_analyze_plan_and_the_cost(built, song, tmp_pa
         scene.m2v.intensity = "paper"
         stale = cost.estimate_text(scene)
         scene.m2v.intensity = "authors"
-        assert bpy.ops.m2v.render(layout=True) == {{"FINISHED"}}
+        assert bpy.ops.m2v.render(preview=True) == {{"FINISHED"}}
         emit(authors_cost=authors_cost, stale=stale)
     """,
         tmp_path,

@@ -1,4 +1,4 @@
-"""engine.render.augment: the batched ``latest`` augments against kornia's (same ops, same distributions, no host work)."""
+"""engine.render.step.augment: the batched ``latest`` augments against kornia's (same ops, same distributions, no host work)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 from scipy.stats import ks_2samp
 
-from engine.render import augment as A
-from engine.render.cutouts import latest_batched, make_cutouts, pool_whole
+from engine.render.step import augment as A
+from engine.render.step.cutouts import latest_batched, make_cutouts, pool_whole
 
 SIZE, N = 48, 8
 

@@ -1,4 +1,4 @@
-"""Latent chains (engine.render.chains) rendered here and on a local Ray instance (engine.render.ray_render).
+"""Latent chains (engine.plan.chains) rendered here and on a local Ray instance (engine.render.jobs.ray_render).
 
 One Ray instance for the module (``ray.init(num_cpus=2)``, a few seconds to start), shut down at the end;
 the engine's command-line renders join it by its address. Frames are compared byte for byte; every
@@ -19,7 +19,7 @@ from engine.analysis.synth import Section, synth_song
 from engine.errors import InputError
 from engine.files import write_json_atomic
 from engine.plan.build import plan_from_boundaries
-from engine.render.chains import chain_starts, cut_change, strongest_cuts
+from engine.plan.chains import chain_starts, cut_change, strongest_cuts
 from tests.conftest import REPO, write_song
 from tests.small_models import render_cmd
 

@@ -18,7 +18,7 @@ def test_new_chain_follows_its_cut_into_the_plan_and_render_on_ray(built, song, 
         import bpy, json, os, sys
         install({str(zip_path)!r})
         markers = sys.modules["bl_ext.user_default.m2v.markers"]
-        commands = sys.modules["bl_ext.user_default.m2v.commands"]
+        commands = sys.modules["bl_ext.user_default.m2v.jobs"]
         registry = sys.modules["bl_ext.user_default.m2v.registry"]
         preferences = sys.modules["bl_ext.user_default.m2v.preferences"]
         scene, strip = song_scene({str(wav)!r}, {str(out) + "/"!r}, trim_start=0, trim_end=0)
@@ -34,8 +34,8 @@ def test_new_chain_follows_its_cut_into_the_plan_and_render_on_ray(built, song, 
         m.frame += 30
         markers.sync_segments(scene)
         kept = [it.new_chain for it in st.segments]
-        commands.start_render(scene, layout=True)
-        job = registry.run_to_end(scene)
+        commands.start_render(scene, preview=True)
+        job = registry.pump_to_end(scene)
         assert job.returncode == 0, (job.error, st.status)
         plan = json.load(open({str(out / "plan.json")!r}))
         doc = json.load(open({str(out / "segment_settings.json")!r}))

@@ -1,4 +1,4 @@
-"""engine.render.cutouts: seeded draws, the authors' ``latest`` cutouts, exact crop resampling, gradients."""
+"""engine.render.step.cutouts: seeded draws, the authors' ``latest`` cutouts, exact crop resampling, gradients."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.render.cutouts import AUGMENTS, CUTOUT_METHODS, augmentations, crop_draws, make_cutouts, resample_crops
+from engine.render.step.cutouts import AUGMENTS, CUTOUT_METHODS, augmentations, crop_draws, make_cutouts, resample_crops
 from tests.conftest import REPO
 
 sys.path.insert(0, str(REPO / "bench"))
@@ -48,7 +48,7 @@ def test_a_seed_fixes_the_cutouts_and_leaves_the_global_generator_alone(method):
 
 def test_cutouts_are_bit_identical_in_another_process():
     code = (
-        "import hashlib, torch\nfrom engine.render.cutouts import make_cutouts\n"
+        "import hashlib, torch\nfrom engine.render.step.cutouts import make_cutouts\n"
         "img = torch.rand(1, 3, 40, 56, generator=torch.Generator().manual_seed(0))\n"
         "for m in ('latest', 'crops'):\n"
         "    print(hashlib.sha256(make_cutouts(img, 6, 32, seed=11, method=m).numpy().tobytes()).hexdigest())\n"
@@ -199,7 +199,7 @@ def test_crop_sizes_span_the_input_size_to_the_short_side():
     sizes, ox, oy, *_ = crop_draws(300, 200, 500, 64, seed=0)
     assert sizes.min() >= 64 and sizes.max() <= 200 and sizes.max() > 180 and sizes.min() < 70
     assert (ox >= 0).all() and (ox + sizes <= 200).all() and (oy >= 0).all() and (oy + sizes <= 300).all()
-    small, *_ = crop_draws(300, 200, 500, 64, seed=0, cut_pow=3.0)
+    small, *_ = crop_draws(300, 200, 500, 64, seed=0, cutout_pow=3.0)
     assert small.float().mean() < sizes.float().mean()
 
 

@@ -42,7 +42,7 @@ def test_cuts_and_lyrics_are_edited_on_the_timeline(built, song, tmp_path):  # n
         scene.timeline_markers.remove(lyr[1])
         scene.frame_current = timing.frame_at(10.5)
         assert bpy.ops.m2v.add_lyric(text="hello moon") == {{"FINISHED"}}
-        assert bpy.ops.m2v.render(layout=True) == {{"FINISHED"}}
+        assert bpy.ops.m2v.render(preview=True) == {{"FINISHED"}}
         plan = json.load(open({str(out / "plan.json")!r}))
         emit(added=added, added_frame=[f for n, f in markers(scene) if n in added], cut_beat=timing.frame_at(beats[6]),
              cut_times=[timing.time_at(timing.frame_at(beats[6])), timing.time_at(timing.frame_at(9.0))],
@@ -90,15 +90,15 @@ def test_prompt_and_take_rerender_from_their_segment_on(built, song, tmp_path, s
         st.preset = "custom"
         st.width = st.height = 32
         st.min_rate, st.max_rate = 1.0, 2.0
-        st.cut_method = "crops"
+        st.cutout_method = "crops"
         st.snap_cuts = False
         for f in (90, 180, 270):
             scene.timeline_markers.new("m2v S0%d" % (f // 90 + 1), frame=strip.frame_final_start + f)
         extra = {model_args(small_models)!r}
 
         def render():
-            m2v.commands.start_render(scene, layout={layout!r}, extra_model_args=extra)
-            job = m2v.registry.run_to_end(scene)
+            m2v.jobs.start_render(scene, preview={layout!r}, extra_model_args=extra)
+            job = m2v.registry.pump_to_end(scene)
             assert job.returncode == 0, (job.error, st.status)
             ends = [e for e in job.events if e["event"] == "segment_end"]
             return [e["key"] for e in ends], [e["reused"] for e in ends]
@@ -199,14 +199,14 @@ def test_presets_and_the_cost_shown_in_the_panel(built, song, tmp_path):  # noqa
                 m.frame += 37  # the editor moves the cuts
         scene.timeline_markers.new("cut", frame=timing.frame_at(2.0))
         after_cut = m2v.cost.estimate_text(scene)
-        assert bpy.ops.m2v.render(layout=True) == {{"FINISHED"}}
+        assert bpy.ops.m2v.render(preview=True) == {{"FINISHED"}}
         draft_totals = json.load(open({str(out / "plan.json")!r}))["totals"]
         st.preset = "custom"
         st.width = st.height = 512
         bigger = m2v.cost.estimate_text(scene)
         st.preset = "paper"
         paper = m2v.cost.estimate_text(scene)
-        assert bpy.ops.m2v.render(layout=True) == {{"FINISHED"}}
+        assert bpy.ops.m2v.render(preview=True) == {{"FINISHED"}}
         used = json.load(open({str(out / "plan.json")!r}))
         emit(resolved=st.resolved_preset, totals=plan["totals"], estimate=plan.get("estimate"), texts=[after_analyze, after_cut, bigger, paper],
              draft_totals=draft_totals,

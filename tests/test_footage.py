@@ -20,9 +20,11 @@ from engine.errors import InputError
 from engine.files import write_json_atomic
 from engine.plan.build import plan_from_boundaries
 from engine.progress import Collect
-from engine.render.footage import Footage, FootageTiming, pick_frame
-from engine.render.loop import render, segment_keys
-from engine.render.motion import Motion, MotionSettings, segment_motion, warp
+from engine.render.jobs.keys import segment_keys
+from engine.render.jobs.loop import render
+from engine.render.sources.footage import Footage, pick_frame
+from engine.render.sources.motion import Motion, segment_motion, warp
+from engine.settings import RenderSettings
 from tests.conftest import REPO, run_engine, write_song
 from tests.footage_media import footage_frame, nearest_frame, write_movie
 from tests.small_models import load_small, render_cmd, small_settings, synthetic_pictures, write_vqgan
@@ -133,7 +135,7 @@ def test_encoder_round_trip(roundtrip_models, small_models):
 def test_each_image_follows_the_frame_that_starts_in_its_slot():
     times = [j / float(NTSC) for j in range(300)]
     end = 300 / float(NTSC)
-    t = FootageTiming()
+    t = RenderSettings()
     # Frame boundaries on the timeline grid: the first frame starting in the slot.
     assert pick_frame(times, end, t, 10 / float(NTSC), 12 / float(NTSC)) == 10
     assert pick_frame(times, end, t, 10.5 / float(NTSC), 12 / float(NTSC)) == 11
@@ -145,20 +147,22 @@ def test_each_image_follows_the_frame_that_starts_in_its_slot():
     # A slot shorter than a frame, with no frame starting inside it: the frame showing at its start.
     assert pick_frame(times, end, t, 10.2 / float(NTSC), 10.6 / float(NTSC)) == 10
     # Offset: the movie time shown at song time 0; speed: movie seconds per song second.
-    t = FootageTiming(offset=2.0)
+    t = RenderSettings(footage_offset=2.0)
     assert pick_frame(times, end, t, 0.0, 0.25) == math.ceil(2.0 * float(NTSC))
-    t = FootageTiming(offset=0.0, speed=30 / float(NTSC))  # a 30 fps timeline playing it frame for frame
+    t = RenderSettings(
+        footage_offset=0.0, footage_speed=30 / float(NTSC)
+    )  # a 30 fps timeline playing it frame for frame
     assert [pick_frame(times, end, t, f / 30, (f + 1) / 30) for f in range(5, 9)] == [5, 6, 7, 8]
     # Before the movie starts, after it ends, and outside the visible span: no footage.
-    assert pick_frame(times, end, FootageTiming(offset=-1.0), 0.0, 0.5) is None
-    assert pick_frame(times, end, FootageTiming(offset=-1.0), 0.9, 1.2) == 0
+    assert pick_frame(times, end, RenderSettings(footage_offset=-1.0), 0.0, 0.5) is None
+    assert pick_frame(times, end, RenderSettings(footage_offset=-1.0), 0.9, 1.2) == 0
     assert pick_frame(times, end, t, 11.0, 11.5) is None
-    span = FootageTiming(span=(1.0, 2.0))
+    span = RenderSettings(footage_span=(1.0, 2.0))
     assert pick_frame(times, end, span, 0.5, 0.9) is None
     assert pick_frame(times, end, span, 1.0, 1.2) == 30  # 30 / 29.97 s is the first frame at or after 1 s
     assert pick_frame(times, end, span, 1.9, 2.1) == 57 and pick_frame(times, end, span, 2.0, 2.1) is None
     # A still shows everywhere.
-    assert pick_frame([0.0], math.inf, FootageTiming(offset=50), 100.0, 101.0) == 0
+    assert pick_frame([0.0], math.inf, RenderSettings(footage_offset=50), 100.0, 101.0) == 0
 
 
 def test_footage_reader_returns_the_movie_frames_in_any_order(movie, tmp_path):
@@ -176,7 +180,7 @@ def test_footage_reader_returns_the_movie_frames_in_any_order(movie, tmp_path):
     still = tmp_path / "still.png"
     Image.fromarray(frames[4]).save(still)
     s = Footage(still)
-    assert s.kind == "still" and s.pick(FootageTiming(), 99.0, 100.0) == 0
+    assert s.kind == "still" and s.pick(RenderSettings(), 99.0, 100.0) == 0
     seq = tmp_path / "seq"
     seq.mkdir()
     for j in (1, 2, 10):  # numbered 1, 2, 10: played in numeric order
@@ -222,7 +226,7 @@ def test_motion_follows_beats_and_intensity(plan):
     p = json.loads(json.dumps(p))
     p["beats"], p["beat_strength"] = [0.5, 1.0, 2.2], [1.0, 0.5, 0.25]
     p["segments"][0]["intensity"], p["segments"][1]["intensity"] = 0.2, 0.8
-    ms = MotionSettings(zoom=0.1, rotate=10.0, shift=(20.0, -4.0))
+    ms = RenderSettings(zoom=0.1, rotate=10.0, shift=(20.0, -4.0))
     moves = [m for k in range(2) for m in segment_motion(p, k, ms)]
     slots = [(a, b) for k in range(2) for a, b in _slots(p["segments"][k])]
     # Zoom pulses start on beats: no image before the first beat zooms, the image holding a beat does.
@@ -236,9 +240,9 @@ def test_motion_follows_beats_and_intensity(plan):
     for m, (a, b), k in zip(moves, slots, [0] * 6 + [1] * 6):
         x = p["segments"][k]["intensity"]
         assert (m.angle, m.dx, m.dy) == pytest.approx((10 * x * (b - a), 20 * x * (b - a), -4 * x * (b - a)))
-    steady = segment_motion(p, 0, MotionSettings(zoom=0.1, drive="steady"))
+    steady = segment_motion(p, 0, RenderSettings(zoom=0.1, motion_drive="steady"))
     assert math.prod(m.zoom for m in steady) == pytest.approx(1.1**1.5)
-    assert all(m.identity for m in segment_motion(p, 0, MotionSettings()))
+    assert all(m.identity for m in segment_motion(p, 0, RenderSettings()))
 
 
 def _slots(seg):
@@ -253,7 +257,7 @@ def _slots(seg):
 def _source(models_dir, p, **kw):
     from engine.analysis.audio import load_song
     from engine.models.factory import pick_device
-    from engine.render.sources import ModelSource
+    from engine.render.sources.model import ModelSource
 
     song = load_song(p["song"]["path"], sr=16000, min_duration=0.0).y
     return ModelSource(p, _settings(**kw), load_small(models_dir), song, pick_device("cpu"))
@@ -315,7 +319,7 @@ def test_motion_moves_content_between_frames_in_the_direction_asked(plan, movie,
         src.optimizer.reset()
         frames = []
         for i in range(5):
-            src.run_image(0, i)
+            src.make_image(0, i)
             frames.append(src.decode())
         assert len({f.tobytes() for f in frames}) == 5
         best = [_best(candidates, a, b) for a, b in zip(frames, frames[1:])]
@@ -339,7 +343,7 @@ def test_lookahead_cache_and_resume_with_footage_and_motion(plan, movie, roundtr
     after = []
     for k, seg in enumerate(p["segments"]):
         for i in range(seg["images"]):
-            src.run_image(k, i)
+            src.make_image(k, i)
             after.append(src.decode().astype(np.float32))
     assert all(np.array_equal(a, b) for a, b in zip(saved, after))
     # Killed at a write point, then resumed from a resume point: byte for byte the uninterrupted render.
@@ -370,7 +374,7 @@ def test_cache_keys_hold_the_footage_frames_and_moves_each_segment_uses(plan, mo
 
     def keys(**kw):
         src = _source(small_models, p, **kw)
-        return segment_keys(p, song, src.settings, src.ids(), src.key_extras)
+        return segment_keys(p, song, src.settings, src.ids(), src.key_content)
 
     plain = keys()
     assert keys(init_weight=3.0, footage_blend=0.9) == plain  # footage settings without footage change nothing

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.render.footage import Footage, FootageTiming
+from engine.render.sources.footage import Footage
+from engine.settings import RenderSettings
 from tests.footage_media import footage_frame, nearest_frame, write_movie
 from tests.test_addon import BLENDERS, blender, blender_python, built, needs_sound, song  # noqa: F401
 
@@ -21,7 +22,7 @@ FPS = float(NTSC)
 
 def test_footage_timing_from_a_strip_placement():
     from m2v_blender.errors import M2VError
-    from m2v_blender.footage import Placement, footage_timing, playback_rate
+    from m2v_blender.footage_strip import Placement, footage_timing, playback_rate
     from m2v_blender.timeline import StripTiming
 
     timing = StripTiming(frame_start=101, frame_final_start=149, frame_final_end=400, fps=FPS)
@@ -66,7 +67,7 @@ def test_blender_shows_the_frames_the_engine_picks(built, tmp_path, blender_pyth
         f"""
         import bpy, sys
         install({str(zip_path)!r})
-        footage = sys.modules["bl_ext.user_default.m2v.footage"]
+        footage = sys.modules["bl_ext.user_default.m2v.footage_strip"]
         panels = sys.modules["bl_ext.user_default.m2v.panels"]
         timeline = sys.modules["bl_ext.user_default.m2v.timeline"]
         sc = bpy.context.scene
@@ -109,8 +110,10 @@ def test_blender_shows_the_frames_the_engine_picks(built, tmp_path, blender_pyth
     res = res[0]
     song_time = lambda f: (f - 101) / FPS  # noqa: E731
     for name, args in res["args"].items():
-        timing = FootageTiming(
-            _flag(args, "--footage-offset"), _flag(args, "--footage-speed"), _flag(args, "--footage-span", 2)
+        timing = RenderSettings(
+            footage_offset=_flag(args, "--footage-offset"),
+            footage_speed=_flag(args, "--footage-speed"),
+            footage_span=_flag(args, "--footage-span", 2),
         )
         foot = Footage(args[args.index("--footage") + 1])
         for f in frames:
@@ -147,14 +150,14 @@ def test_footage_render_aligned_above_a_trimmed_offset_movie(built, song, tmp_pa
         st.preset = "custom"
         st.width = st.height = 32
         st.min_rate, st.max_rate = 6.0, 8.0
-        st.cut_method = "crops"
+        st.cutout_method = "crops"
         st.cutouts = 8
         st.footage_strip = "footage"
         st.footage_blend, st.init_weight = 0.3, 100.0
         for f in (220, 300):
             sc.timeline_markers.new("m2v S0%d" % (f // 100), frame=f)
         extra = {model_args(roundtrip_models)!r}
-        assert bpy.ops.m2v.render(layout=False, model_args=json.dumps(extra)) == {{"FINISHED"}}
+        assert bpy.ops.m2v.render(preview=False, model_args=json.dumps(extra)) == {{"FINISHED"}}
         mine = m2v_strips(sc)
         emit(strips=mine, status=st.status, footage=[m.channel, m.frame_final_start, m.frame_final_end])
         for s in all_strips(sc):

@@ -14,8 +14,8 @@ from engine.analysis.synth import Section, synth_song
 from engine.files import write_json_atomic
 from engine.plan.build import plan_from_boundaries
 from engine.progress import Collect
-from engine.render.footage import Footage, digest_cache_path
-from engine.render.loop import render
+from engine.render.jobs.loop import render
+from engine.render.sources.footage import Footage, digest_cache_path
 from tests.conftest import write_song
 from tests.footage_media import write_movie
 from tests.small_models import load_small, small_settings
@@ -70,8 +70,8 @@ def test_reexported_movie_rerenders_from_the_first_changed_frame(plan4, roundtri
 def test_an_unchanged_movie_decodes_nothing_for_its_keys(plan4, small_models, tmp_path, monkeypatch):
     from engine.analysis.audio import load_song
     from engine.models.factory import pick_device
-    from engine.render.loop import segment_keys
-    from engine.render.sources import ModelSource
+    from engine.render.jobs.keys import segment_keys
+    from engine.render.sources.model import ModelSource
 
     monkeypatch.setenv("M2V_CACHE", str(tmp_path / "cache"))
     _, p = plan4
@@ -84,7 +84,7 @@ def test_an_unchanged_movie_decodes_nothing_for_its_keys(plan4, small_models, tm
     def keys():
         src = ModelSource(p, settings, models, song, pick_device("cpu"))
         try:
-            return segment_keys(p, song, settings, src.ids(), src.key_extras)
+            return segment_keys(p, song, settings, src.ids(), src.key_content)
         finally:
             src.close()
 

@@ -1,11 +1,11 @@
-"""--precision (engine.render.precision) and the captured step (engine.render.step_graph): formats per device, loss parity."""
+"""--precision (engine.render.step.precision) and the captured step (engine.render.step.graph): formats per device, loss parity."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from engine.render.precision import PRECISIONS, cpu_has_bf16, step_precision
+from engine.render.step.precision import PRECISIONS, cpu_has_bf16, step_precision
 from tests.small_models import load_small, small_settings
 
 CUDA = torch.cuda.is_available()
@@ -59,11 +59,11 @@ def test_a_bad_precision_is_refused_naming_the_flag():
     from engine.errors import InputError
 
     with pytest.raises(InputError, match="--precision"):
-        small_settings(precision="half").validate()
+        small_settings(precision="half")  # checked when made
 
 
 def _losses(models, precision, steps, device="cpu", capture=True):
-    from engine.render.optimize import Optimizer
+    from engine.render.step.optimize import Optimizer
 
     s = small_settings(width=32, height=32, cutouts=8, lr=0.2, cutout_method="latest", precision=precision)
     opt = Optimizer(models.vqgan, models.clip, s, torch.device(device))
@@ -107,9 +107,9 @@ def test_the_decoder_runs_in_bf16_under_mixed_on_the_cpu(small_models):
 def test_the_step_s_real_formats_enter_the_cache_keys(small_models, monkeypatch):
     # The same --precision means other formats on another device, or in another engine version (the decoder
     # joined CLIP in bf16 on the CPU): frames made in other formats must not be reused or resumed.
-    import engine.render.precision as P
+    import engine.render.step.precision as P
     from engine.models.factory import pick_device
-    from engine.render.sources import ModelSource
+    from engine.render.sources.model import ModelSource
 
     models = load_small(small_models)
     plan = {"segments": [{"images": 1, "start": 0.0, "end": 1.0, "parts": []}]}
@@ -140,7 +140,7 @@ def test_the_captured_step_follows_the_eager_step_on_cuda(small_models, precisio
 
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
 def test_capture_leaves_the_latent_and_adam_where_they_were(small_models):
-    from engine.render.optimize import Optimizer
+    from engine.render.step.optimize import Optimizer
 
     models = load_small(small_models, "cuda")
     s = small_settings(cutout_method="latest")
@@ -157,8 +157,8 @@ def test_capture_leaves_the_latent_and_adam_where_they_were(small_models):
 
 def test_a_calibration_timed_in_other_formats_is_timed_again(tmp_path, monkeypatch):
     # The time estimate's calibration is kept per device; the formats `mixed` runs in are part of its key.
-    import engine.render.estimate as E
-    import engine.render.precision as P
+    import engine.render.step.estimate as E
+    import engine.render.step.precision as P
 
     monkeypatch.setenv("M2V_CACHE", str(tmp_path))
     timed = []

@@ -18,8 +18,8 @@ from engine.files import write_json_atomic
 from engine.plan.build import plan_from_boundaries
 from engine.progress import Collect
 from engine.protocol import EXIT_CANCELLED
-from engine.render.guidance import Guidance
-from engine.render.loop import render
+from engine.render.jobs.loop import render
+from engine.render.step.guidance import Guidance
 from tests.conftest import REPO, run_engine, write_song
 from tests.small_models import load_small, render_cmd, small_settings
 
@@ -114,7 +114,7 @@ def test_similarity_to_target_rises_within_a_segment(tmp_path, song, small_model
 
     g = Guidance(plan, clip, audio, _song16(plan), torch.device("cpu"))
     frames_of = _frames(out)
-    from engine.render.cutouts import make_cutouts
+    from engine.render.step.cutouts import make_cutouts
 
     def similarity(file, target):
         img = torch.from_numpy(np.array(Image.open(out / file))).permute(2, 0, 1).float()[None] / 255
@@ -189,7 +189,7 @@ def test_cancel_and_crash_then_resume_equal_an_uninterrupted_render(tmp_path, so
     total = sum(s["images"] for s in plan["segments"])
 
     out = tmp_path / "resumed"
-    extra = ("--precision", precision, "--cut-method", cut)
+    extra = ("--precision", precision, "--cutout-method", cut)
     proc = _engine_render(plan_path, out, small_models, extra)
     _, rest = _stop_after(proc, 5, signal.SIGINT)
     assert proc.returncode == EXIT_CANCELLED
@@ -228,7 +228,7 @@ def test_moving_one_boundary_rerenders_from_that_segment_only(tmp_path, song, sm
     q = Quiet()
     assert render(a_path, out, _settings(), _loader(small_models, a_path, out), q) == 0
     assert all(e["reused"] for e in q.events if e["event"] == "segment_end")  # back to the first plan: no render
-    assert render(b_path, out, _settings(), _loader(small_models, b_path, out), Quiet(), cache_cap_bytes=0) == 0
+    assert render(b_path, out, _settings(), _loader(small_models, b_path, out), Quiet(), cache_cap_mb=0) == 0
     assert not (out / before_dirs[2]).exists() and (out / before_dirs[0]).exists()
     # Nothing after the change is stale: a fresh render of the moved plan gives the same frames.
     fresh = tmp_path / "fresh"
@@ -304,7 +304,7 @@ def test_optimised_step_follows_the_authors_step():
 
 def _source(small_models, plan, **kw):
     from engine.models.factory import pick_device
-    from engine.render.sources import ModelSource
+    from engine.render.sources.model import ModelSource
 
     return ModelSource(plan, _settings(lr=0.3, **kw), _loader(small_models), _song16(plan), pick_device("cpu"))
 
@@ -322,7 +322,7 @@ def test_no_saved_image_precedes_its_own_first_step(tmp_path, song, small_models
     for k, seg in enumerate(plan["segments"]):
         for i in range(seg["images"]):
             before.append(src.decode())  # the latent before the image's own steps
-            src.run_image(k, i)
+            src.make_image(k, i)
             after.append(src.decode())  # ... and after them
     assert len(after) == len(saved)
     for a, b in zip(saved, after):
@@ -344,7 +344,7 @@ def test_each_image_runs_its_share_of_the_segment_steps(tmp_path, song, small_mo
     for k, seg in enumerate(plan["segments"]):
         for i in range(seg["images"]):
             before = len(calls)
-            src.run_image(k, i)
+            src.make_image(k, i)
             assert len(calls) - before == steps_per_image(seg["steps"], seg["images"])[i]
     assert len(calls) == sum(s["steps"] for s in plan["segments"])
     assert any(s["steps"] > s["images"] for s in plan["segments"])
@@ -362,7 +362,7 @@ def test_eq1_acts_on_the_latent(tmp_path, song, small_models):
         deltas, zs = [], []
         for i in range(plan["segments"][0]["images"]):
             z0 = src.optimizer.z.detach().clone()
-            src.run_image(0, i)
+            src.make_image(0, i)
             deltas.append((src.optimizer.z.detach() - z0).abs())
             zs.append(src.optimizer.z.detach().clone())
         d = torch.stack(deltas)
@@ -376,8 +376,8 @@ def test_eq1_acts_on_the_latent(tmp_path, song, small_models):
 
 
 def test_precision_and_the_cutout_implementation_enter_the_cache_keys(tmp_path, song, monkeypatch):
-    import engine.render.loop as R
-    from engine.render.loop import segment_keys
+    import engine.render.jobs.keys as R
+    from engine.render.jobs.keys import segment_keys
 
     _, plan = _plan(tmp_path, song)
     song16 = _song16(plan)

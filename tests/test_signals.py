@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from engine.plan.signals import signals_document, slot_value
-from engine.protocol import SIGNALS
+from engine.settings_table import SIGNALS
 from tests.conftest import run_engine
 
 

@@ -72,10 +72,10 @@ def test_parallel_encoders_write_in_order(tmp_path, monkeypatch):
     lines = [json.loads(x) for x in (tmp_path / JOURNAL_FILE).read_text().splitlines()]
     assert [x["frame"]["index"] for x in lines if "frame" in x] == list(range(12))
     for i in range(12):
-        rec = store.entries[KEY].records[i]
+        rec = store.entries[KEY].frames[i]
         data = (tmp_path / rec["file"]).read_bytes()
         assert rec["sha256"] == hashlib.sha256(data).hexdigest() and rec["bytes"] == len(data)
-    assert w.image_bytes == sum(store.entries[KEY].records[i]["bytes"] for i in range(12))
+    assert w.image_bytes == sum(store.entries[KEY].frames[i]["bytes"] for i in range(12))
 
 
 def test_frames_in_flight_are_bounded_and_calls_never_wait(tmp_path, monkeypatch):
@@ -162,7 +162,7 @@ def test_a_call_after_frames_sees_them_journaled_when_encoders_finish_out_of_ord
     with ImageWriter(store, progress, tmp_path / "state", maxsize=4, encoders=3) as w:
         for i in range(3):
             _frame(w, store, i, np.full((8, 8, 3), i, np.uint8))
-        w.call(lambda: seen.append(sorted(store.entries[KEY].records)))
+        w.call(lambda: seen.append(sorted(store.entries[KEY].frames)))
         w.emit("warning", message="segment 0 done")
     store.close()
     assert seen == [[0, 1, 2]]

@@ -62,7 +62,7 @@ class Song:
 
 
 @contextlib.contextmanager
-def _quiet_stderr():
+def quiet_stderr():
     """Hide what C decoders print straight to the process's stderr (mpg123's resync notes, say).
 
     Our own message says what matters; their lines only confuse (they are not m2v's and not errors of theirs).
@@ -86,12 +86,12 @@ def _quiet_stderr():
         os.close(saved)
 
 
-def _read_native(path: Path) -> tuple[np.ndarray, int]:
+def read_native(path: Path) -> tuple[np.ndarray, int]:
     """Decode with libsndfile (wav, flac, ogg, mp3), else with librosa's fallbacks (audioread, ffmpeg)."""
     import soundfile as sf
 
     try:
-        with _quiet_stderr():
+        with quiet_stderr():
             data, sr = sf.read(str(path), dtype="float32", always_2d=True)
         return data, int(sr)
     except Exception as sf_error:  # noqa: BLE001 - any decoder failure falls through
@@ -101,7 +101,7 @@ def _read_native(path: Path) -> tuple[np.ndarray, int]:
 
         import librosa
 
-        with warnings.catch_warnings(), _quiet_stderr():
+        with warnings.catch_warnings(), quiet_stderr():
             # librosa warns that audioread is deprecated; the error below says all that matters.
             warnings.simplefilter("ignore")
             y, sr = librosa.load(str(path), sr=None, mono=False)
@@ -176,7 +176,7 @@ def load_song(
     path = check_input_file(path, "audio file")
     if path.stat().st_size == 0:
         raise InputError("the file is empty (0 bytes)", path)
-    data, native_sr = _read_native(path)
+    data, native_sr = read_native(path)
     if data.size == 0 or data.shape[0] == 0:
         raise InputError("the file holds no audio samples", path)
     channels = data.shape[1]

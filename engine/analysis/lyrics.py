@@ -314,6 +314,22 @@ def parse_csv(text: str, path: str | Path = "<csv>") -> list[LyricLine]:
     return out
 
 
+def text_format(text: str, ext: str) -> str | None:
+    """Which reader a timed-text file needs: ``"lrc"``, ``"cues"`` (SRT, WebVTT) or ``"csv"`` (:data:`PARSERS`), from
+    its extension (``ext``, lower case with the dot) or else its first characters; None when neither says."""
+    head = text.lstrip()[:200]
+    if ext == ".lrc" or (ext not in (".srt", ".vtt", ".csv") and _LRC_TAG.search(head)):
+        return "lrc"
+    if ext in (".srt", ".vtt") or "-->" in head:
+        return "cues"
+    if ext == ".csv":
+        return "csv"
+    return None
+
+
+PARSERS = {"lrc": parse_lrc, "cues": parse_cues, "csv": parse_csv}
+
+
 def load_lyrics(path: str | Path) -> list[LyricLine]:
     """Read timed lyrics from a file, choosing the parser from its extension (or content).
 
@@ -334,16 +350,10 @@ def load_lyrics(path: str | Path) -> list[LyricLine]:
     """
     path = Path(path)
     text = read_text(path)
-    ext = path.suffix.lower()
-    head = text.lstrip()[:200]
-    if ext == ".lrc" or (ext not in (".srt", ".vtt", ".csv") and _LRC_TAG.search(head)):
-        out = parse_lrc(text, path)
-    elif ext in (".srt", ".vtt") or "-->" in head:
-        out = parse_cues(text, path)
-    elif ext == ".csv":
-        out = parse_csv(text, path)
-    else:
+    fmt = text_format(text, path.suffix.lower())
+    if fmt is None:
         raise InputError("unknown lyrics format: use .lrc, .srt, .vtt or .csv", path)
+    out = PARSERS[fmt](text, path)
     if not out:
         raise InputError("no timed lyric lines found", path)
     for ly in out:

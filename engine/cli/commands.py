@@ -34,18 +34,16 @@ from engine.files import (
     undo_created,
 )
 from engine.models import weights
+from engine.models.device import device_kind
 from engine.models.factory import load_models, pick_device, resolve_model_paths, verify_structure
 from engine.plan.build import analyze, parse_boundaries, plan_from_boundaries
-from engine.plan.presets import describe, motion_value, preset_value, resolve_preset
+from engine.plan.presets import describe, resolve_preset
 from engine.plan.schema import load_plan, validate_plan
 from engine.plan.segment_settings import apply_segment_settings, load_segment_settings
-from engine.process_exit import hold_signals, interrupt_outside_imports, on_stop_signals, stop_deferred
 from engine.progress import Progress
 from engine.protocol import (
     EXIT_CANCELLED,
     EXIT_INPUT,
-    EXIT_INTERNAL,
-    EXIT_INTERRUPTED,
     EXIT_OK,
     LOCK_FILE,
     PRESETS,
@@ -53,33 +51,14 @@ from engine.protocol import (
     format_duration,
     make_event,
 )
-from engine.render.chains import parse_times
-from engine.render.estimate import cached_calibration, device_label
-from engine.render.loop import RenderSettings, StopFlag, render
-from engine.render.ray_render import RayOptions, import_ray
-from engine.settings_table import in_scope
+from engine.render.jobs.loop import render
+from engine.render.jobs.ray_render import import_ray
+from engine.render.step.estimate import cached_calibration, device_label
+from engine.settings import AnalysisSettings, JobSettings, RenderSettings
+from engine.stopping import StopFlag, failure, guarded, hold_signals, interrupts
 from engine.store.export import export_mp4
-from engine.store.snapshots import DEFAULT_INTERVAL
 
 # ---------------------------------------------------------------- helpers
-
-
-def settings_from_args(args: argparse.Namespace, preset: str):
-    """Render settings: the flags the user gave, the preset's values for the rest (one per table row)."""
-
-    values = {}
-    for s in in_scope("render"):
-        v = getattr(args, s.name) if s.flag else s.default
-        if s.preset == "look":
-            v = preset_value(preset, s.name, v)
-        elif s.preset == "motion":
-            v = motion_value(preset, s.name, v)
-        if s.nargs == 2 and v is not None:
-            v = tuple(v)
-        values.update(zip(s.fields, v) if s.fields else [(s.name, v)])
-    settings = RenderSettings(**values)
-    settings.validate()
-    return settings
 
 
 def model_paths_from_args(args: argparse.Namespace):
@@ -89,23 +68,12 @@ def model_paths_from_args(args: argparse.Namespace):
     )
 
 
-def _render_kwargs(args: argparse.Namespace) -> dict:
-
-    every = args.snapshot_every if args.snapshot_every is not None else DEFAULT_INTERVAL
-    cap = None if args.cache_cap_mb is None else int(args.cache_cap_mb * 1e6)
-    return {"device": args.device, "snapshot_every": every, "cache_cap_bytes": cap, **_chain_kwargs(args)}
-
-
-def _chain_kwargs(args: argparse.Namespace) -> dict:
-    """``--chains``, ``--chain-at`` and ``--ray*`` as :func:`engine.render.loop.render` takes them (issue 22)."""
-
-    out = {"chains": args.chains, "chain_at": parse_times(args.chain_at) if args.chain_at is not None else None}
-    if args.ray is not None:
-
+def job_from_args(args: argparse.Namespace) -> JobSettings:
+    """How the render runs (``--chains``, ``--chain-at``, ``--ray*``, ...), checked before anything is written."""
+    job = JobSettings.from_args(args)
+    if job.ray is not None:
         import_ray()  # exit 2 with how to add it, before any model is loaded
-        address = None if args.ray == "local" else args.ray
-        out["ray"] = RayOptions(address=address, workers=args.ray_workers, cpus=args.ray_cpus)
-    return out
+    return job
 
 
 def _load(paths, device_name: str, settings=None):
@@ -123,16 +91,16 @@ def cmd_render(args: argparse.Namespace) -> int:
     preset = args.preset
     if preset == "auto" and plan.get("analysis", {}).get("preset") in PRESETS:
         preset = plan["analysis"]["preset"]  # render as the plan was made to be rendered
-    preset, _ = resolve_preset(preset, args.device)
-    settings = settings_from_args(args, preset)
-    kwargs = _render_kwargs(args)
+    preset = resolve_preset(preset, lambda: device_kind(args.device))
+    settings = RenderSettings.from_args(args, preset)
+    job = job_from_args(args)
     print(f"render settings: {describe(preset)} preset, {settings.width}x{settings.height}", file=sys.stderr)
     # With --ray the workers render; the driver's models only give keys and guidance: on the CPU.
-    here = "cpu" if args.ray is not None else args.device
-    models = None if args.layout else _load(model_paths_from_args(args), here, settings)
+    here = "cpu" if job.ray is not None else job.device
+    models = None if settings.layout else _load(model_paths_from_args(args), here, settings)
     stop = StopFlag()
     stop.install()
-    code = render(args.plan, args.out, settings, models, Progress(), stop, **kwargs)
+    code = render(args.plan, args.out, settings, models, Progress(), stop, job)
     stop.ignore()
     return code
 
@@ -244,14 +212,14 @@ def _warn(plan: dict, args: argparse.Namespace) -> None:
         print(f"warning: {w}", file=sys.stderr)
 
 
-def _preset_for_plan(args: argparse.Namespace) -> tuple[str, str]:
-    """The resolved preset and device; says so when ``auto`` chose the draft."""
+def _preset_for_plan(args: argparse.Namespace) -> str:
+    """The resolved preset; says so when ``auto`` chose it."""
 
-    preset, dev = resolve_preset(args.preset, args.device)
+    preset = resolve_preset(args.preset, lambda: device_kind(args.device))
     if args.preset == "auto":
         why = "a GPU was found" if preset == "paper" else "no GPU was found"
         print(f"preset: {describe(preset)}, because {why} (--preset paper|draft to choose)", file=sys.stderr)
-    return preset, dev
+    return preset
 
 
 def _estimate(plan: dict, args: argparse.Namespace, asked: str) -> None:
@@ -280,17 +248,18 @@ def _estimate(plan: dict, args: argparse.Namespace, asked: str) -> None:
         _event("estimate", steps=t["steps"], images=t["images"], seconds=round(sec, 1), device=device_label(dev))
 
 
-def _analysis_args(args: argparse.Namespace, preset: str) -> dict:
-    """The scene and rate flags ``analyze`` and ``run`` share, as :func:`engine.plan.build.analyze` takes them."""
-    names = ("granularity", "min_rate", "max_rate", "fps", "min_length", "target_length", "intensity")
-    return {"preset": preset, **{n: getattr(args, n) for n in names}}
+def analysis_from_args(args: argparse.Namespace, preset: str) -> AnalysisSettings:
+    """The analysis flags (rates, intensity, frame rate, and for ``analyze`` and ``run`` the scenes), with the
+    resolved ``preset``."""
+    return AnalysisSettings.from_args(args).replace(preset=preset)
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
 
     _check_plan_outputs(args)
-    preset, _ = _preset_for_plan(args)
-    plan = analyze(args.song, lyrics_path=args.lyrics, start=args.start, end=args.end, **_analysis_args(args, preset))
+    preset = _preset_for_plan(args)
+    settings = analysis_from_args(args, preset)
+    plan = analyze(args.song, settings, lyrics_path=args.lyrics, start=args.start, end=args.end)
     _warn(plan, args)
     _estimate(plan, args, args.preset)
     _emit(plan, args)
@@ -304,17 +273,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.segment_settings:
 
         entries = load_segment_settings(args.segment_settings)
-    preset, _ = _preset_for_plan(args)
-    plan = plan_from_boundaries(
-        args.song,
-        parse_boundaries(args.boundaries),
-        preset=preset,
-        lyrics_path=args.lyrics,
-        min_rate=args.min_rate,
-        max_rate=args.max_rate,
-        fps=args.fps,
-        intensity=args.intensity,
-    )
+    preset = _preset_for_plan(args)
+    settings = analysis_from_args(args, preset)
+    plan = plan_from_boundaries(args.song, parse_boundaries(args.boundaries), settings, lyrics_path=args.lyrics)
     if entries:
 
         plan["warnings"] += apply_segment_settings(plan, entries)
@@ -333,27 +294,28 @@ def cmd_run(args: argparse.Namespace) -> int:
         check_input_file(args.song, "song")
     if args.lyrics:
         check_input_file(args.lyrics, "lyrics file")
-    preset, _ = _preset_for_plan(args)
-    settings = settings_from_args(args, preset)
+    preset = _preset_for_plan(args)
+    settings = RenderSettings.from_args(args, preset)
+    analysis = analysis_from_args(args, preset)
     names = run_names(args)
     check_run_inputs(args, out, names)
     # Missing model files are found (or fetched) before anything is written: a refused run leaves nothing.
-    paths = None if args.layout else _run_models(args)
-    kwargs = _render_kwargs(args)  # Ray's presence and --chain-at are checked before anything is written
+    paths = None if settings.layout else _run_models(args)
+    job = job_from_args(args)  # Ray's presence and --chain-at are checked before anything is written
     make_dirs(out)
     # The folder's lock before anything is written there: a second run into it is refused untouched.
     with FolderLock(out, LOCK_FILE):
         claim_run_files(out, names)
-        return _run_in(args, out, preset, settings, paths, kwargs)
+        return _run_in(args, out, analysis, settings, paths, job)
 
 
-def _run_in(args: argparse.Namespace, out: Path, preset: str, settings, paths, kwargs: dict) -> int:
+def _run_in(args: argparse.Namespace, out: Path, analysis: AnalysisSettings, settings, paths, job) -> int:
     """``run`` inside its locked folder: the demo (if no song), the plan and its plot, the render, the video."""
 
     song, lyrics = args.song, args.lyrics
     if song is None:
         song, lyrics = _write_demo(out)
-    plan = analyze(song, lyrics_path=lyrics, **_analysis_args(args, preset))
+    plan = analyze(song, analysis, lyrics_path=lyrics)
     args.events = False
     _warn(plan, args)
     if not args.layout:
@@ -369,7 +331,7 @@ def _run_in(args: argparse.Namespace, out: Path, preset: str, settings, paths, k
         f"({n_lyric} with lyrics), {plan['totals']['steps']} steps, {plan['totals']['images']} images"
     )
     print(f"plan: {out / 'plan.json'}\nplot: {png}")
-    return _run_render(args, out, settings, paths, kwargs)
+    return _run_render(args, out, settings, paths, job)
 
 
 def _write_demo(out: Path) -> tuple[Path, Path]:
@@ -409,11 +371,11 @@ def _run_models(args: argparse.Namespace):
         return model_paths_from_args(args)
 
 
-def _run_render(args: argparse.Namespace, out: Path, settings, paths, kwargs: dict) -> int:
+def _run_render(args: argparse.Namespace, out: Path, settings, paths, job: JobSettings) -> int:
     """Render the plan in ``out`` and export the video."""
 
-    here = "cpu" if args.ray is not None else args.device
-    models = None if args.layout else _load(paths, here, settings)
+    here = "cpu" if job.ray is not None else job.device
+    models = None if settings.layout else _load(paths, here, settings)
     stop = StopFlag()
     stop.install()
     frames = out / ("layout" if args.layout else "frames")
@@ -424,13 +386,13 @@ def _run_render(args: argparse.Namespace, out: Path, settings, paths, kwargs: di
     try:
         with open(events_path, "a", encoding="utf-8") as events:
             progress = Progress(out=events, bar=sys.stderr.isatty(), segment_lines=not sys.stderr.isatty())
-            code = render(out / "plan.json", frames, settings, models, progress, stop, **kwargs)
+            code = render(out / "plan.json", frames, settings, models, progress, stop, job)
     except BaseException:
         if frames.is_dir():
             keep_created()  # finished frames: the plan they belong to stays with them
         raise
     keep_created()
-    _interrupts()  # the render's own handlers are done with: a signal during the export interrupts it
+    interrupts()  # the render's own handlers are done with: a signal during the export interrupts it
     if code == EXIT_CANCELLED:
         print(f"stopped: run the same command again to resume ({frames})", file=sys.stderr)
         return code
@@ -472,24 +434,9 @@ def _fail(args: argparse.Namespace | None, message: str, code: int) -> int:
     return code
 
 
-def _interrupts() -> None:
-    """SIGTERM (and Windows' SIGBREAK) stop a command as SIGINT does: a clean exit that leaves nothing behind."""
-    on_stop_signals(interrupt_outside_imports)
-
-
 def main(argv: list[str] | None = None) -> int:
-
-    _interrupts()
-    try:
-        code = _main(argv)
-        if stop_deferred():  # asked to stop during an import, and ended before the signal came again
-            raise KeyboardInterrupt
-        return code
-    except KeyboardInterrupt:
-        hold_signals()  # a second signal must not cut the cleanup short
-        undo_created()
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    """Run one command (exit codes and stop signals: :mod:`engine.stopping`)."""
+    return guarded(lambda: _main(argv), cleanup=undo_created)
 
 
 def _main(argv: list[str] | None) -> int:
@@ -497,8 +444,8 @@ def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as e:  # argparse's own usage errors are bad input too
-        return EXIT_INPUT if e.code not in (0, None) else EXIT_OK
+    except SystemExit as e:  # argparse has printed its usage error (or the help) already
+        return failure(e)[0]
     if not args.command:
         parser.print_help()
         return EXIT_INPUT
@@ -509,10 +456,8 @@ def _main(argv: list[str] | None) -> int:
     except Exception as e:  # noqa: BLE001 - last line of defence: report, don't crash silently
         hold_signals()  # a second signal must not cut the cleanup short
         undo_created()  # a refused command leaves nothing it created
-        if isinstance(e, InputError):
-            return _fail(args, str(e), EXIT_INPUT)
-        if isinstance(e, OSError) and e.filename is not None:
-            # A path the user gave that cannot be read or written: their input, named.
-            return _fail(args, f"{e.filename}: {e.strerror or e}", EXIT_INPUT)
-        traceback.print_exc()
-        return _fail(args, "internal error in the m2v engine (details above); please report it", EXIT_INTERNAL)
+        code, message = failure(e)
+        if message is None:
+            traceback.print_exc()
+            message = "internal error in the m2v engine (details above); please report it"
+        return _fail(args, message, code)

@@ -15,8 +15,8 @@ from engine.errors import InputError
 from engine.files import check_not_inputs, created_file, read_json, write_bytes_atomic, write_json_atomic
 from engine.protocol import MANIFEST_FILE, MANIFEST_KIND
 
-RUN_RECORD = ".m2v-run.json"
-RUN_RECORD_KIND = "m2v-run-files"
+RUN_FILES = ".m2v-run.json"
+RUN_FILES_KIND = "m2v-run-files"
 
 
 def run_names(args: argparse.Namespace) -> list[str]:
@@ -34,12 +34,12 @@ def check_run_inputs(args: argparse.Namespace, out: Path, names: list[str]) -> N
     check_not_inputs({f"--out {out}/{n}": out / n for n in names}, inputs)
 
 
-def _read_record(out: Path) -> list[str]:
-    path = out / RUN_RECORD
+def _read_run_files(out: Path) -> list[str]:
+    path = out / RUN_FILES
     if not path.exists():
         return []
     doc = read_json(path, "m2v run record")
-    if not isinstance(doc, dict) or doc.get("kind") != RUN_RECORD_KIND or not isinstance(doc.get("files"), list):
+    if not isinstance(doc, dict) or doc.get("kind") != RUN_FILES_KIND or not isinstance(doc.get("files"), list):
         raise InputError("is not m2v's record of its files; choose another --out folder", path)
     return [n for n in doc["files"] if isinstance(n, str)]
 
@@ -54,7 +54,7 @@ def _is_render_folder(folder: Path) -> bool:
 
 def claim_run_files(out: Path, names: list[str]) -> None:
     """Refuse a folder holding a file of one of ``names`` that m2v did not write there; then record them."""
-    own = set(_read_record(out))
+    own = set(_read_run_files(out))
     for n in names:
         p = out / n
         if n in own or not (p.exists() or p.is_symlink()):
@@ -62,10 +62,10 @@ def claim_run_files(out: Path, names: list[str]) -> None:
         if p.is_dir() and not p.is_symlink() and (not any(p.iterdir()) or _is_render_folder(p)):
             continue
         raise InputError(f"--out holds {n}, which m2v did not write; move it, or choose another --out folder", p)
-    existed = (out / RUN_RECORD).exists()
-    write_json_atomic({"kind": RUN_RECORD_KIND, "version": 1, "files": sorted(own | set(names))}, out / RUN_RECORD)
+    existed = (out / RUN_FILES).exists()
+    write_json_atomic({"kind": RUN_FILES_KIND, "version": 1, "files": sorted(own | set(names))}, out / RUN_FILES)
     if not existed:
-        created_file(out / RUN_RECORD)
+        created_file(out / RUN_FILES)
 
 
 def write_noted(path: str | Path, data: bytes) -> None:

@@ -16,9 +16,9 @@ import torch
 from torch import nn
 
 from engine.errors import InputError
+from engine.models.architectures import OFFICIAL_CLIP
 from engine.models.checkpoints import check_keys, load_state_dict_file
 
-OFFICIAL_MODEL = "ViT-B-32-quickgelu"
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 _QUICKGELU_TRAPS = {
@@ -47,7 +47,7 @@ def resolve_model_name(name: str, weights: str | Path | None, warn: Callable[[st
             warn(f"OpenAI CLIP weights need QuickGELU: using {fixed} instead of {name}")
         name = fixed
     if name not in open_clip.list_models():
-        raise InputError(f"unknown CLIP model {name!r} (open_clip knows e.g. {OFFICIAL_MODEL}; or pass a config .json)")
+        raise InputError(f"unknown CLIP model {name!r} (open_clip knows e.g. {OFFICIAL_CLIP}; or pass a config .json)")
     return name
 
 

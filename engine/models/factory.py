@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.errors import InputError
+from engine.files import check_input_file
+from engine.models.architectures import OFFICIAL_CLIP
+from engine.models.weights import default_models_dir, require
 from engine.settings_table import DEVICES  # noqa: F401 - the choices pick_device takes
 
 OFFICIAL_FILES = {
@@ -30,7 +33,7 @@ class ModelPaths:
     vqgan_ckpt: Path
     clip_weights: Path
     audio_encoder: Path
-    clip_model: str = "ViT-B-32-quickgelu"
+    clip_model: str = OFFICIAL_CLIP
 
     def ids(self) -> dict:
         """Cheap identities for cache keys: name, size and modification time of each file."""
@@ -45,8 +48,6 @@ class ModelPaths:
 def _given(value: str | Path | None, what: str) -> Path | None:
     if value is None:
         return None
-    from engine.files import check_input_file
-
     return check_input_file(value, what)  # a regular file: a pipe or device would hang the loader
 
 
@@ -65,8 +66,6 @@ def resolve_model_paths(
     InputError
         For a missing file: where to put it and how to fetch it.
     """
-    from engine.models.weights import default_models_dir, require
-
     folder = Path(models_dir).expanduser() if models_dir else default_models_dir()
     if folder.exists() and not folder.is_dir():
         raise InputError("--models names a file, not a folder", folder)
@@ -77,7 +76,7 @@ def resolve_model_paths(
     return ModelPaths(
         vqgan_config=_given(vqgan_config, "VQGAN config") or require(folder, OFFICIAL_FILES["vqgan_config"]),
         vqgan_ckpt=_given(vqgan_ckpt, "VQGAN checkpoint") or require(folder, OFFICIAL_FILES["vqgan_ckpt"]),
-        clip_model=clip_model or "ViT-B-32-quickgelu",
+        clip_model=clip_model or OFFICIAL_CLIP,
         clip_weights=_given(clip_weights, "CLIP weights") or require(folder, OFFICIAL_FILES["clip_weights"]),
         audio_encoder=_given(audio_encoder, "audio encoder") or require(folder, OFFICIAL_FILES["audio_encoder"]),
     )
@@ -159,6 +158,6 @@ def verify_structure(path: Path, role: str, models_dir: Path) -> None:
 
         load_wav2clip(path)
     elif role == "clip":
-        from engine.models.clip_guide import OFFICIAL_MODEL, load_clip
+        from engine.models.clip_guide import load_clip
 
-        load_clip(OFFICIAL_MODEL, path)
+        load_clip(OFFICIAL_CLIP, path)

@@ -21,11 +21,12 @@ from engine.analysis.features import Features, compute_features, mel_power_curve
 from engine.analysis.lyrics import LyricLine, load_lyrics
 from engine.analysis.segments import segment_bounds
 from engine.errors import InputError
-from engine.files import check_number, file_sha256
+from engine.files import file_sha256
 from engine.plan.schema import load_plan  # noqa: F401 - plans are read where they are checked
 from engine.protocol import AUTHORS_POWER, PLAN_KIND, PLAN_VERSION, PRESETS, segment_counts
+from engine.settings import AnalysisSettings
 from engine.settings_check import check_setting
-from engine.settings_table import ANALYSIS_DEFAULTS, INTENSITIES
+from engine.settings_table import segment_defaults
 
 #: Boundaries closer to the song's end than this are taken as the end (float rounding in callers).
 END_TOLERANCE = 0.05
@@ -80,13 +81,6 @@ def authors_power(song_path: str | Path) -> dict:
     return {"hop": a["hop"] / a["sr"], "offset": 0.0, "values": [round(float(v), 5) for v in curve]}
 
 
-def check_intensity(intensity: str) -> str:
-    """``--intensity`` checked where it enters."""
-    if intensity not in INTENSITIES:
-        raise InputError(f"--intensity must be one of {', '.join(INTENSITIES)}, not {intensity!r}")
-    return intensity
-
-
 def _credited_time(t: float, boundaries: list[float]) -> float:
     for b in boundaries:
         if t < b <= t + LYRIC_LEAD:
@@ -137,40 +131,32 @@ def _rest(p: dict) -> dict:
     return {k: p[k] for k in ("kind", "text", "lyrics") if k in p}
 
 
-def check_rates(min_rate: float, max_rate: float, fps: float) -> None:
-    for name, v in (("min_rate", min_rate), ("max_rate", max_rate), ("fps", fps)):
-        check_setting(name, v)
-    if max_rate < min_rate:
-        raise InputError(f"--max-rate ({max_rate}) is below --min-rate ({min_rate})")
-
-
 def build_plan(
     song: Song,
     feats: Features,
     bounds_rel: np.ndarray,
     lyrics: list[LyricLine],
     *,
-    rates: dict,
+    settings: AnalysisSettings,
     analysis: dict,
-    lyrics_path: str | None,
+    lyrics_path: str | Path | None,
     beats: BeatTrack | None = None,
-    intensity: str = "paper",
 ) -> dict:
     """Assemble the plan dictionary from analysed parts.
 
-    ``bounds_rel`` are boundaries in seconds relative to ``song.y`` (0 to
-    ``song.duration``); ``rates`` holds ``min_rate``, ``max_rate`` (steps per
-    second of music) and ``fps`` (the output frame rate, which caps distinct
-    images); ``intensity`` chooses the paper's or the authors' (``engine.settings_table.INTENSITIES``).
+    ``bounds_rel`` are boundaries in seconds relative to ``song.y`` (0 to ``song.duration``); ``settings`` (with
+    the preset's values filled in) gives the rates (steps per second of music), the output frame rate (which caps
+    distinct images) and the intensity: the paper's or the authors' (``engine.settings_table.INTENSITIES``).
     """
+    s = settings
     levels = level_curve(feats, song.offset)
-    if intensity == "authors":
+    if s.intensity == "authors":
         # Only then: a paper plan stays byte for byte what it was, and reads as paper by the key's absence.
         levels["intensity"] = "authors"
         levels["power"] = authors_power(song.path)
     f_bounds = [round(song.offset + float(b), 4) for b in bounds_rel]
     f_bounds[-1] = round(song.end, 4)
-    counts = segment_counts(levels, f_bounds, rates["min_rate"], rates["max_rate"], rates["fps"])
+    counts = segment_counts(levels, f_bounds, s.min_rate, s.max_rate, s.fps)
     warnings, usable = _usable_lyrics(lyrics, song)
     parts = guidance_parts(f_bounds[:-1], f_bounds[1:], usable)
     segments = []
@@ -185,9 +171,7 @@ def build_plan(
                 "steps": steps,
                 "images": images,
                 "parts": p,
-                "prompt": None,
-                "prompt_weight": 1.0,
-                "take": 0,
+                **segment_defaults(),
             }
         )
     lyric_json = []
@@ -201,9 +185,14 @@ def build_plan(
         "kind": PLAN_KIND,
         "engine": __version__,
         "song": _song_json(song),
-        "analysis": {**analysis, **rates, "lyrics_file": lyrics_path, "levels": levels},
+        "analysis": {
+            **analysis,
+            **{"preset": s.preset, "min_rate": s.min_rate, "max_rate": s.max_rate, "fps": s.fps},
+            "lyrics_file": str(lyrics_path) if lyrics_path else None,
+            "levels": levels,
+        },
         "segments": segments,
-        "totals": {"steps": sum(s["steps"] for s in segments), "images": sum(s["images"] for s in segments)},
+        "totals": {"steps": sum(g["steps"] for g in segments), "images": sum(g["images"] for g in segments)},
         "lyrics": lyric_json,
         "warnings": warnings,
     }
@@ -216,7 +205,7 @@ def build_plan(
 
 def beat_strength(onset: np.ndarray, frames: np.ndarray) -> list[float]:
     """Each beat's onset strength, 0-1: the envelope's peak within a frame of the beat over the song's 95th
-    percentile (what drives the zoom pulses of ``engine.render.motion``)."""
+    percentile (what drives the zoom pulses of ``engine.render.sources.motion``)."""
     if len(onset) == 0 or len(frames) == 0:
         return []
     ref = float(np.percentile(onset, 95)) or 1.0
@@ -268,48 +257,24 @@ def _lyrics(lyrics_path: str | Path | None) -> list[LyricLine]:
     return load_lyrics(lyrics_path) if lyrics_path else []
 
 
-def preset_rates(preset: str, min_rate: float | None, max_rate: float | None, fps: float | None) -> dict:
-    """The preset's rates with the caller's overrides, checked (the one place a plan's rates enter)."""
-    if preset not in PRESETS:  # a resolved preset: not auto
-        raise InputError(f"--preset must be one of {', '.join(PRESETS)}, not {preset!r}")
-    p = PRESETS[preset]
-    rates = {
-        "preset": preset,
-        "min_rate": p["min_rate"] if min_rate is None else float(min_rate),
-        "max_rate": p["max_rate"] if max_rate is None else float(max_rate),
-        "fps": ANALYSIS_DEFAULTS["fps"] if fps is None else float(fps),
-    }
-    check_rates(rates["min_rate"], rates["max_rate"], rates["fps"])
-    return rates
-
-
-def _check_analysis_args(preset, granularity, min_length, target_length, start, end) -> str:
-    """Validate what ``analyze`` is given beyond its rates; returns the granularity to use."""
-    granularity = granularity or PRESETS[preset]["granularity"]
-    for name, v in (("granularity", granularity), ("min_length", min_length), ("target_length", target_length)):
-        check_setting(name, v)
-    if target_length < min_length:
-        raise InputError(f"--target-length ({target_length}) is below --min-length ({min_length})")
-    for name, v in (("--start", start), ("--end", end)):
-        if v is not None:
-            check_number(v, name, 0)
-    return granularity
+def analysis_settings(settings: AnalysisSettings | None, values: dict) -> AnalysisSettings:
+    """The settings a plan is built with: ``settings``, or one made from keyword values (the ``paper`` preset
+    unless one is named), with the preset's values for what is left open."""
+    if settings is None:
+        settings = AnalysisSettings.from_values(None, **{"preset": "paper", **values})
+    elif values:
+        raise TypeError("give AnalysisSettings or its values, not both")
+    return settings.resolved()
 
 
 def analyze(
     song_path: str | Path,
+    settings: AnalysisSettings | None = None,
     *,
-    preset: str = "paper",
-    granularity: str | None = None,
     lyrics_path: str | Path | None = None,
-    min_rate: float | None = None,
-    max_rate: float | None = None,
-    fps: float | None = None,
-    min_length: float = ANALYSIS_DEFAULTS["min_length"],
-    target_length: float = ANALYSIS_DEFAULTS["target_length"],
     start: float | None = None,
     end: float | None = None,
-    intensity: str = "paper",
+    **values,
 ) -> dict:
     """Analyse a song into a plan (paper 3.1 and 3.2).
 
@@ -317,60 +282,41 @@ def analyze(
     ----------
     song_path : str or Path
         Audio file.
-    preset : {'paper', 'draft'}
-        The workload whose values fill in what is not given (see ``engine.protocol.PRESETS``).
-    granularity : {'scenes', 'beats'}, optional
-        Segment at scene changes or at every beat (the preset's by default).
+    settings : AnalysisSettings, optional
+        The preset (``paper`` by default), rates, frame rate, intensity, granularity and scene lengths; or give
+        their values as keywords (``preset="draft", min_rate=4, ...``). What is left open is the preset's (see
+        ``engine.protocol.PRESETS``).
     lyrics_path : str or Path, optional
         Timed lyrics (LRC, SRT, VTT, CSV).
-    min_rate, max_rate : float, optional
-        Optimisation steps per second of music for the quietest and the loudest segment.
-    fps : float, optional
-        Output frame rate: no segment gets more distinct images than it can show (24 by default).
-    min_length, target_length : float
-        Scene lengths in seconds (``scenes`` only): minimum and target mean.
     start, end : float, optional
         Analyse only this span of the file (seconds).
-    intensity : {'paper', 'authors'}
-        A segment's intensity as the paper's text reads it or as the authors' code computes it.
 
     Returns
     -------
     dict
         The plan (see the README).
     """
-    rates = preset_rates(preset, min_rate, max_rate, fps)
-    check_intensity(intensity)
-    granularity = _check_analysis_args(preset, granularity, min_length, target_length, start, end)
+    s = analysis_settings(settings, values)
+    start, end = check_setting("start", start), check_setting("end", end)
     lyrics = _lyrics(lyrics_path)
     song = load_song(song_path, start=start, end=end)
     feats = compute_features(song.y, song.sr)
     beats = track_beats(feats.onset, feats.frame_rate)
-    bounds = segment_bounds(feats, beats.frames, song.duration, granularity, min_length, target_length)
-    paper_bounds = bounds if granularity == "beats" else segment_bounds(feats, beats.frames, song.duration, "beats")
+    bounds = segment_bounds(feats, beats.frames, song.duration, s.granularity, s.min_length, s.target_length)
+    paper_bounds = bounds if s.granularity == "beats" else segment_bounds(feats, beats.frames, song.duration, "beats")
     analysis = {
         "source": "analysis",
-        "granularity": granularity,
-        "min_length": min_length,
-        "target_length": target_length,
+        "granularity": s.granularity,
+        "min_length": s.min_length,
+        "target_length": s.target_length,
         "sample_rate": song.sr,
         "hop_seconds": feats.hop / feats.sr,
     }
-    plan = build_plan(
-        song,
-        feats,
-        bounds,
-        lyrics,
-        rates=rates,
-        analysis=analysis,
-        lyrics_path=str(lyrics_path) if lyrics_path else None,
-        beats=beats,
-        intensity=intensity,
-    )
-    if preset != "paper":
+    plan = build_plan(song, feats, bounds, lyrics, settings=s, analysis=analysis, lyrics_path=lyrics_path, beats=beats)
+    if s.preset != "paper":
         f_bounds = [round(song.offset + float(b), 4) for b in paper_bounds]
         f_bounds[-1] = round(song.end, 4)
-        plan["analysis"]["paper_totals"] = preset_totals(plan["analysis"]["levels"], f_bounds, "paper", rates["fps"])
+        plan["analysis"]["paper_totals"] = preset_totals(plan["analysis"]["levels"], f_bounds, "paper", s.fps)
     return plan
 
 
@@ -386,18 +332,15 @@ def parse_boundaries(text: str) -> list[float]:
 def plan_from_boundaries(
     song_path: str | Path,
     boundaries: list[float],
+    settings: AnalysisSettings | None = None,
     *,
-    preset: str = "paper",
     lyrics_path: str | Path | None = None,
-    min_rate: float | None = None,
-    max_rate: float | None = None,
-    fps: float | None = None,
-    intensity: str = "paper",
+    **values,
 ) -> dict:
     """Re-derive intensity, steps and guidance for caller-given boundaries (file seconds).
 
-    The first and last boundary bound the span; every consecutive pair is one segment.
-    ``intensity`` is as in :func:`analyze`.
+    The first and last boundary bound the span; every consecutive pair is one segment. ``settings`` (or their
+    values as keywords) as in :func:`analyze`; the scene lengths and granularity are not used.
     """
     b = [float(x) for x in boundaries]
     if len(b) < 2:
@@ -410,8 +353,7 @@ def plan_from_boundaries(
         if round(y, 4) <= round(x, 4):
             # Plans keep times to 0.1 ms; a shorter segment would be empty in the plan, which render refuses.
             raise InputError(f"--boundaries {x} and {y} are less than 0.0001 s apart: that segment would be empty")
-    rates = preset_rates(preset, min_rate, max_rate, fps)
-    check_intensity(intensity)
+    s = analysis_settings(settings, values)
     lyrics = _lyrics(lyrics_path)
     song = load_song(song_path, start=b[0], end=b[-1] + 10.0, min_duration=0.0)
     if b[-1] > song.file_duration + END_TOLERANCE:
@@ -432,19 +374,10 @@ def plan_from_boundaries(
     if np.any(np.diff(rel) <= 0):
         raise InputError("the last segment is empty after clipping to the song's end", song_path)
     analysis = {"source": "boundaries", "sample_rate": song.sr, "hop_seconds": feats.hop / feats.sr}
-    plan = build_plan(
-        song,
-        feats,
-        rel,
-        lyrics,
-        rates=rates,
-        analysis=analysis,
-        lyrics_path=str(lyrics_path) if lyrics_path else None,
-        # The beats drive motion (engine.render.motion); they never change the segments given here.
-        beats=track_beats(feats.onset, feats.frame_rate),
-        intensity=intensity,
-    )
-    if preset != "paper":
-        bounds = [s["start"] for s in plan["segments"]] + [plan["segments"][-1]["end"]]
-        plan["analysis"]["paper_totals"] = preset_totals(plan["analysis"]["levels"], bounds, "paper", rates["fps"])
+    # The beats drive motion (engine.render.sources.motion); they never change the segments given here.
+    beats = track_beats(feats.onset, feats.frame_rate)
+    plan = build_plan(song, feats, rel, lyrics, settings=s, analysis=analysis, lyrics_path=lyrics_path, beats=beats)
+    if s.preset != "paper":
+        bounds = [seg["start"] for seg in plan["segments"]] + [plan["segments"][-1]["end"]]
+        plan["analysis"]["paper_totals"] = preset_totals(plan["analysis"]["levels"], bounds, "paper", s.fps)
     return plan

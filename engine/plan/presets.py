@@ -9,42 +9,25 @@ MPS) and ``draft`` on a CPU, and says so.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from engine.errors import InputError
-from engine.models.factory import pick_device
-from engine.protocol import MOTION_OFF, MOTION_PRESETS, PRESETS
-from engine.settings_table import PRESET_CHOICES
+from engine.protocol import MOTION_PRESETS, PRESETS
+from engine.settings_table import PRESET_CHOICES, describe_preset
 
 
-def resolve_preset(name: str, device: str = "auto") -> tuple[str, str]:
-    """The preset to use and the device it was chosen for (``cuda``, ``mps`` or ``cpu``)."""
+def resolve_preset(name: str, device_kind: Callable[[], str]) -> str:
+    """The preset to use: ``name``, or for ``auto`` what the device's kind (``cuda``, ``mps`` or ``cpu``) calls for.
 
+    ``device_kind`` is asked only for ``auto``: knowing whether there is a GPU may cost an import of torch.
+    """
     if name not in PRESET_CHOICES:
         raise InputError(f"--preset must be one of {', '.join(PRESET_CHOICES)}, not {name!r}")
-    dev = pick_device(device).type
     if name != "auto":
-        return name, dev
-    return ("paper" if dev in ("cuda", "mps") else "draft"), dev
-
-
-def preset_value(preset: str, key: str, given):
-    """``given`` where the user set it, else the preset's value."""
-    return PRESETS[preset][key] if given is None else given
-
-
-def motion_value(preset: str, key: str, given):
-    """``given`` where the user set it, else the preset's motion (none outside ``musicvideo``)."""
-    return MOTION_PRESETS.get(preset, MOTION_OFF)[key] if given is None else given
+        return name
+    return "paper" if device_kind() in ("cuda", "mps") else "draft"
 
 
 def describe(preset: str) -> str:
-    """``paper (beats, 10-120 steps/s, 512x512, 32 latest cutouts)``."""
-    p = PRESETS[preset]
-    w, h = p["size"]
-    text = (
-        f"{preset} ({p['granularity']}, {p['min_rate']:g}-{p['max_rate']:g} steps/s, {w}x{h}, "
-        f"{p['cutouts']} {p['cutout_method']} cutouts"
-    )
-    m = MOTION_PRESETS.get(preset)
-    if m:
-        text += f", a {m['zoom']:g} zoom pulse a beat and {m['rotate']:g} deg/s drift"
-    return text + ")"
+    """``paper (beats, 10-120 steps/s, 512x512, 32 latest cutouts)``: the preset's numbers, from the contract."""
+    return describe_preset(preset, PRESETS, MOTION_PRESETS)

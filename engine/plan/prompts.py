@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.analysis.lyrics import _CUE_LINE, _LRC_TAG, LyricLine, parse_csv, parse_cues, parse_lrc, read_text
+from engine.analysis.lyrics import PARSERS, LyricLine, read_text, text_format
 from engine.errors import InputError
 from engine.files import MAX_TEXT_BYTES, check_input_file, check_number, read_json
 from engine.protocol import PROMPTS_KIND, PROMPTS_VERSION, check_document, image_slots
@@ -150,20 +150,13 @@ def load_prompts(path: str | Path) -> list[PromptPart]:
     else:
         check_input_file(path, "prompts file", MAX_TEXT_BYTES)
         text = read_text(path, "prompts file")
-        head = text.lstrip()[:200]
-        if ext == ".lrc" or (ext not in TEXT_SUFFIXES and _LRC_TAG.search(head)):
-            lines = parse_lrc(text, path)
-        elif ext in (".srt", ".vtt") or any(_CUE_LINE.match(x.strip()) for x in head.splitlines()):
-            lines = parse_cues(text, path)
-        elif ext == ".csv":
-            lines = parse_csv(text, path)
-        elif head.startswith("{"):
+        fmt = text_format(text, ext)
+        if fmt is not None:
+            out = parts_from_lines(PARSERS[fmt](text, path), path)
+        elif text.lstrip().startswith("{"):
             out = parse_prompts_doc(read_json(path, "prompts file", MAX_TEXT_BYTES), path)
-            lines = None
         else:
             raise InputError("unknown prompts format: use .srt, .vtt, .lrc, .csv or .json (kind m2v-prompts)", path)
-        if lines is not None:
-            out = parts_from_lines(lines, path)
     if not out:
         raise InputError("the prompts file holds no prompts", path)
     return out

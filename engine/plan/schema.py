@@ -14,7 +14,8 @@ from pathlib import Path
 from engine.errors import InputError
 from engine.files import check_number, read_json
 from engine.protocol import PLAN_KIND, PLAN_VERSION
-from engine.settings_table import INTENSITIES
+from engine.settings_check import check_entry
+from engine.settings_table import INTENSITIES, segment_defaults
 
 MAX_STEPS = 10_000_000
 _SHA = re.compile(r"^[0-9a-f]{64}$")
@@ -45,9 +46,8 @@ def migrate(plan: object, path: str | Path) -> dict:
         images = s.get("images")
         rest = {k2: v for k2, v in s.items() if k2 not in ("guidance", "fps")}
         out.append({**rest, "rate": s.get("fps"), "steps": images, "images": images, "parts": [part]})
-        out[-1].setdefault("prompt", None)
-        out[-1].setdefault("prompt_weight", 1.0)
-        out[-1].setdefault("take", 0)
+        for name, default in segment_defaults().items():
+            out[-1].setdefault(name, default)
     return {**plan, "version": PLAN_VERSION, "kind": PLAN_KIND, "segments": out, "migrated_from": 1}
 
 
@@ -78,12 +78,7 @@ def validate_segment(k: int, s: object, prev_end: float | None, duration: float,
     steps = check_number(s["steps"], f"segment {k} steps", 1, MAX_STEPS, integer=True, path=path)
     check_number(s["images"], f"segment {k} images", 1, steps, integer=True, path=path)
     check_number(s.get("intensity", 0.0), f"segment {k} intensity", 0, 1, path=path)
-    check_number(s.get("prompt_weight", 1.0), f"segment {k} prompt_weight", 0, 1, path=path)
-    check_number(s.get("take", 0), f"segment {k} take", 0, 1_000_000, integer=True, path=path)
-    if not isinstance(s.get("new_chain", False), bool):
-        raise InputError(f"segment {k} new_chain must be true or false", path)
-    if s.get("prompt") is not None and (not isinstance(s["prompt"], str) or not s["prompt"].strip()):
-        raise InputError(f"segment {k} prompt must be text (or null)", path)
+    check_entry(s, "segment", f"segment {k}", path)
     validate_parts(k, s["parts"], start, end, path)
     return end
 

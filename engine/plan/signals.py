@@ -27,7 +27,8 @@ from engine.analysis.beats import track_beats
 from engine.analysis.features import Features, compute_features, hz_to_mel, mel_to_hz
 from engine.files import file_sha256
 from engine.plan.build import beat_strength, level_curve
-from engine.protocol import SIGNALS, SIGNALS_KIND, SIGNALS_VERSION, mean_level, normalized_intensity
+from engine.protocol import SIGNALS_KIND, SIGNALS_VERSION, mean_level, normalized_intensity
+from engine.settings_table import SIGNALS
 
 #: Band edges (Hz) of the ``low``, ``mid`` and ``high`` signals: bass and kick; voice and most instruments; air.
 LOW_HZ = 250.0
@@ -64,7 +65,7 @@ def beat_pulse(n_frames: int, hop: float, beat_frames: np.ndarray, strength: lis
 
 
 def music_signals(feats: Features, offset: float = 0.0) -> dict[str, np.ndarray]:
-    """Every signal of :data:`engine.protocol.SIGNALS`, one 0-1 value per frame of ``feats``."""
+    """Every signal of :data:`engine.settings_table.SIGNALS`, one 0-1 value per frame of ``feats``."""
     levels = level_curve(feats, offset)
     lo, hi = levels["range"]
     intensity = np.array([normalized_intensity(v, lo, hi) for v in levels["db"]])

@@ -1,1 +1,1 @@
-"""The render: the loop, image sources, the optimisation step, cutouts, guidance, footage, motion."""
+"""The render: the optimisation step (step/), where images come from (sources/), running the job (jobs/)."""

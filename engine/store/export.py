@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.analysis.audio import _quiet_stderr, _read_native
+from engine.analysis.audio import quiet_stderr, read_native
 from engine.errors import InputError
 from engine.files import (
     check_input_file,
@@ -54,10 +54,10 @@ def finished_segments(render_dir: Path) -> tuple[dict, list[dict]]:
     out = []
     for s in store.segments:
         e = store.entries.get(s.get("key"))
-        if e is None or e.status != "done" or len(e.records) != e.images:
+        if e is None or e.status != "done" or len(e.frames) != e.images:
             raise InputError(f"segment {s.get('index')} of the render is incomplete: render again", render_dir)
         out.append(
-            {"start": float(s["start"]), "end": float(s["end"]), "frames": [e.records[i] for i in range(e.images)]}
+            {"start": float(s["start"]), "end": float(s["end"]), "frames": [e.frames[i] for i in range(e.images)]}
         )
     return store.header, out
 
@@ -102,8 +102,8 @@ def export_mp4(render_dir: str | Path, video: str | Path, fps: float = 24.0, cod
             "give a higher --fps",
             render_dir,
         )
-    records = {f["file"]: f for s in segs for f in s["frames"]}
-    first = _read_frame(render_dir, records[schedule[0]])
+    by_file = {f["file"]: f for s in segs for f in s["frames"]}
+    first = _read_frame(render_dir, by_file[schedule[0]])
     warnings = []
     check_input_file(song_path, "song")  # before hashing it: a pipe put in its place would block the read
     if isinstance(header["song"].get("sha256"), str) and file_sha256(song_path) != header["song"]["sha256"]:
@@ -113,7 +113,7 @@ def export_mp4(render_dir: str | Path, video: str | Path, fps: float = 24.0, cod
     remove_temp_files(video.parent, name=video.name)  # what a killed export of this very file left
     tmp = temp_name(video)
     try:
-        _encode(tmp, schedule, records, render_dir, first.shape, audio[:, :2], sr, fps, codec)
+        _encode(tmp, schedule, by_file, render_dir, first.shape, audio[:, :2], sr, fps, codec)
         measured = probe(tmp)
         _check_lengths(measured, span, fps, video)
         os.replace(tmp, video)
@@ -123,7 +123,7 @@ def export_mp4(render_dir: str | Path, video: str | Path, fps: float = 24.0, cod
 
 
 def check_video_path(video: Path, render_dir: Path, song_path: str) -> None:
-    """Refuse an output that is the song, or one of the render's own records or frames."""
+    """Refuse an output that is the song, or one of the render's own by_file or frames."""
     check_not_inputs({"-o": video}, {"song": song_path, "render manifest": render_dir / MANIFEST_FILE})
     inside = Path(os.path.abspath(video))
     root = Path(os.path.abspath(render_dir))
@@ -138,7 +138,7 @@ def _song_audio(song_path: str, span: tuple[float, float]) -> tuple[np.ndarray, 
 
     check_input_file(song_path, "song")
     try:
-        with _quiet_stderr():
+        with quiet_stderr():
             info = sf.info(song_path)
             return sf.read(
                 song_path,
@@ -148,11 +148,11 @@ def _song_audio(song_path: str, span: tuple[float, float]) -> tuple[np.ndarray, 
                 always_2d=True,
             )
     except Exception:  # noqa: BLE001 - not for libsndfile: the analysis's decoders, or an error naming the song
-        data, sr = _read_native(Path(song_path))
+        data, sr = read_native(Path(song_path))
         return data[int(span[0] * sr) : int(span[1] * sr)], sr
 
 
-def _encode(tmp, schedule, records, render_dir, shape, audio, sr, fps, codec) -> None:
+def _encode(tmp, schedule, by_file, render_dir, shape, audio, sr, fps, codec) -> None:
     import av
 
     h, w = shape[:2]
@@ -164,7 +164,7 @@ def _encode(tmp, schedule, records, render_dir, shape, audio, sr, fps, codec) ->
         current, pixels = None, None
         for j, rel in enumerate(schedule):
             if rel != current:
-                current, pixels = rel, _read_frame(render_dir, records[rel])[: vs.height, : vs.width]
+                current, pixels = rel, _read_frame(render_dir, by_file[rel])[: vs.height, : vs.width]
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels), format="rgb24")
             frame.pts = j
             for packet in vs.encode(frame):

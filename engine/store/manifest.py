@@ -56,7 +56,7 @@ class Entry:
     folder: str
     images: int
     status: str = "partial"  # partial | done
-    records: dict[int, dict] = field(default_factory=dict)
+    frames: dict[int, dict] = field(default_factory=dict)
     used: int = 0
 
     def to_json(self) -> dict:
@@ -66,7 +66,7 @@ class Entry:
             "images": self.images,
             "status": self.status,
             "used": self.used,
-            "frames": [self.records[i] for i in sorted(self.records)],
+            "frames": [self.frames[i] for i in sorted(self.frames)],
         }
 
     @classmethod
@@ -77,7 +77,7 @@ class Entry:
     def first_missing(self, out_dir: Path) -> int:
         """Index of the first image that is not on disk as recorded (``images`` when all are)."""
         for i in range(self.images):
-            f = self.records.get(i)
+            f = self.frames.get(i)
             if f is None:
                 return i
             try:
@@ -154,7 +154,7 @@ class RenderStore:
     def _apply(self, rec: dict) -> None:
         if "frame" in rec:
             e = self.entries[rec["key"]]
-            e.records[int(rec["frame"]["index"])] = rec["frame"]
+            e.frames[int(rec["frame"]["index"])] = rec["frame"]
         elif "begin" in rec:
             b = rec["begin"]
             old = self.entries.get(b["key"])
@@ -190,10 +190,10 @@ class RenderStore:
         e.used = self.generation
         return e
 
-    def add_image(self, key: str, record: dict) -> None:
+    def add_image(self, key: str, frame: dict) -> None:
         """Record a frame whose file is already on disk."""
-        self.entries[key].records[record["index"]] = record
-        self._append({"key": key, "frame": record})
+        self.entries[key].frames[frame["index"]] = frame
+        self._append({"key": key, "frame": frame})
         self.maybe_compact()
 
     def finish(self, key: str) -> None:
@@ -243,7 +243,7 @@ class RenderStore:
         frames add up to at most ``cap_bytes`` (default: as much as the plan's own frames, and at least
         1 GiB), so switching back to an earlier take re-uses its frames. Only m2v's own folders are deleted.
         """
-        size = {k: sum(int(f.get("bytes", 0)) for f in e.records.values()) for k, e in self.entries.items()}
+        size = {k: sum(int(f.get("bytes", 0)) for f in e.frames.values()) for k, e in self.entries.items()}
         if cap_bytes is None:
             cap_bytes = max(DEFAULT_STALE_CAP, sum(size[k] for k in live if k in size))
         stale = sorted((k for k in self.entries if k not in live), key=lambda k: self.entries[k].used)

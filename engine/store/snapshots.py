@@ -57,7 +57,7 @@ def latest_on_chain(
 ) -> tuple[int, Snapshot] | None:
     """The latest snapshot at or before position ``(k, i)`` (segment ``k``, ``i`` images done) on the key chain.
 
-    ``first`` is the first segment of the latent chain (engine.render.chains) ``k`` belongs to: nothing before it.
+    ``first`` is the first segment of the latent chain (engine.plan.chains) ``k`` belongs to: nothing before it.
     Returns ``(segment index, snapshot)`` or None (then the render starts from its seed).
     """
     where = {key: j for j, key in enumerate(keys[: k + 1]) if j >= first}

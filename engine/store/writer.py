@@ -98,7 +98,7 @@ class ImageWriter:
         self.error: BaseException | None = None
         #: Bytes of frames and snapshots written, and how many snapshots (the benchmark reports them).
         self.bytes_written = self.image_bytes = self.snapshot_bytes = self.snapshots = 0
-        self._thread = threading.Thread(target=self._run, name="m2v-writer", daemon=True)
+        self._thread = threading.Thread(target=self._serve, name="m2v-writer", daemon=True)
 
     def __enter__(self) -> ImageWriter:
         self._thread.start()
@@ -114,8 +114,8 @@ class ImageWriter:
             raise self.error
         self.queue.put(item)
 
-    def image(self, key: str, segment: int, record: dict, rgb: np.ndarray, event: dict) -> None:
-        """Queue a finished image: ``record`` gets ``sha256`` and ``bytes``; ``event`` is the ``image`` event.
+    def image(self, key: str, segment: int, frame: dict, rgb: np.ndarray, event: dict) -> None:
+        """Queue a finished image: ``frame`` (its manifest entry) gets ``sha256`` and ``bytes``; ``event`` is the ``image`` event.
 
         Blocks while ``maxsize`` frames are in flight (back-pressure); the encoding starts at once.
         """
@@ -130,16 +130,16 @@ class ImageWriter:
         except BaseException:
             self._slots.release()
             raise
-        self.queue.put(("image", key, segment, record, encoded, event))  # the writer frees the slot
+        self.queue.put(("image", key, segment, frame, encoded, event))  # the writer frees the slot
 
-    def encoded_frame(self, key: str, segment: int, record: dict, png: bytes, digest: str, event: dict) -> None:
+    def encoded_frame(self, key: str, segment: int, frame: dict, png: bytes, digest: str, event: dict) -> None:
         """Queue an image already encoded elsewhere (a Ray worker): as :meth:`image`, without the encoding."""
         done: Future = Future()
         done.set_result((png, digest))
         if self.error is not None:
             raise self.error
         self._slots.acquire()
-        self.queue.put(("image", key, segment, record, done, event))  # the writer frees the slot
+        self.queue.put(("image", key, segment, frame, done, event))  # the writer frees the slot
 
     def snapshot(self, key: str, images: int, state: dict | bytes) -> None:
         """Queue a resume point (``state`` must already be a CPU copy, or its encoded bytes)."""
@@ -163,7 +163,7 @@ class ImageWriter:
 
     # ------------------------------------------------------------ the writer thread
 
-    def _run(self) -> None:
+    def _serve(self) -> None:
         while True:
             item = self.queue.get()
             if item is _STOP:
@@ -192,13 +192,13 @@ class ImageWriter:
             _, fn, args, kw = item
             fn(*args, **kw)
 
-    def _write_image(self, key: str, segment: int, record: dict, encoded: Future, event: dict) -> None:
+    def _write_image(self, key: str, segment: int, frame: dict, encoded: Future, event: dict) -> None:
         """The frame file, durable, then its journal line, then its event: a line never names a missing file."""
         data, digest = encoded.result()
-        write_bytes_atomic(self.store.out_dir / record["file"], data, durable=True, point="frame")
+        write_bytes_atomic(self.store.out_dir / frame["file"], data, durable=True, point="frame")
         self.bytes_written += len(data)
         self.image_bytes += len(data)
-        self.store.add_image(key, {**record, "sha256": digest, "bytes": len(data)})
+        self.store.add_image(key, {**frame, "sha256": digest, "bytes": len(data)})
         self.progress.emit("image", **event)
 
 

@@ -1,11 +1,12 @@
 """``render --ray``: the plan's latent chains rendered as Ray tasks, written here by today's writer.
 
 Each Ray worker is an actor (:class:`ChainWorker`) that loads the models
-once and then runs whole chains (:class:`engine.render.chain_runner.ChainRunner`),
-streaming every finished image (PNG bytes, SHA-256, loss) and its resume
-points back to the driver. The driver (:class:`RayRenderJob`) writes them
-through the same writer, journal and manifest as a local render, so the
-folder, the events, cancel (exit 3) and resume are a local render's, and
+once and then runs whole chains through the render's one producer
+(:func:`engine.render.jobs.produce.produce`), streaming its messages back to
+the driver with every image already encoded (PNG bytes, SHA-256) and every
+resume point as bytes. The driver (:class:`RayRenderJob`) routes them as a
+local render routes its own, to the same writer, journal and manifest, so
+the folder, the events, cancel (exit 3) and resume are a local render's, and
 workers need no shared file system: only the models (and a footage file)
 at the same paths on every node.
 
@@ -24,16 +25,26 @@ import shutil
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from engine.errors import InputError
 from engine.models.factory import load_models, pick_device
-from engine.render.chain_runner import ChainRunner
-from engine.render.chains import chain_spans
-from engine.render.job import RenderJob, Work
-from engine.render.sources import ModelSource
-from engine.store.snapshots import latest_on_chain, list_snapshots, snapshot_name
+from engine.plan.chains import chain_spans
+from engine.render.jobs.job import RenderJob
+from engine.render.jobs.produce import (
+    ImageReady,
+    Message,
+    ResumePoint,
+    SegmentBegun,
+    SegmentFinished,
+    Work,
+    produce,
+)
+from engine.render.sources.model import ModelSource
+from engine.settings import JobSettings, RenderSettings
+from engine.store.snapshots import encode_state, latest_on_chain, list_snapshots, snapshot_name
+from engine.store.writer import encode_image
 
 #: The Ray this engine is tested with (install/requirements-ray.txt).
 RAY_PIN = "ray==2.60.0"
@@ -45,23 +56,8 @@ HOW_TO_ADD = (
 
 #: Messages a worker may run ahead of the driver (frames in flight are bounded, as in the local writer).
 BACKLOG = 8
-
-
-@dataclass(frozen=True)
-class RayOptions:
-    """Where and how to run the chains.
-
-    address : None for a new local Ray instance on this machine, ``auto`` or ``host:port`` or
-        ``ray://host:port`` for an existing cluster.
-    workers : workers (one chain at a time each); default one per GPU, else one per ``cpus`` CPUs.
-    cpus : CPUs and torch threads per worker where there is no GPU.
-    retries : how often one chain may be retried after its worker died.
-    """
-
-    address: str | None = None
-    workers: int | None = None
-    cpus: int = 1
-    retries: int = 3
+#: How often one chain may be retried after its worker died.
+RETRIES = 3
 
 
 def import_ray():
@@ -73,11 +69,12 @@ def import_ray():
     return ray
 
 
-def connect(ray, options: RayOptions) -> bool:
-    """Join (or start) a Ray instance; True when this call started or joined it (so it shuts it down)."""
+def connect(ray, address: str | None) -> bool:
+    """Join (or start, for ``address`` None) a Ray instance; True when this call started or joined it (so it shuts it
+    down)."""
     if ray.is_initialized():
         return False
-    engine_dir = str(Path(__file__).resolve().parents[1])  # the engine package, not engine/render
+    engine_dir = str(Path(__file__).resolve().parents[2])  # the engine package, not engine/render/jobs
     kw = {
         "runtime_env": {"py_modules": [engine_dir]},  # workers on other machines get this engine's code
         "include_dashboard": False,
@@ -85,12 +82,12 @@ def connect(ray, options: RayOptions) -> bool:
         "configure_logging": False,
     }
     try:
-        if options.address is None:
+        if address is None:
             ray.init(**kw)
         else:
-            ray.init(address=options.address, **kw)
+            ray.init(address=address, **kw)
     except (ConnectionError, ValueError, RuntimeError) as e:
-        where = options.address or "a local instance"
+        where = address or "a local instance"
         raise InputError(f"--ray {where}: cannot start or reach the Ray cluster ({e})") from None
     return True
 
@@ -126,8 +123,9 @@ class ChainWorker:
     def stop(self) -> None:
         self.stop_event.set()
 
-    def run_chain(self, todo: list, keys: list[str], snapshots: dict, snapshot_every: float):
-        """Stream a chain's messages (:mod:`engine.render.chain_runner`), resuming from the given resume points."""
+    def render_chain(self, todo: list[Work], keys: list[str], snapshots: dict, snapshot_every: float):
+        """Stream a chain's messages (:func:`engine.render.jobs.produce.produce`), resuming from the given resume
+        points; images and resume points travel encoded."""
         state_dir = Path(self.tmp) / "state"
         shutil.rmtree(state_dir, ignore_errors=True)
         state_dir.mkdir(parents=True)
@@ -135,9 +133,21 @@ class ChainWorker:
             (state_dir / name).write_bytes(data)
         self.source.pos = None  # a new chain: seek from its resume points
         try:
-            yield from ChainRunner(self.source, keys, state_dir, snapshot_every, self.stop_event).run(todo)
+            # A plain loop, not ``yield from``: Ray drives this generator with send().
+            for msg in produce(self.source, todo, keys, state_dir, snapshot_every, self.stop_event.is_set):
+                yield _for_transport(msg)
         finally:
             shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def _for_transport(msg: Message) -> Message:
+    """A message as it crosses to the driver: an image as PNG bytes and their SHA-256, a resume point as bytes."""
+    if isinstance(msg, ImageReady):
+        png, digest = encode_image(msg.rgb)
+        return replace(msg, rgb=None, png=png, sha256=digest)
+    if isinstance(msg, ResumePoint) and not isinstance(msg.state, bytes):
+        return replace(msg, state=encode_state(msg.state))
+    return msg
 
 
 def _node_ip() -> str:
@@ -163,25 +173,23 @@ class RayRenderJob(RenderJob):
     """A render whose chains run as Ray tasks; the writing, events and records are :class:`RenderJob`'s."""
 
     @classmethod
-    def bind(cls, options: RayOptions, models, song_16k, settings, device: str):
-        """A job factory with :class:`RenderJob`'s arguments."""
-        return functools.partial(cls, ray_args=(options, models, song_16k, settings, device))
+    def bind(cls, job: JobSettings, models, song_16k, settings: RenderSettings):
+        """A job factory with :class:`RenderJob`'s arguments; ``job`` says where (``ray``), with how many workers
+        (``ray_workers``, ``ray_cpus``) and on which device."""
+        return functools.partial(cls, ray_args=(job, models, song_16k, settings))
 
     def __init__(self, *args, ray_args, **kw) -> None:
         super().__init__(*args, **kw)
-        self.options, self.models, self.song, self.settings, self.device = ray_args
+        self.job_settings, self.models, self.song, self.settings = ray_args
         self.begun: set[int] = set()
         self.finished: set[int] = set()
         self.got: dict[int, set[int]] = {}
 
-    def _loop(self, todo: list[Work], stop) -> bool:
-        for w in todo:
-            if w.reused:
-                self.done += w.images
-                self.writer.call(self.store.use, w.key)
-                self.writer.call(self._segment_end, w.k, True, self.done)
-            else:
-                self.done += w.first
+    def images(self, todo: list[Work], stop) -> bool:
+        """Hand the chains to Ray workers and route what they send; True when stopped before the end."""
+        # The segments the folder holds already, through the same producer (it asks no source for them).
+        for msg in produce(None, [w for w in todo if w.reused], self.keys, self.state_dir, 0.0, lambda: False):
+            self.route(msg)
         chains = self._chains(todo)
         if not chains:
             return False
@@ -190,7 +198,7 @@ class RayRenderJob(RenderJob):
         # Ray prints its workers' deaths to stdout, where the events go: to stderr with it, while it runs.
         stdout, sys.stdout = sys.stdout, sys.stderr
         try:
-            started = connect(ray, self.options)
+            started = connect(ray, self.job_settings.ray_address)
         except BaseException:
             sys.stdout = stdout
             raise
@@ -200,11 +208,11 @@ class RayRenderJob(RenderJob):
             actors = self._actors(ray, len(chains))
             self.writer.emit(
                 "ray_start",
-                address=self.options.address or "local",
+                address=self.job_settings.ray_address or "local",
                 workers=len(actors),
                 startup_s=round(time.monotonic() - t0, 3),
             )
-            return _Driver(self, ray, actors, chains, stop).run()
+            return _Driver(self, ray, actors, chains, stop).drive()
         finally:
             if started:
                 ray.shutdown()
@@ -220,73 +228,66 @@ class RayRenderJob(RenderJob):
         return out
 
     def _actors(self, ray, n_chains: int) -> list:
-        opts = self.options
-        gpus = ray.cluster_resources().get("GPU", 0) if self.device in ("auto", "cuda") else 0
+        job = self.job_settings
+        gpus = ray.cluster_resources().get("GPU", 0) if job.device in ("auto", "cuda") else 0
         if gpus >= 1:
             res, device, auto = {"num_gpus": 1}, "cuda", int(gpus)
         else:
             cpus = ray.cluster_resources().get("CPU", 1)
-            res, device, auto = {"num_cpus": opts.cpus}, "cpu", max(1, int(cpus // opts.cpus))
-        n = max(1, min(opts.workers or auto, n_chains))
-        remote = ray.remote(max_restarts=opts.retries, max_task_retries=0, max_concurrency=2, **res)(ChainWorker)
+            res, device, auto = {"num_cpus": job.ray_cpus}, "cpu", max(1, int(cpus // job.ray_cpus))
+        n = max(1, min(job.ray_workers or auto, n_chains))
+        remote = ray.remote(max_restarts=RETRIES, max_task_retries=0, max_concurrency=2, **res)(ChainWorker)
         # Held for the job's life: a restarted actor reads its arguments again.
         self.refs = plan, song = ray.put(self.plan), ray.put(self.song)
-        args = (self.models.paths, self.settings, plan, song, list(self.source.starts), device, opts.cpus)
+        args = (self.models.paths, self.settings, plan, song, list(self.source.starts), device, job.ray_cpus)
         return [remote.remote(*args) for _ in range(n)]
 
     # ------------------------------------------------------------ the driver's records of a chain
 
-    def remaining(self, chain: Chain) -> list[tuple[int, str, int, int]]:
-        """What is left of a chain: ``(segment, key, first image, images)`` for its unfinished segments."""
+    def remaining(self, chain: Chain) -> list[Work]:
+        """What is left of a chain: its unfinished segments, each from its first image not yet received."""
         out = []
         for w in chain.work:
             if w.k not in self.finished:
-                out.append((w.k, w.key, w.first + len(self.got.get(w.k, ())), w.images))
+                out.append(replace(w, first=w.first + len(self.got.get(w.k, ()))))
         return out
 
     def resume_points(self, chain: Chain) -> dict[str, bytes]:
         """The resume points a worker may need for what is left of ``chain`` (files by name)."""
 
         snaps, out = list_snapshots(self.state_dir), {}
-        for k, _key, first, _n in self.remaining(chain):
-            found = latest_on_chain(snaps, self.keys, k, first, first=chain.index)
+        for w in self.remaining(chain):
+            found = latest_on_chain(snaps, self.keys, w.k, w.first, first=chain.index)
             if found is not None:
                 out[found[1].path.name] = found[1].path.read_bytes()
         if chain.latest is not None:
             out[chain.latest[0]] = chain.latest[1]
         return out
 
-    def handle(self, chain: Chain, msg: tuple) -> None:
-        """Write what a worker sent, through the writer, as the local loop would."""
-
-        kind = msg[0]
-        if kind == "begin" and msg[1] not in self.begun:
-            k, first = msg[1], msg[2]
-            self.begun.add(k)
-            n = int(self.segs[k]["images"])
-            self.writer.call(self.store.begin, k, self.keys[k], n)
-            self.writer.call(self._segment_start, Work(k, self.keys[k], first, n, False))
-        elif kind == "frame":
-            _, k, key, i, png, digest, loss, info = msg
-            if i in self.got.setdefault(k, set()):
+    def take(self, chain: Chain, msg: Message) -> None:
+        """Route what a worker sent, as a local render routes its own; what a retried chain sends again is
+        dropped (a segment begun or finished, an image already written)."""
+        if isinstance(msg, SegmentBegun):
+            if msg.k in self.begun:
                 return
-            self.got[k].add(i)
-            self.n_images += 1
-            self.t_images = time.monotonic() - self.t_start
-            record, event = self._describe(k, key, i, loss, info)
-            self.writer.encoded_frame(key, k, record, png, digest, event)
-        elif kind == "snapshot":
-            _, key, images, data = msg
-            self.writer.snapshot(key, images, data)
-            chain.latest = (snapshot_name(key, images), data)
-        elif kind == "finish" and msg[1] not in self.finished:
-            self.finished.add(msg[1])
-            self.writer.call(self.store.finish, self.keys[msg[1]])
-            self.writer.call(self._segment_end, msg[1], False, self.done)
-        elif kind == "warning":
-            self.writer.emit("warning", message=msg[1])
-        elif kind == "event":
-            self.writer.emit(msg[1], **msg[2])
+            self.begun.add(msg.k)
+        elif isinstance(msg, ImageReady):
+            got = self.got.setdefault(msg.k, set())
+            if msg.i in got:
+                return
+            got.add(msg.i)
+        elif isinstance(msg, SegmentFinished):
+            if msg.k in self.finished:
+                return
+            self.finished.add(msg.k)
+        elif isinstance(msg, ResumePoint):
+            chain.latest = (snapshot_name(msg.key, msg.images), msg.state)
+        self.route(msg)
+
+    def _image_seconds(self, msg: ImageReady) -> None:
+        """Count the image's time for the ETA (with Ray: the time since the chains started, as images arrive)."""
+        self.n_images += 1
+        self.t_images = time.monotonic() - self.t_start
 
 
 class _Driver:
@@ -300,7 +301,7 @@ class _Driver:
         self.inbox: queue.Queue = queue.Queue()
         self.stopping = False
 
-    def run(self) -> bool:
+    def drive(self) -> bool:
         """True when the render was stopped before every chain was done."""
         self.job.t_start = time.monotonic()
         while self.todo or self.busy:
@@ -315,10 +316,12 @@ class _Driver:
                 chain, msg = self.inbox.get(timeout=0.2)
             except queue.Empty:
                 continue
-            if msg[0] == "exit":
+            if isinstance(msg, tuple) and msg[0] == "exit":
                 self._exit(chain, msg[1])
+            elif isinstance(msg, tuple):  # ("event", name, fields): the driver's own news of a chain
+                self.job.writer.emit(msg[1], **msg[2])
             else:
-                self.job.handle(chain, msg)
+                self.job.take(chain, msg)
         return self.stopping
 
     def _start(self, chain: Chain, actor) -> None:
@@ -335,7 +338,7 @@ class _Driver:
             info = self._ready(actor)
             segs = [w.k for w in chain.work]
             self.inbox.put((chain, ("event", "chain_start", {"chain": chain.index, "segments": segs, **info})))
-            call = actor.run_chain.options(num_returns="streaming", _generator_backpressure_num_objects=BACKLOG)
+            call = actor.render_chain.options(num_returns="streaming", _generator_backpressure_num_objects=BACKLOG)
             for ref in call.remote(*args):
                 self.inbox.put((chain, self.ray.get(ref)))
         except BaseException as e:  # noqa: BLE001 - handed to the driver's thread
@@ -373,9 +376,9 @@ class _Driver:
             raise RuntimeError(f"a Ray worker could not start: {error}")
         if self.stopping:
             return  # stopped anyway: the next render resumes from what was written
-        if chain.attempts > job.options.retries:
+        if chain.attempts > RETRIES:
             raise RuntimeError(f"chain {chain.index}: its worker died {chain.attempts} times ({error})")
         left = job.remaining(chain)
-        at = left[0] if left else (chain.index, "", 0, 0)
-        job.writer.emit("chain_retry", chain=chain.index, segment=at[0], index=at[2], reason=type(error).__name__)
+        at = (left[0].k, left[0].first) if left else (chain.index, 0)
+        job.writer.emit("chain_retry", chain=chain.index, segment=at[0], index=at[1], reason=type(error).__name__)
         self.todo.insert(0, chain)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import bpy
 
-from . import adapters, footage, markers, preferences, presets, registry, timeline, vse
+from . import adapters, flags, footage_strip, markers, preferences, registry, timeline, vse
 from .contract import protocol, read_document
 from .engine_client import EngineJob
 from .errors import M2VError
@@ -22,22 +22,17 @@ def start_analyze(scene) -> EngineJob:
     args = [
         "analyze",
         str(adapters.song_path(strip)),
-        "--start",
-        f"{t0:.4f}",
-        "--end",
-        f"{t1:.4f}",
-        "--device",
-        preferences.device(),
-        *presets.preset_args(st, adapters.scene_fps(scene)),
-        *presets.setting_args(st, "analyze", presets.conditions(st)),
-        "-o",
-        str(out / "analysis.json"),
+        *flags.flag("start", round(t0, 4)),
+        *flags.flag("end", round(t1, 4)),
+        *flags.preset_args(st, adapters.scene_fps(scene)),
+        *flags.setting_args(st, "analyze", flags.conditions(st), _preference_values()),
+        *flags.flag("output", out / "analysis.json"),
     ]
     if st.lyrics_file:
         lyr = Path(bpy.path.abspath(st.lyrics_file))
         if not lyr.exists():
             raise M2VError(f"the lyrics file is missing: {lyr}")
-        args += ["--lyrics", str(lyr)]
+        args += flags.flag("lyrics", lyr)
     ctx = {"strip": strip.name, "timing": timing}
 
     def handle(scene, job, ev):
@@ -55,8 +50,9 @@ def start_analyze(scene) -> EngineJob:
     return registry.start(scene, "analyze", [args], handle)
 
 
-def start_render(scene, layout: bool = False, extra_model_args: list[str] | None = None) -> EngineJob:
-    """Plan from the markers as they are now, then render; strips appear segment by segment."""
+def start_render(scene, preview: bool = False, extra_model_args: list[str] | None = None) -> EngineJob:
+    """Plan from the markers as they are now, then render (``preview``: the layout preview's title cards); strips
+    appear segment by segment."""
     st = scene.m2v
     strip = vse.song_strip(scene, st.song_strip)
     timing = adapters.strip_timing(scene, strip)
@@ -68,39 +64,42 @@ def start_render(scene, layout: bool = False, extra_model_args: list[str] | None
     lyr = out / "markers_lyrics.csv"
     entries = markers.scene_lyrics(scene, timing)
     settings_path = out / "segment_settings.json"
-    settings_path.write_text(json.dumps(markers.segment_settings_doc(scene, timing, bounds), indent=1), encoding="utf-8")
+    settings_path.write_text(
+        json.dumps(markers.segment_settings_doc(scene, timing, bounds), indent=1), encoding="utf-8"
+    )
     plan_args = [
         "plan",
         str(adapters.song_path(strip)),
-        "--boundaries",
-        ",".join(f"{b:.4f}" for b in bounds),
-        "--device",
-        preferences.device(),
-        *presets.preset_args(st, adapters.scene_fps(scene)),
-        *presets.setting_args(st, "plan", presets.conditions(st)),
-        "--segment-settings",
-        str(settings_path),
-        "-o",
-        str(out / "plan.json"),
+        *flags.flag("boundaries", ",".join(f"{b:.4f}" for b in bounds)),
+        *flags.preset_args(st, adapters.scene_fps(scene)),
+        *flags.setting_args(st, "plan", flags.conditions(st), _preference_values()),
+        *flags.flag("segment_settings", settings_path),
+        *flags.flag("output", out / "plan.json"),
     ]
     if entries:
         lyr.write_text(timeline.lyrics_csv(entries), encoding="utf-8")
-        plan_args += ["--lyrics", str(lyr)]
+        plan_args += flags.flag("lyrics", lyr)
     # Footage and motion flags; generated strips go above the footage strip.
-    more, floor = footage.render_args(scene, timing) if not layout else ([], 0)
-    render_args = _render_args(st, out / ("layout" if layout else "frames"), layout, extra_model_args, bool(more))
+    more, floor = footage_strip.render_args(scene, timing) if not preview else ([], 0)
+    render_args = _render_args(st, out / ("layout" if preview else "frames"), preview, extra_model_args, bool(more))
     handle = _render_handler({"keys": set(), "timing": timing, "channel": floor, "chains": {}})
     return registry.start(scene, "render", [plan_args, render_args + more], handle)
 
 
-def _render_args(st, frames_dir: Path, layout: bool, extra_model_args, with_footage: bool) -> list[str]:
-    """The ``render`` command: the preset, the settings the editor set, the models (not for a layout)."""
-    args = ["render", str(frames_dir.parent / "plan.json"), "--out", str(frames_dir)]
-    args += presets.preset_args(st, None) + ["--device", preferences.device()]
-    args += presets.setting_args(st, "render", presets.conditions(st, layout, with_footage))
-    if layout:
-        return args + ["--layout"]
-    return args + ["--models", str(preferences.models_dir())] + list(extra_model_args or []) + preferences.ray_args()
+def _preference_values() -> dict:
+    """The values of the settings the preferences own (the device, with its environment override)."""
+    return {"device": preferences.device()}
+
+
+def _render_args(st, frames_dir: Path, preview: bool, extra_model_args, with_footage: bool) -> list[str]:
+    """The ``render`` command: the preset, the settings the editor set, the models (not for a layout preview)."""
+    args = ["render", str(frames_dir.parent / "plan.json"), *flags.flag("out", frames_dir)]
+    args += flags.preset_args(st, None)
+    args += flags.setting_args(st, "render", flags.conditions(st, preview, with_footage), _preference_values())
+    if preview:
+        return args + flags.flag("layout", True)
+    models = flags.flag("models", preferences.models_dir())
+    return args + models + list(extra_model_args or []) + preferences.ray_args()
 
 
 def _render_handler(state: dict):

@@ -85,8 +85,8 @@ class StepPrecision:
         finally:
             m.allow_tf32, c.allow_tf32 = old
 
-    def record(self) -> dict:
-        """What the benchmarks print about it."""
+    def formats(self) -> dict:
+        """The formats it runs in, by name (the cache keys hold them; the benchmarks print them)."""
         name = lambda d: "fp32" if d is None else str(d).removeprefix("torch.")  # noqa: E731
         return {
             "precision": self.name,

@@ -4,7 +4,7 @@ Blender shows movie frame ``(f - frame_start) x rate + animation_offset_start`` 
 (``SEQ_give_frame_index``): ``rate`` is 1 for a strip that plays its movie frame for frame, or the movie's
 frame rate over the scene's for one added with *Adjust Playback Rate* (Blender's default in the UI; the
 flag is not exposed to Python, so it is read off the strip's length). Trims (``frame_offset_start/end``)
-hide frames without moving the content. The engine wants three numbers (``engine/render/footage.py``): the movie
+hide frames without moving the content. The engine wants three numbers (``engine/render/sources/footage.py``): the movie
 time at song time 0 (``--footage-offset``), movie seconds per song second (``--footage-speed``), and the
 song times where the strip is visible (``--footage-span``). The arithmetic is plain Python
 (:func:`footage_timing`), tested without Blender.
@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import vse
+from . import flags, vse
 from .contract import protocol
 from .errors import M2VError
 from .timeline import StripTiming
@@ -119,25 +119,15 @@ def footage_args(scene, strip, song: StripTiming) -> list[str]:
             extra = []
         else:
             path = image_sequence(directory, names)
-            extra = ["--footage-fps", repr(scene_fps)]
+            extra = flags.flag("footage_fps", scene_fps)
         placement = Placement(**common, media_fps=scene_fps, rate=1.0)
     else:
         raise M2VError(
             f"the footage strip {strip.name!r} is a {strip.type.lower()} strip: choose a movie or image strip"
         )
-    offset, speed, (a, b) = footage_timing(song, placement)
-    return [
-        "--footage",
-        str(path),
-        "--footage-offset",
-        repr(offset),
-        "--footage-speed",
-        repr(speed),
-        "--footage-span",
-        repr(a),
-        repr(b),
-        *extra,
-    ]
+    offset, speed, span = footage_timing(song, placement)
+    timing = [*flags.flag("footage_offset", offset), *flags.flag("footage_speed", speed)]
+    return [*flags.flag("footage", path), *timing, *flags.flag("footage_span", span), *extra]
 
 
 def footage_strip(scene, name: str):
@@ -151,7 +141,7 @@ def footage_strip(scene, name: str):
 def render_args(scene, song: StripTiming) -> tuple[list[str], int]:
     """Engine flags for the scene's footage strip (none without one), and the lowest channel for generated strips.
 
-    The pull, the carry-over and the motion are settings-table rows: ``presets.setting_args`` passes them."""
+    The pull, the carry-over and the motion are settings-table rows: ``flags.setting_args`` passes them."""
     st = scene.m2v
     if not st.footage_strip:
         return [], 0

@@ -5,7 +5,7 @@ sequential job. A plan may instead be split at some of its cuts into
 *chains*: a chain starts from a fresh latent, drawn from the seed and the
 chain's first segment, and runs its segments in order as a whole song would.
 Chains share nothing, so they can render at once on several workers
-(:mod:`engine.render.ray_render`); the price is a visible fresh start at each chain
+(:mod:`engine.render.jobs.ray_render`); the price is a visible fresh start at each chain
 start (see the README).
 
 Where the chains start (segment indices; segment 0 always starts one):

@@ -10,6 +10,9 @@ import hashlib
 
 import numpy as np
 
+from engine.render.step.graph import StepGraphs
+from engine.render.step.precision import step_precision
+
 
 def sub_seed(*parts) -> int:
     """A 63-bit seed from any parts (the render seed, a segment, an image, a step)."""
@@ -63,19 +66,16 @@ class Optimizer:
     """The latent, its Adam state, and the step (the models stay frozen).
 
     One step function (:meth:`step_body`) serves both ways a step runs: eagerly (CPU, MPS, and wherever capture
-    fails) and, on CUDA, captured once per image shape as a CUDA graph and replayed (:mod:`engine.render.step_graph`).
-    ``settings.precision`` picks the number formats (:mod:`engine.render.precision`).
+    fails) and, on CUDA, captured once per image shape as a CUDA graph and replayed (:mod:`engine.render.step.graph`).
+    ``settings.precision`` picks the number formats (:mod:`engine.render.step.precision`).
     """
 
     def __init__(self, vqgan, clip, settings, device, warn=None) -> None:
-        from engine.render.precision import step_precision
-        from engine.render.step_graph import StepGraphs
-
         self.vqgan, self.clip, self.s, self.device = vqgan, clip, settings, device
         self.z_min, self.z_max = (t.to(device) for t in vqgan.z_bounds())
-        self.precision = step_precision(getattr(settings, "precision", "mixed"), device)
-        #: ``latest`` cutouts: "batched" (engine.render.augment) or "kornia" (the authors' pipeline, for the reference).
-        self.cut_impl = "batched"
+        self.precision = step_precision(settings.precision, device)
+        #: ``latest`` cutouts: "batched" (engine.render.step.augment) or "kornia" (the authors' pipeline, for the reference).
+        self.cutout_impl = "batched"
         self.graphs = StepGraphs(self, warn) if device.type == "cuda" else None
         self.z = self.opt = None
         self._targets: tuple = (None, None)
@@ -125,14 +125,14 @@ class Optimizer:
     @property
     def batched(self) -> bool:
         """Whether the step's cutouts are the batched ``latest`` ones (drawn per image, capturable)."""
-        return self.s.cutout_method == "latest" and self.cut_impl == "batched"
+        return self.s.cutout_method == "latest" and self.cutout_impl == "batched"
 
     def image_draws(self, seeds: list[int]):
-        """The cutout draws of an image's steps (:class:`engine.render.augment.ImageDraws`), or None where the cutouts
+        """The cutout draws of an image's steps (:class:`engine.render.step.augment.ImageDraws`), or None where the cutouts
         draw per step from the seed (``crops``, or the ``kornia`` implementation)."""
         if not self.batched:
             return None
-        from engine.render.augment import ImageDraws
+        from engine.render.step.augment import ImageDraws
 
         s = self.s
         return ImageDraws(seeds, s.cutouts, self.clip.input_size, s.noise, self.device)
@@ -163,7 +163,7 @@ class Optimizer:
             draw = self.image_draws([seed])[0]
         tgt, wts = self._target_tensors(targets)
         if self.graphs is not None and draw is not None and (pull is None or pull.weight <= 0):
-            done = self.graphs.run(tgt, wts, draw, anchor)
+            done = self.graphs.replay(tgt, wts, draw, anchor)
             if done is not None:
                 return done
         with self.precision.matmuls():
@@ -178,7 +178,7 @@ class Optimizer:
         """
         import torch
 
-        from engine.render.cutouts import latest_batched, make_cutouts
+        from engine.render.step.cutouts import latest_batched, make_cutouts
 
         s, z, opt, size = self.s, self.z, self.opt, self.clip.input_size
         with self.precision.decoder():
@@ -187,7 +187,7 @@ class Optimizer:
         if draw is not None:
             cuts = latest_batched(image, s.cutouts, size, draw[0], draw[1], static=static)
         else:
-            cuts = make_cutouts(image, s.cutouts, size, seed, s.cutout_method, s.cutout_pow, s.noise, impl=self.cut_impl)
+            cuts = make_cutouts(image, s.cutouts, size, seed, s.cutout_method, s.cutout_pow, s.noise, impl=self.cutout_impl)
         with self.precision.clip():
             emb = self.clip.embed_images(cuts)
         loss = (spherical_distance(emb.float()[:, None], tgt[None]).mean(0) * wts).sum()

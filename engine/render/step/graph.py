@@ -2,7 +2,7 @@
 
 A step at 512x512 launches about a thousand small kernels; eagerly the GPU waits on the host for much of the
 step. Here the whole step (decode, cutouts, CLIP, loss, backward, Adam, eq. 1, clamp:
-:meth:`engine.render.optimize.Optimizer.step_body`, the same function the eager step runs) is captured once per
+:meth:`engine.render.step.optimize.Optimizer.step_body`, the same function the eager step runs) is captured once per
 shape (image size, number of targets, eq. 1 on or off) with static buffers for the targets, the cutout draws
 and the anchor; a step copies its inputs into those buffers (device to device) and replays the graph.
 
@@ -19,7 +19,7 @@ WARMUP = 3
 
 
 class StepGraphs:
-    """The captured steps of one :class:`engine.render.optimize.Optimizer`, by shape."""
+    """The captured steps of one :class:`engine.render.step.optimize.Optimizer`, by shape."""
 
     def __init__(self, optimizer, warn=None) -> None:
         self.o = optimizer
@@ -30,7 +30,7 @@ class StepGraphs:
     def clear(self) -> None:
         self.graphs.clear()
 
-    def run(self, tgt, wts, draw, anchor):
+    def replay(self, tgt, wts, draw, anchor):
         """One step by replay; returns ``(image, loss)``, or None where the step must run eagerly."""
         if self.failed is not None:
             return None

@@ -1,7 +1,7 @@
 """The authors' ``latest`` augments for a whole batch at once: static shapes, no host work inside a step.
 
 The same augments, settings and parameter distributions as the kornia pipeline the authors ran
-(:func:`engine.render.cutouts.augmentations`: kornia 0.9's ``RandomAffine``, ``RandomPerspective``, ``ColorJiggle``,
+(:func:`engine.render.step.cutouts.augmentations`: kornia 0.9's ``RandomAffine``, ``RandomPerspective``, ``ColorJiggle``,
 ``RandomErasing``, each with p = 0.7), rebuilt as a few batched tensor ops:
 
 - every cutout goes through every augment; a cutout an augment skips gets that augment's identity

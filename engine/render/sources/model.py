@@ -1,13 +1,14 @@
-"""Where a render's images come from, chosen once before the loop: layout cards or the model.
+"""Images optimised with the models, one latent through the plan (the other source is
+:class:`engine.render.sources.cards.CardSource`, the layout preview's title cards).
 
-Both give ``run_image(k, i) -> (rgb, loss)`` for image ``i`` of segment
+Both give ``make_image(k, i) -> (rgb, loss)`` for image ``i`` of segment
 ``k``. The model source also carries the latent through the video: it can
 ``seek`` to any position by loading the nearest resume point on the chain of
 segment keys and re-running the images after it.
 
 The model source looks one image ahead (``lookahead``): an image is the
 latent after its own steps, and the first forward pass of the next image's
-first step decodes exactly that latent, so ``run_image`` returns the
+first step decodes exactly that latent, so ``make_image`` returns the
 *previous* image and a render never pays for a decode of its own per image
 (only :meth:`ModelSource.decode`, before a jump or at the end).
 
@@ -26,47 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
-from engine import __version__
+from engine.plan.chains import chain_of
 from engine.plan.schedule import image_steps
-from engine.render.chains import chain_of
-from engine.render.footage import Footage, frame_digests, segment_frames
-from engine.render.guidance import Guidance
-from engine.render.layout import layout_card
-from engine.render.motion import segment_motion, warp
-from engine.render.optimize import InitPull, Optimizer, sub_seed, to_rgb
+from engine.protocol import image_slots
+from engine.render.sources.footage import Footage, frame_digests, segment_frames
+from engine.render.sources.motion import segment_motion, warp
+from engine.render.step.guidance import Guidance
+from engine.render.step.optimize import InitPull, Optimizer, sub_seed, to_rgb
 from engine.store.snapshots import latest_on_chain, list_snapshots, load_snapshot
-
-
-class LayoutSource:
-    """Titled cards per image: the cut and timing at a glance, no models, no state."""
-
-    stateful = False
-    lookahead = False
-
-    def __init__(self, plan: dict, settings) -> None:
-        self.plan, self.settings = plan, settings
-
-    def ids(self) -> dict:
-
-        return {"layout": __version__}
-
-    def key_extras(self, k: int) -> dict:
-        return {}
-
-    def image_info(self, k: int, i: int) -> dict:
-        return {}
-
-    def close(self) -> None:
-        pass
-
-    def seek(self, k: int, i: int, keys: list[str], state_dir: Path, warn) -> int:
-        return 0
-
-    def run_image(self, k: int, i: int) -> tuple[np.ndarray, float | None]:
-
-        seg = self.plan["segments"][k]
-        s = self.settings
-        return layout_card(seg, i, len(self.plan["segments"]), s.width, s.height), None
 
 
 class ModelSource:
@@ -81,16 +49,14 @@ class ModelSource:
         self.optimizer = Optimizer(models.vqgan, models.clip, settings, device)
         self.guidance = Guidance(plan, models.clip, models.audio, song_16k, device)
         self.images = [int(s["images"]) for s in plan["segments"]]
-        #: First segments of the latent chains (engine.render.chains): each starts from its own initial latent.
+        #: First segments of the latent chains (engine.plan.chains): each starts from its own initial latent.
         self.starts: list[int] = [0]
         self.pos: tuple[int, int] | None = None
         self._schedules: dict[int, list[list[int]]] = {}
-        self.motion = settings.motion()
-        self.footage = self.timing = None
+        self._times: dict[int, list[float]] = {}
+        self.footage = None
         if settings.footage is not None:
-
             self.footage = Footage(settings.footage, settings.footage_fps)
-            self.timing = settings.footage_timing()
         if settings.needs_encoder:
             models.vqgan.require_encoder()  # fails here, before the render starts, if the file has none
         self._frames: dict[int, list] = {}
@@ -103,7 +69,7 @@ class ModelSource:
         # meant CLIP-only bf16 on a CPU before the decoder joined it), and frames made in other formats are not
         # reused, nor is a partial segment resumed in them. With Ray the formats are this machine's (the keys are
         # made here); the workers' devices are chosen later.
-        return {**self.models.ids(), "formats": self.optimizer.precision.record()}
+        return {**self.models.ids(), "formats": self.optimizer.precision.formats()}
 
     def close(self) -> None:
         if self.footage is not None:
@@ -121,8 +87,8 @@ class ModelSource:
                 f"the footage {self.settings.footage} covers none of the plan's images: check --footage-offset, "
                 "--footage-speed and --footage-span"
             )
-        m = self.motion
-        if m.active and m.drive == "music" and m.zoom != 0 and not self.plan.get("beats"):
+        s = self.settings
+        if s.motion_active and s.motion_drive == "music" and s.zoom != 0 and not self.plan.get("beats"):
             out.append("the plan has no beats (an older m2v made it): no zoom pulses; plan it again to get them")
         return out
 
@@ -131,41 +97,44 @@ class ModelSource:
         if self.footage is None:
             return [None] * self.images[k]
         if k not in self._frames:
-
-            self._frames[k] = segment_frames(self.footage, self.timing, self.plan["segments"][k])
+            self._frames[k] = segment_frames(self.footage, self.settings, self.plan["segments"][k])
         return self._frames[k]
 
     def moves(self, k: int) -> list:
         """How each image of segment ``k`` moves the previous one."""
         if k not in self._moves:
-
-            self._moves[k] = segment_motion(self.plan, k, self.motion)
+            self._moves[k] = segment_motion(self.plan, k, self.settings)
         return self._moves[k]
 
     def footage_digests(self) -> dict[int, str]:
-        """The pixel digest of every footage frame the plan uses, at the render size (``engine.render.footage``)."""
+        """The pixel digest of every footage frame the plan uses, at the render size (``engine.render.sources.footage``)."""
         if self._digests is None:
 
             used = {j for k in range(len(self.images)) for j in self.footage_frames(k) if j is not None}
             self._digests = frame_digests(self.footage, used, self.settings.width, self.settings.height)
         return self._digests
 
-    def key_extras(self, k: int) -> dict:
-        """Segment ``k``'s footage frames (by their pixels at the render size, so a re-exported movie re-renders
-        only where its frames changed) and moves, for its cache key (nothing where it uses neither)."""
-        out: dict = {}
+    def key_content(self, k: int) -> dict:
+        """What segment ``k`` uses of each key group (:data:`engine.settings_table.KEY_GROUPS`), for its cache key
+        (:mod:`engine.render.jobs.keys`): the footage frames its images follow, by their pixels at the render size
+        (a re-exported movie re-renders only where its frames changed), and each image's move; ``None`` where it
+        uses none."""
         frames = self.footage_frames(k)
+        footage = None
         if any(j is not None for j in frames):
-            s, digests = self.settings, self.footage_digests()
-            out["footage"] = {
-                "frames": [None if j is None else digests[j] for j in frames],
-                "init_weight": s.init_weight,
-                "init_space": s.init_space,
-                "blend": s.footage_blend,
-            }
-        if self.motion.active:
-            out["motion"] = [m.key() for m in self.moves(k)]
-        return out
+            digests = self.footage_digests()
+            footage = [None if j is None else digests[j] for j in frames]
+        motion = [m.key() for m in self.moves(k)] if self.settings.motion_active else None
+        return {"footage": footage, "motion": motion}
+
+    def value(self, name: str, k: int, i: int):
+        """Setting ``name``'s value at image ``i`` of segment ``k`` (an animated setting's own value there)."""
+        if k not in self._times:
+            seg = self.plan["segments"][k]
+            slots = image_slots(float(seg["start"]), float(seg["end"]), int(seg["images"]), digits=None)
+            self._times[k] = [a for a, _ in slots]
+        v = self.settings.image_values(name, self._times[k])
+        return v[i] if isinstance(v, list) else v
 
     def image_info(self, k: int, i: int) -> dict:
         """What the manifest records about image ``i`` beyond its file: the footage frame it followed."""
@@ -193,7 +162,7 @@ class ModelSource:
         """
 
         first = i == 0 and k in self.starts  # a chain's very first image: no previous image
-        move = None if first or not self.motion.active else self.moves(k)[i]
+        move = None if first or not self.settings.motion_active else self.moves(k)[i]
         j = self.footage_frames(k)[i]
         if (move is None or move.identity) and j is None:
             return None, None
@@ -206,9 +175,10 @@ class ModelSource:
         pull = None
         if j is not None:
             picture, z_init = self._footage_latent(j)
-            blend = 0.0 if first else s.footage_blend
+            blend = 0.0 if first else self.value("footage_blend", k, i)
             z = z_init if blend == 0 else blend * z + (1 - blend) * z_init
-            pull = InitPull(z_init if s.init_space == "latent" else picture, s.init_weight, s.init_space)
+            weight = self.value("init_weight", k, i)
+            pull = InitPull(z_init if s.init_space == "latent" else picture, weight, s.init_space)
         opt.set_latent(z)
         return prev, pull
 
@@ -255,7 +225,7 @@ class ModelSource:
             snaps.remove(snap)
         n = 0
         for pos in self._positions(start, target):
-            self.run_image(*pos)
+            self.make_image(*pos)
             n += 1
         self.pos = target
         return n
@@ -268,14 +238,14 @@ class ModelSource:
             self._schedules[k] = image_steps(self.plan["segments"][k])
         return self._schedules[k]
 
-    def targets(self, k: int, p: int) -> list:
+    def targets(self, k: int, i: int, p: int) -> list:
         s = self.settings
         out = [(self.guidance.target(k, p, s.prompt_average), 1.0)]
         if s.style:
-            out.append((self.guidance.text(s.style), s.style_weight))
+            out.append((self.guidance.text(s.style), self.value("style_weight", k, i)))
         return out
 
-    def run_image(self, k: int, i: int) -> tuple[np.ndarray, float]:
+    def make_image(self, k: int, i: int) -> tuple[np.ndarray, float]:
         """Run image ``i`` of segment ``k``'s steps; returns the image *before* them (the previous image) and the loss."""
 
         s, opt = self.settings, self.optimizer
@@ -289,7 +259,7 @@ class ModelSource:
         draws = opt.image_draws(seeds)  # every step's cutout draws, made before the steps
         for step, p in enumerate(parts):
             draw = draws[step] if draws is not None else None
-            out, loss = opt.step(self.targets(k, p), seeds[step], anchor, pull, draw)
+            out, loss = opt.step(self.targets(k, i, p), seeds[step], anchor, pull, draw)
             if first is None:
                 first = out
         self.pos = (k, i + 1)

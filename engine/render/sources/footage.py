@@ -2,14 +2,14 @@
 
 A footage source is a movie (anything PyAV reads), a still image, or a folder
 of images played at a given rate. Where it sits against the song is three
-numbers, the same ones a video editor shows:
+settings (``RenderSettings``), the same numbers a video editor shows:
 
-- ``offset``: the movie time (seconds) shown at song time 0;
-- ``speed``: movie seconds per song second (1 plays it as recorded; a 24 fps
-  movie that an editor plays frame for frame on a 29.97 fps timeline runs at
-  29.97 / 24);
-- ``span``: the song times where the footage is visible (a trimmed strip), or
-  the whole movie.
+- ``footage_offset``: the movie time (seconds) shown at song time 0;
+- ``footage_speed``: movie seconds per song second (1 plays it as recorded; a
+  24 fps movie that an editor plays frame for frame on a 29.97 fps timeline
+  runs at 29.97 / 24);
+- ``footage_span``: the song times where the footage is visible (a trimmed
+  strip), or ``None``: the whole movie.
 
 Image ``i`` of a segment holds the slot ``[a, b)`` of song time (see
 :func:`engine.protocol.image_at`). It follows the first footage frame that
@@ -29,7 +29,6 @@ import hashlib
 import math
 import re
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +38,6 @@ from engine.files import cache_dir, check_input_file, file_sha256, write_json_at
 
 # Still images (STILL_SUFFIXES) are read with PIL; anything else that is a file is opened as a movie (PyAV).
 from engine.protocol import STILL_SUFFIXES, image_slots
-from engine.settings_check import check_setting
 
 #: Slack for float arithmetic on frame times (seconds): far below any frame's length.
 EPS = 1e-7
@@ -50,32 +48,17 @@ DIGESTS_KIND, DIGESTS_VERSION = "m2v-footage-digests", 1
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
-@dataclass(frozen=True)
-class FootageTiming:
-    """Where the footage sits against the song (see the module docstring)."""
-
-    offset: float = 0.0
-    speed: float = 1.0
-    span: tuple[float, float] | None = None
-
-    def validate(self) -> None:
-        check_setting("footage_offset", self.offset)
-        check_setting("footage_speed", self.speed)
-        if self.span is not None:
-            a, b = check_setting("footage_span", tuple(self.span))
-            if b <= a:
-                raise InputError(f"--footage-span must end after it starts, got {a} to {b}")
-
-    def movie_time(self, t: float) -> float:
-        return self.offset + self.speed * t
-
-    def song_time(self, tm: float) -> float:
-        return (tm - self.offset) / self.speed
+def movie_time(settings, t: float) -> float:
+    """The movie time shown at song time ``t``."""
+    return settings.footage_offset + settings.footage_speed * t
 
 
-def pick_frame(
-    times: list[float], end: float, timing: FootageTiming, a: float, b: float, first: bool = False
-) -> int | None:
+def song_time(settings, tm: float) -> float:
+    """The song time at which movie time ``tm`` is shown."""
+    return (tm - settings.footage_offset) / settings.footage_speed
+
+
+def pick_frame(times: list[float], end: float, settings, a: float, b: float, first: bool = False) -> int | None:
     """The footage frame an image with the song-time slot ``[a, b)`` follows, or None where there is no footage.
 
     A footage frame "starts in the slot" by the rule that decides which image a timeline frame shows
@@ -91,26 +74,28 @@ def pick_frame(
         Start time (movie seconds, increasing, the first at 0) of every footage frame.
     end : float
         Movie time at which the last frame stops showing (``inf`` for a still).
-    timing : FootageTiming
+    settings : engine.settings.RenderSettings
+        Where the footage sits: ``footage_offset``, ``footage_speed``, ``footage_span``.
     a, b : float
         The image's slot in song seconds.
     """
     slack = 1e-6 * (b - a)
-    ta, tb = timing.movie_time(a - slack), timing.movie_time(b - slack)
-    if timing.movie_time(a) >= end - EPS or tb <= times[0]:
+    ta, tb = movie_time(settings, a - slack), movie_time(settings, b - slack)
+    if movie_time(settings, a) >= end - EPS or tb <= times[0]:
         return None
     j = bisect.bisect_left(times, ta)
     if first:
-        near = timing.movie_time(a)
+        near = movie_time(settings, a)
         j = min((k for k in (j - 1, j) if 0 <= k < len(times)), key=lambda k: abs(times[k] - near), default=j)
     if j < len(times) and times[j] < tb:
-        t_song = timing.song_time(times[j]) if first else max(a, timing.song_time(times[j]))
+        t_song = song_time(settings, times[j]) if first else max(a, song_time(settings, times[j]))
     else:
-        j = bisect.bisect_right(times, timing.movie_time(a) + EPS) - 1
+        j = bisect.bisect_right(times, movie_time(settings, a) + EPS) - 1
         if j < 0:
             return None
         t_song = a
-    if timing.span is not None and not (timing.span[0] - EPS <= t_song < timing.span[1] - EPS):
+    span = settings.footage_span
+    if span is not None and not (span[0] - EPS <= t_song < span[1] - EPS):
         return None
     return j
 
@@ -233,7 +218,6 @@ class Footage:
                 raise InputError("--footage: the folder holds no images", path)
             if fps is None:
                 raise InputError("--footage names an image sequence (a folder): give its rate with --footage-fps", path)
-            check_setting("footage_fps", fps)
             self.kind = "sequence" if len(self._files) > 1 else "still"
             self.times = [j / fps for j in range(len(self._files))]
             self.end = math.inf if self.kind == "still" else len(self._files) / fps
@@ -254,9 +238,9 @@ class Footage:
     def __len__(self) -> int:
         return len(self.times)
 
-    def pick(self, timing: FootageTiming, a: float, b: float, first: bool = False) -> int | None:
+    def pick(self, settings, a: float, b: float, first: bool = False) -> int | None:
         """The frame index an image with slot ``[a, b)`` follows (see :func:`pick_frame`)."""
-        return pick_frame(self.times, self.end, timing, a, b, first)
+        return pick_frame(self.times, self.end, settings, a, b, first)
 
     def _read_still(self, p: Path) -> np.ndarray:
         from PIL import Image, UnidentifiedImageError
@@ -342,7 +326,7 @@ def frame_digests(footage: Footage, frames, width: int, height: int, cache: Path
     return {int(j): known[int(j)] for j in frames}
 
 
-def segment_frames(footage: Footage, timing: FootageTiming, seg: dict) -> list[int | None]:
+def segment_frames(footage: Footage, settings, seg: dict) -> list[int | None]:
     """The footage frame of each image of a segment (None: no footage there)."""
     slots = image_slots(float(seg["start"]), float(seg["end"]), int(seg["images"]), digits=None)
-    return [footage.pick(timing, a, b, first=i == 0) for i, (a, b) in enumerate(slots)]
+    return [footage.pick(settings, a, b, first=i == 0) for i, (a, b) in enumerate(slots)]

@@ -1,11 +1,13 @@
-"""Layout preview cards: one titled card per segment image, in seconds, without any model."""
+"""The layout preview's source: one titled card per segment image, in seconds, without any model."""
 
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import numpy as np
 
+from engine import __version__
 from engine.protocol import image_slots
 
 
@@ -20,7 +22,7 @@ def _clock(t: float) -> str:
     return f"{int(t // 60)}:{t % 60:05.2f}"
 
 
-def layout_card(seg: dict, image_index: int, n_segments: int, width: int, height: int) -> np.ndarray:
+def title_card(seg: dict, image_index: int, n_segments: int, width: int, height: int) -> np.ndarray:
     """Draw the card for one image of one segment; ``(height, width, 3)`` uint8."""
     from PIL import Image, ImageDraw, ImageFont
 
@@ -50,3 +52,35 @@ def layout_card(seg: dict, image_index: int, n_segments: int, width: int, height
     frac = (image_index + 1) / seg["images"]
     d.rectangle([0, height - height // 20, int(width * frac), height], fill=(255, 255, 255))
     return np.asarray(img)
+
+
+class CardSource:
+    """Titled cards per image: the cut and timing at a glance, no models, no state."""
+
+    stateful = False
+    lookahead = False
+
+    def __init__(self, plan: dict, settings) -> None:
+        self.plan, self.settings = plan, settings
+
+    def ids(self) -> dict:
+
+        return {"layout": __version__}
+
+    def key_content(self, k: int) -> dict:
+        return {}
+
+    def image_info(self, k: int, i: int) -> dict:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+    def seek(self, k: int, i: int, keys: list[str], state_dir: Path, warn) -> int:
+        return 0
+
+    def make_image(self, k: int, i: int) -> tuple[np.ndarray, float | None]:
+
+        seg = self.plan["segments"][k]
+        s = self.settings
+        return title_card(seg, i, len(self.plan["segments"]), s.width, s.height), None

@@ -28,7 +28,6 @@ import math
 from dataclasses import dataclass
 
 from engine.protocol import image_slots
-from engine.settings_check import check_setting
 
 #: Seconds over which a beat's zoom pulse decays to 1/e.
 PULSE_DECAY = 0.15
@@ -51,26 +50,6 @@ class Motion:
         return [round(self.zoom, 9), round(self.angle, 9), round(self.dx, 9), round(self.dy, 9)]
 
 
-@dataclass(frozen=True)
-class MotionSettings:
-    """The amounts a user sets (all 0: no motion)."""
-
-    zoom: float = 0.0  # per beat at full strength (music) or per second (steady)
-    rotate: float = 0.0  # degrees per second at full intensity
-    shift: tuple[float, float] = (0.0, 0.0)  # pixels per second at full intensity (x right, y up)
-    drive: str = "music"
-
-    @property
-    def active(self) -> bool:
-        return self.zoom != 0.0 or self.rotate != 0.0 or tuple(self.shift) != (0.0, 0.0)
-
-    def validate(self) -> None:
-        check_setting("zoom", self.zoom)
-        check_setting("rotate", self.rotate)
-        check_setting("shift", tuple(self.shift))
-        check_setting("motion_drive", self.drive)
-
-
 def pulse_mass(t_beat: float, a: float, b: float, decay: float = PULSE_DECAY) -> float:
     """Share of a beat's exponential pulse (starting at ``t_beat``) that falls in ``[a, b)``."""
     lo, hi = max(a, t_beat), max(b, t_beat)
@@ -88,14 +67,26 @@ def beat_strengths(plan: dict) -> tuple[list[float], list[float]]:
     return beats, [float(s) for s in strength]
 
 
-def segment_motion(plan: dict, k: int, settings: MotionSettings) -> list[Motion]:
-    """Each image's transform in segment ``k`` (identity everywhere when motion is off)."""
+def _each(value, n: int) -> list:
+    """An animated setting's values per image, or one value for all ``n`` images."""
+    return value if isinstance(value, list) else [value] * n
+
+
+def segment_motion(plan: dict, k: int, settings) -> list[Motion]:
+    """Each image's transform in segment ``k`` (identity everywhere when motion is off).
+
+    ``settings`` (:class:`engine.settings.RenderSettings`): ``zoom``, ``rotate``, ``shift``, ``motion_drive``;
+    an animated amount moves each image by its own value.
+    """
     seg = plan["segments"][k]
     slots = image_slots(float(seg["start"]), float(seg["end"]), int(seg["images"]), digits=None)
-    if not settings.active:
+    if not settings.motion_active:
         return [Motion() for _ in slots]
-    log_zoom = math.log1p(settings.zoom)
-    if settings.drive == "steady":
+    times, n = [a for a, _ in slots], len(slots)
+    zooms = [math.log1p(z) for z in _each(settings.image_values("zoom", times), n)]
+    rotates = _each(settings.image_values("rotate", times), n)
+    shifts = _each(settings.image_values("shift", times), n)
+    if settings.motion_drive == "steady":
         drift = 1.0
     else:
         drift = float(seg.get("intensity", 0.5))
@@ -103,9 +94,9 @@ def segment_motion(plan: dict, k: int, settings: MotionSettings) -> list[Motion]
         # A pulse is spent (e^-12) a dozen decays after its beat: older beats cannot reach these images.
         lo = bisect.bisect_left(beats, slots[0][0] - 12 * PULSE_DECAY)
     out = []
-    for a, b in slots:
+    for (a, b), log_zoom, rotate, shift in zip(slots, zooms, rotates, shifts):
         length = b - a
-        if settings.drive == "steady":
+        if settings.motion_drive == "steady":
             zoom_log = log_zoom * length
         else:
             zoom_log = 0.0
@@ -116,9 +107,9 @@ def segment_motion(plan: dict, k: int, settings: MotionSettings) -> list[Motion]
         out.append(
             Motion(
                 zoom=math.exp(zoom_log),
-                angle=settings.rotate * drift * length,
-                dx=settings.shift[0] * drift * length,
-                dy=settings.shift[1] * drift * length,
+                angle=rotate * drift * length,
+                dx=shift[0] * drift * length,
+                dy=shift[1] * drift * length,
             )
         )
     return out

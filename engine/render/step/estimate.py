@@ -16,54 +16,15 @@ import os
 import time
 
 from engine.files import cache_dir, write_json_atomic  # noqa: F401 - cache_dir: part of this module's interface
+from engine.models.architectures import OFFICIAL_CLIP, official_models
+from engine.render.step.optimize import Optimizer
+from engine.render.step.precision import step_precision
+from engine.settings import RenderSettings
+from engine.settings_table import row
 
-OFFICIAL_VQGAN = {
-    "model": {
-        "target": "taming.models.vqgan.VQModel",
-        "params": {
-            "embed_dim": 256,
-            "n_embed": 16384,
-            "ddconfig": {
-                "double_z": False,
-                "z_channels": 256,
-                "resolution": 256,
-                "in_channels": 3,
-                "out_ch": 3,
-                "ch": 128,
-                "ch_mult": [1, 1, 2, 2, 4],
-                "num_res_blocks": 2,
-                "attn_resolutions": [16],
-                "dropout": 0.0,
-            },
-        },
-    }
-}
-OFFICIAL_CLIP = "ViT-B-32-quickgelu"
 CALIBRATION_VERSION = 2
-
-
-def official_models(device):
-    """The official architectures with random weights (for timing only)."""
-    import logging
-
-    import open_clip
-    import torch
-
-    from engine.models.clip_guide import ClipGuide
-    from engine.models.vqgan import VQGAN, parse_config, use_fused_activation
-
-    use_fused_activation(True)
-    torch.manual_seed(0)
-    vq = VQGAN(parse_config(OFFICIAL_VQGAN)).eval().requires_grad_(False)
-    vq.codebook.normal_()
-    level = logging.getLogger().level
-    logging.getLogger().setLevel(logging.ERROR)
-    try:
-        model = open_clip.create_model(OFFICIAL_CLIP, pretrained=None).eval().requires_grad_(False)
-    finally:
-        logging.getLogger().setLevel(level)
-    clip = ClipGuide(model, open_clip.get_tokenizer(OFFICIAL_CLIP), OFFICIAL_CLIP)
-    return vq.to(device), clip.to(device)
+#: The step is timed in the formats a render uses by default (``--precision``'s default).
+DEFAULT_PRECISION = row("precision").default
 
 
 def _timed(fn, device, repeats: int) -> float:
@@ -89,15 +50,11 @@ def calibrate(device, vqgan=None, clip=None, size: int = 128, cutouts: int = 4, 
     """
     import torch
 
-    from engine.render.loop import RenderSettings
-    from engine.render.optimize import Optimizer
-    from engine.render.precision import step_precision
-
     if vqgan is None or clip is None:
         vqgan, clip = official_models(device)
     z = vqgan.random_latent(size, size, torch.Generator().manual_seed(0)).to(device).requires_grad_(True)
     cuts = torch.rand(cutouts, 3, clip.input_size, clip.input_size, device=device, requires_grad=True)
-    prec = step_precision("mixed", device)  # the default --precision
+    prec = step_precision(DEFAULT_PRECISION, device)
 
     def decode():
         with prec.matmuls(), prec.decoder():
@@ -139,10 +96,8 @@ def cached_calibration(device) -> dict:
     """The calibration of this device (and torch version), measured once and kept in the cache folder."""
     import torch
 
-    from engine.render.precision import step_precision
-
     # The formats are in the key: a calibration timed before the decoder ran in bf16 would overstate its time.
-    formats = "+".join(f"{k}={v}" for k, v in sorted(step_precision("mixed", device).record().items()))
+    formats = "+".join(f"{k}={v}" for k, v in sorted(step_precision(DEFAULT_PRECISION, device).formats().items()))
     key = f"{device.type}|{device_label(device)}|torch {torch.__version__}|{OFFICIAL_CLIP}+f16_16384|{formats}"
     path = cache_dir() / "calibration.json"
     try:

@@ -5,11 +5,11 @@ Two methods:
 ``latest`` (the default, as in the authors' ``generate.py``)
     Every cutout is the whole image pooled to CLIP's input size, ``(average + max) / 2``; then the authors'
     augments (random affine, perspective, colour jitter, erasing, in that order, each with p = 0.7) and
-    per-cutout Gaussian noise. Two implementations: ``batched`` (the default, :mod:`engine.render.augment`: a few
+    per-cutout Gaussian noise. Two implementations: ``batched`` (the default, :mod:`engine.render.step.augment`: a few
     batched tensor ops with static shapes) and ``kornia`` (the authors' own kornia pipeline, kept for the
     reference step and the tests that compare against it).
 ``crops``
-    Random square crops (sizes ``rand ** cut_pow`` between CLIP's input size and the image's short side), resampled
+    Random square crops (sizes ``rand ** cutout_pow`` between CLIP's input size and the image's short side), resampled
     to the input size by exact box averaging (or bilinear interpolation when the image is smaller than the input),
     randomly mirrored, plus the same noise.
 
@@ -25,8 +25,8 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from engine.render.augment import AUGMENTS, augment_batch, latest_draws, step_draws
-from engine.render.augment import P as AUGMENT_P
+from engine.render.step.augment import AUGMENTS, augment_batch, latest_draws, step_draws
+from engine.render.step.augment import P as AUGMENT_P
 from engine.settings_table import CUTOUT_METHODS  # noqa: F401 - re-exported: the methods this module implements
 
 
@@ -36,7 +36,7 @@ def make_cutouts(
     size: int,
     seed: int,
     method: str = "latest",
-    cut_pow: float = 1.0,
+    cutout_pow: float = 1.0,
     noise: float = 0.1,
     augments: tuple[str, ...] = AUGMENTS,
     impl: str = "batched",
@@ -55,7 +55,7 @@ def make_cutouts(
         Fixes every random draw: the same seed gives the same cutouts on every device (bit for bit on the CPU).
     method : str
         One of `CUTOUT_METHODS`.
-    cut_pow : float
+    cutout_pow : float
         ``crops`` only: exponent on the uniform draw of crop sizes (above 1 favours small crops; the authors' name).
     noise : float
         Each cutout gets Gaussian noise of a standard deviation drawn from U(0, ``noise``); 0 adds none.
@@ -63,8 +63,8 @@ def make_cutouts(
         ``latest`` only: kornia augments in application order, by the authors' codes: ``"Af"`` affine, ``"Pe"``
         perspective, ``"Ji"`` colour jitter, ``"Er"`` erasing. ``()`` leaves the pooled image as is.
     impl : str
-        ``latest`` only: ``"batched"`` (:mod:`engine.render.augment`: the same augments and distributions as a few batched
-        tensor ops, draws from :func:`engine.render.augment.latest_draws`) or ``"kornia"`` (the authors' kornia pipeline
+        ``latest`` only: ``"batched"`` (:mod:`engine.render.step.augment`: the same augments and distributions as a few batched
+        tensor ops, draws from :func:`engine.render.step.augment.latest_draws`) or ``"kornia"`` (the authors' kornia pipeline
         with the draws their code makes from the seed: what the reference step in ``bench/`` sees).
 
     Returns
@@ -79,7 +79,7 @@ def make_cutouts(
     if method == "latest":
         raise ValueError(f"unknown cutout implementation {impl!r}; expected 'batched' or 'kornia'")
     if method == "crops":
-        return _crops(image, n, size, seed, cut_pow, noise)
+        return _crops(image, n, size, seed, cutout_pow, noise)
     raise ValueError(f"unknown cutout method {method!r}; expected one of {CUTOUT_METHODS}")
 
 
@@ -92,10 +92,10 @@ def pool_whole(image: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def latest_batched(image, n: int, size: int, draws: dict, i: int, augments=AUGMENTS, static: bool = False):
-    """``latest`` cutouts of ``image`` from step ``i`` of ``draws`` (:func:`engine.render.augment.latest_draws`).
+    """``latest`` cutouts of ``image`` from step ``i`` of ``draws`` (:func:`engine.render.step.augment.latest_draws`).
 
     No host work and no shape that depends on a draw: what a captured step runs (``static`` selects the colour
-    order on the device, see :func:`engine.render.augment.jiggle`).
+    order on the device, see :func:`engine.render.step.augment.jiggle`).
     """
     _check_augments(augments)
     batch = pool_whole(image, size).expand(n, -1, -1, -1)
@@ -183,7 +183,7 @@ def _latest(image, n, size, seed, noise, augments):
     return batch
 
 
-def crop_draws(h: int, w: int, n: int, size: int, seed: int, cut_pow: float = 1.0, noise: float = 0.1) -> tuple:
+def crop_draws(h: int, w: int, n: int, size: int, seed: int, cutout_pow: float = 1.0, noise: float = 0.1) -> tuple:
     """Random square crops of an ``h`` x ``w`` image for ``n`` cutouts, from ``seed``, on the CPU.
 
     Returns
@@ -196,7 +196,7 @@ def crop_draws(h: int, w: int, n: int, size: int, seed: int, cut_pow: float = 1.
     # Crops span CLIP's input size up to the short side; in an image smaller than the input every crop is the
     # short side (then upsampled).
     max_size, min_size = min(h, w), min(h, w, size)
-    sizes = (torch.rand(n, generator=g) ** cut_pow * (max_size - min_size) + min_size).floor().long()
+    sizes = (torch.rand(n, generator=g) ** cutout_pow * (max_size - min_size) + min_size).floor().long()
     ox = (torch.rand(n, generator=g) * (w - sizes + 1)).floor().long()
     oy = (torch.rand(n, generator=g) * (h - sizes + 1)).floor().long()
     flips = torch.rand(n, generator=g) < 0.5
@@ -205,9 +205,9 @@ def crop_draws(h: int, w: int, n: int, size: int, seed: int, cut_pow: float = 1.
     return sizes, ox, oy, flips, facs, eps
 
 
-def _crops(image, n, size, seed, cut_pow, noise):
+def _crops(image, n, size, seed, cutout_pow, noise):
     _, _, h, w = image.shape
-    sizes, ox, oy, flips, facs, eps = crop_draws(h, w, n, size, seed, cut_pow, noise)
+    sizes, ox, oy, flips, facs, eps = crop_draws(h, w, n, size, seed, cutout_pow, noise)
     cuts = resample_crops(image, sizes, ox, oy, size)
     flips = flips.to(image.device)[:, None, None, None]
     cuts = torch.where(flips, cuts.flip(-1), cuts)

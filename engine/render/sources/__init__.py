@@ -1,0 +1,1 @@
+"""Where a render's images come from: preview cards or the models (with footage and motion)."""
