@@ -29,8 +29,14 @@ def run_names(args: argparse.Namespace) -> list[str]:
 
 
 def check_run_inputs(args: argparse.Namespace, out: Path, names: list[str]) -> None:
-    """None of the files ``run`` reads (song, lyrics, footage) may be one it writes."""
-    inputs = {"song": args.song, "lyrics file": args.lyrics, "--footage": args.footage}
+    """None of the files ``run`` reads (song, lyrics, footage, prompts, curves) may be one it writes."""
+    inputs = {
+        "song": args.song,
+        "lyrics file": args.lyrics,
+        "--footage": args.footage,
+        "prompts file": args.prompts,
+        "curves file": args.curves,
+    }
     check_not_inputs({f"--out {out}/{n}": out / n for n in names}, inputs)
 
 

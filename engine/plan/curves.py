@@ -20,8 +20,8 @@ sends one ``constant`` key per image, at that image's start, holding that value.
 such a key gives exactly the value Blender gave, whatever the interpolation was. A key counts from
 :data:`TIME_TOLERANCE` seconds before its time, so float rounding of an image's start never picks the key before.
 
-Which settings can change over time is a column of the settings table (``animatable``); the functions here take the
-set as a parameter (:class:`CurveSpec` per setting name). Standard library only.
+Which settings can change over time is a column of the settings table (``animatable``, :func:`animatable_specs`);
+the parsing functions take the set as a parameter (:class:`CurveSpec` per setting name). Standard library only.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from pathlib import Path
 from engine.errors import InputError
 from engine.files import check_number, read_json
 from engine.protocol import CURVES_KIND, CURVES_VERSION, check_document, image_slots
+from engine.settings_table import SETTINGS
 
 #: How a key goes on to the next one.
 INTERPOLATIONS = ("constant", "linear")
@@ -84,6 +85,11 @@ class Curve:
         """The one value the curve holds everywhere, or None when it changes."""
         first = self.values[0]
         return first if all(v == first for v in self.values) else None
+
+
+def animatable_specs() -> dict[str, CurveSpec]:
+    """What a curve of each ``animatable`` row of the settings table may hold (the only list of them)."""
+    return {s.name: CurveSpec(2 if s.nargs == 2 else 1, s.lo, s.hi) for s in SETTINGS if s.animatable}
 
 
 def _specs(animatable: Mapping[str, CurveSpec] | Iterable[str]) -> dict[str, CurveSpec]:
@@ -176,10 +182,12 @@ def parse_curves(
 
 
 def load_curves(
-    path: str | Path, animatable: Mapping[str, CurveSpec] | Iterable[str], duration: float | None = None
+    path: str | Path, animatable: Mapping[str, CurveSpec] | Iterable[str] | None = None, duration: float | None = None
 ) -> dict[str, Curve]:
-    """Read and check a curves file (a bounded regular file); see :func:`parse_curves`."""
-    return parse_curves(read_json(path, "curves file"), animatable, duration, path)
+    """Read and check a curves file (a bounded regular file); see :func:`parse_curves` (``animatable``: the table's
+    rows by default)."""
+    specs = animatable_specs() if animatable is None else animatable
+    return parse_curves(read_json(path, "curves file"), specs, duration, path)
 
 
 def image_starts(seg: dict) -> list[float]:

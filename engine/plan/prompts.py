@@ -63,6 +63,10 @@ class PromptPart:
     def to_json(self) -> dict:
         return {"start": round(self.start, 4), "end": round(self.end, 4), "text": self.text, "weight": self.weight}
 
+    def record(self) -> dict:
+        """What a frame's record in the render's manifest says of the prompt that guided it (its weight below 1)."""
+        return {"prompt": self.text, **({"prompt_weight": self.weight} if self.weight < 1 else {})}
+
 
 def _words(text: str) -> str:
     return " ".join(text.split())

@@ -14,7 +14,11 @@ footage frames its images follow, by their pixels; each image's move), so a
 moved footage strip re-renders from the first segment whose frames changed; a
 row of no group enters a segment's key where its value is not the default, so
 a new control that is not used changes no key. An animated value enters as
-each image's own value. No list of names is written here: the rows say it all.
+each image's own value (a segment row's, such as the prompt weight, where it
+differs from the segment's own), and a segment whose images a timed prompt
+guides (the plan's ``prompts``) holds each image's prompt: editing one text
+strip or one keyframe changes the keys from the first segment whose images
+it changes. No list of names is written here: the rows say it all.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from engine.plan.prompts import PromptPart, image_prompts
 from engine.protocol import CUTOUT_IMPL, image_slots
 from engine.render.step.guidance import audio_digest
 from engine.settings import RenderSettings
@@ -84,6 +89,27 @@ def per_segment_entries(settings: RenderSettings, content: dict, times: list[flo
     return out
 
 
+def segment_animated(settings: RenderSettings, seg: dict, times: list[float]) -> dict:
+    """The keyframed ``segment`` rows' values (the prompt weight): each image's, where any differs from the value the
+    plan gives the segment (a curve that changes nothing there changes nothing in its key)."""
+    out = {}
+    for s in in_scope("segment"):
+        if s.per_segment and s.animatable and settings.animated(s.name):
+            values = settings.image_values(s.name, times)
+            own = _CONVERT.get(s.type, lambda x: x)(seg.get(s.name, s.default))
+            if any(v != own for v in values):
+                out[s.segment_key_name] = values
+    return out
+
+
+def prompt_entries(prompts: list[PromptPart | None]) -> dict:
+    """What a segment's key holds of the timed prompts guiding its images: each image's ``[text, weight]`` (``None``
+    where none guides), or nothing when none guides any of them."""
+    if not any(p is not None for p in prompts):
+        return {}
+    return {"prompts": [None if p is None else [p.text, p.weight] for p in prompts]}
+
+
 def segment_keys(
     plan: dict,
     song_16k: np.ndarray,
@@ -100,6 +126,7 @@ def segment_keys(
     so a moved chain start re-renders only the chains it touches.
     """
     keys, prev = [], None
+    prompts = image_prompts(plan)
     for k, seg in enumerate(plan["segments"]):
         parts = [
             [round(float(p["start"]), 4), round(float(p["end"]), 4), p["kind"], p.get("text")]
@@ -119,6 +146,10 @@ def segment_keys(
         }
         times = [a for a, _ in image_slots(float(seg["start"]), float(seg["end"]), int(seg["images"]), digits=None)]
         payload.update(per_segment_entries(settings, content(k) if content is not None else {}, times))
+        animated = segment_animated(settings, seg, times)
+        if animated:
+            payload["animated"] = {**payload.get("animated", {}), **animated}
+        payload.update(prompt_entries(prompts[k]))
         if k > 0 and k in starts:
             payload["chain_start"], prev = k, None
         prev = segment_key(payload, prev)
