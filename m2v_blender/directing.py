@@ -63,6 +63,7 @@ def write_prompts_file(scene, timing: timeline.StripTiming, path: Path) -> Path 
     """The ``--prompts`` file of the scene's text strips (``None``, and no file, when there are none)."""
     parts = scene_prompt_parts(scene, timing)
     if not parts:
+        path.unlink(missing_ok=True)  # an earlier render's file says nothing about this one
         return None
     path.write_text(json.dumps(direction.prompts_document(parts), indent=1, ensure_ascii=False), encoding="utf-8")
     return path
@@ -218,6 +219,84 @@ def animated_curves(scene, segments, timing: timeline.StripTiming, names=ANIMATA
     return out
 
 
+#: How far (seconds) a segment item's start may be from a plan segment's (the engine matches segment settings so).
+SEGMENT_MATCH = 0.02
+
+
+def segment_weight_values(scene, plan: dict, timing: timeline.StripTiming) -> list | None:
+    """Each image's segment-prompt weight where an editor keyframed it on a segment item (``scene.m2v.segments[i]
+    .prompt_weight``, the item of the segment the plan starts there): Blender's value at the image's first frame;
+    elsewhere, and in a segment without a prompt (where a weight weighs nothing), the plan's own. None when no item's
+    weight is animated."""
+    items = scene.m2v.segments
+    curves = {i: find_fcurve(scene, f"m2v.segments[{i}].prompt_weight") for i in range(len(items))}
+    curves = {i: c for i, c in curves.items() if c is not None}
+    if not curves:
+        return None
+    segs = plan["segments"]
+    starts = {i: segs[0]["start"] if not it.cut else round(timing.time_at(it.frame), 4) for i, it in enumerate(items)}
+    out = []
+    for seg in segs:
+        own = float(seg.get("prompt_weight", 1.0))
+        near = [i for i, t in starts.items() if abs(t - seg["start"]) <= SEGMENT_MATCH and i in curves]
+        n = int(seg["images"])
+        if not near or not seg.get("prompt"):
+            out += [own] * n
+            continue
+        frames = direction.image_first_frames(timing, float(seg["start"]), float(seg["end"]), n)
+        out += [curves[near[0]].evaluate(f) for f in frames]
+    return out
+
+
+def keyframed(scene) -> list[str]:
+    """The keyframeable settings an editor animated on the scene (table order)."""
+    rows = settings_table.by_name()
+    return [
+        n
+        for n in ANIMATABLE
+        if any(find_fcurve(scene, setting_data_path(n), i) for i in range(2 if rows[n].nargs == 2 else 1))
+    ]
+
+
+def animated_names(st, conditions: set[str]) -> list[str]:
+    """The keyframeable settings whose value a render uses now: those whose flag the add-on passes in these
+    conditions (``flags.conditions``: a motion setting counts with Custom Motion on, a footage one with footage)."""
+    rows = settings_table.by_name()
+    return [n for n in ANIMATABLE if all(w in conditions | {"given"} for w in rows[n].ui.when)]
+
+
+def render_curves(scene, plan: dict, timing: timeline.StripTiming, names) -> dict[str, list[list]]:
+    """The ``--curves`` keys of a render of ``plan``: every animated setting of ``names`` and the segments' keyframed
+    prompt weights, one constant key per image (``direction.curve_keys``)."""
+    segments = direction.segments_of_plan(plan)
+    out = animated_curves(scene, segments, timing, names)
+    weights = segment_weight_values(scene, plan, timing)
+    if weights is not None:
+        out["prompt_weight"] = direction.curve_keys(direction.image_starts(segments), weights)
+    return out
+
+
+def curves_before_render(scene_name: str, timing: timeline.StripTiming, out: Path, names):
+    """The Render job's step between ``plan`` and ``render`` (``EngineJob.before_step``): read the plan's images,
+    evaluate every animated setting at each image's first frame, write ``curves.json`` and pass it (``--curves``);
+    without animation, no file and no flag."""
+
+    def before(job, step: int) -> None:
+        scene = bpy.data.scenes.get(scene_name)
+        if scene is None:
+            raise M2VError("the scene was closed")
+        plan = read_document(out / "plan.json", protocol.PLAN_KIND, protocol.PLAN_VERSION)
+        curves = render_curves(scene, plan, timing, names)
+        path = out / "curves.json"
+        if not curves:
+            path.unlink(missing_ok=True)
+            return
+        path.write_text(json.dumps(direction.curves_document(curves)), encoding="utf-8")
+        job.commands[step] = job.commands[step] + flags.flag("curves", path)
+
+    return before
+
+
 # ---------------------------------------------------------------- Bake Music to F-Curve
 
 
@@ -300,6 +379,9 @@ def start_bake(scene):
             return
         write_keys(scene, name, index, keys)
         scene.m2v.status = f"baked {signal} onto {label}: {len(keys)} keys"
+        if "motion" in settings_table.row(name).ui.when and not scene.m2v.use_motion:
+            scene.m2v.use_motion = True  # the motion fields count with Custom Motion on: the keys are meant to
+            scene.m2v.status += " (Custom Motion on)"
         registry.undo_push("m2v Bake Music")
 
     return registry.start(scene, "bake", [args], handle)

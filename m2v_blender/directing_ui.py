@@ -6,7 +6,8 @@ from __future__ import annotations
 import bpy
 from bpy.props import BoolProperty
 
-from . import adapters, directing, operators, registry, vse
+from . import adapters, directing, flags, operators, registry, vse
+from .contract import settings_table
 from .errors import M2VError
 
 
@@ -132,6 +133,12 @@ class SEQUENCER_PT_m2v_bake(_SubPanel, bpy.types.Panel):
         row.operator("m2v.bake_music", icon="GRAPH")
         if not st.analysis_json:
             layout.label(text="Analyze first: one key per image", icon="INFO")
+        animated = directing.keyframed(context.scene)
+        if animated:  # what Render evaluates at each image's first frame (a field that counts now, Custom Motion...)
+            used = directing.animated_names(st, flags.conditions(st, footage=bool(st.footage_strip)))
+            rows = settings_table.by_name()
+            names = [rows[n].ui.label + ("" if n in used else " (unused now)") for n in animated]
+            layout.label(text="Keyframed, per image: " + ", ".join(names), icon="IPO_BEZIER")
 
 
 class SEQUENCER_PT_m2v_text_strip(bpy.types.Panel):

@@ -25,7 +25,8 @@ def is_running(scene) -> bool:
     return job is not None and not job.finished
 
 
-def start(scene, kind: str, commands: list[list[str]], handler) -> EngineJob:
+def start(scene, kind: str, commands: list[list[str]], handler, before_step=None) -> EngineJob:
+    """Start the engine commands as the scene's job (``before_step``: see ``EngineJob``)."""
     if is_running(scene):
         raise M2VError("m2v is already working on this scene: wait, or press Cancel")
     python = preferences.engine_python()
@@ -33,7 +34,8 @@ def start(scene, kind: str, commands: list[list[str]], handler) -> EngineJob:
         raise M2VError(
             f"the m2v engine is not installed ({python} is missing): open Preferences > Add-ons > m2v and press Install Engine"
         )
-    return track(scene, kind, EngineJob(python, commands, adapters.output_dir(scene) / protocol.LOG_FILE).start(), handler)
+    job = EngineJob(python, commands, adapters.output_dir(scene) / protocol.LOG_FILE, before_step=before_step)
+    return track(scene, kind, job.start(), handler)
 
 
 def track(scene, kind: str, job: EngineJob, handler) -> EngineJob:

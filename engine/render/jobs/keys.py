@@ -23,10 +23,12 @@ it changes. No list of names is written here: the rows say it all.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 
 import numpy as np
 
+from engine.files import dumps_strict
 from engine.plan.prompts import PromptPart, image_prompts
 from engine.protocol import CUTOUT_IMPL, image_slots
 from engine.render.step.guidance import audio_digest
@@ -125,7 +127,25 @@ def segment_keys(
     first segments (:mod:`engine.plan.chains`): a chain start's key holds its index instead of the previous key,
     so a moved chain start re-renders only the chains it touches.
     """
-    keys, prev = [], None
+    return keys_and_image_keys(plan, song_16k, settings, model_ids, content, starts)[0]
+
+
+def directed(plan: dict, settings: RenderSettings) -> bool:
+    """Whether timed prompts or keyframes direct the render (then its frames also get image keys)."""
+    return bool(settings.curves) or bool(plan.get("prompts"))
+
+
+def keys_and_image_keys(
+    plan: dict,
+    song_16k: np.ndarray,
+    settings: RenderSettings,
+    model_ids: dict,
+    content: Callable[[int], dict] | None = None,
+    starts=(0,),
+) -> tuple[list[str], list[list[str]] | None]:
+    """Every segment's key (:func:`segment_keys`) and, for a render timed prompts or keyframes direct
+    (:func:`directed`), every image's key (:func:`image_keys`); else ``None``."""
+    keys, images, prev = [], [], None
     prompts = image_prompts(plan)
     for k, seg in enumerate(plan["segments"]):
         parts = [
@@ -152,6 +172,52 @@ def segment_keys(
         payload.update(prompt_entries(prompts[k]))
         if k > 0 and k in starts:
             payload["chain_start"], prev = k, None
+        if directed(plan, settings):
+            images.append(image_keys(payload, prev, settings))
         prev = segment_key(payload, prev)
         keys.append(prev)
-    return keys
+    return keys, (images if directed(plan, settings) else None)
+
+
+def image_columns(payload: dict, settings: RenderSettings) -> tuple[dict, list[list]]:
+    """A segment's key payload split into what holds for all its images and what is each image's own: the key
+    groups' contents (the footage frames, the moves), the keyframed rows' values, the timed prompts (each a list of
+    one value per image)."""
+    base, cols = dict(payload), []
+    animated = set(settings.curves or ())
+    for group, name in KEY_GROUPS.items():
+        entry = base.get(group)
+        if entry is None:
+            continue
+        if name is None:
+            cols.append(entry)
+            base[group] = "per image"
+            continue
+        entry = dict(entry)
+        cols.append(entry.pop(name))
+        for s in in_scope("render"):
+            if s.key_group == group and s.name in animated and s.segment_key_name in entry:
+                cols.append(entry.pop(s.segment_key_name))
+        base[group] = entry
+    for s in in_scope("render"):
+        if s.per_segment and s.key_group is None and s.name in animated and s.segment_key_name in base:
+            cols.append(base.pop(s.segment_key_name))
+    cols += list(base.pop("animated", {}).values())
+    if "prompts" in base:
+        cols.append(base.pop("prompts"))
+    return base, cols
+
+
+def image_keys(payload: dict, prev: str | None, settings: RenderSettings) -> list[str]:
+    """Each image's key in a segment: what its frame depends on, the images before it included (the segment's
+    values that hold for all its images, the key of the segment before, and the own values of this image and of
+    every image before it). Two segments whose first ``j`` images have equal image keys have equal first ``j``
+    frames, whatever their later images hold: a keyframe or text strip changed later in a segment keeps the
+    images before it (``engine.render.jobs.job``)."""
+    base, cols = image_columns(payload, settings)
+    h = hashlib.sha256(dumps_strict({"base": base, "prev": prev}, indent=None).encode()).digest()
+    out = []
+    for i in range(int(payload["images"])):
+        h = hashlib.sha256(h + dumps_strict([c[i] for c in cols], indent=None).encode()).digest()
+        out.append(h.hex()[:32])
+    return out

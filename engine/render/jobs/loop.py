@@ -25,7 +25,7 @@ from engine.plan.schema import load_plan
 from engine.progress import Progress
 from engine.protocol import AUDIO_RATE, JOURNAL_FILE, LOCK_FILE, MANIFEST_FILE, SEGMENT_DIR_PREFIX, STATE_DIR
 from engine.render.jobs.job import RenderJob
-from engine.render.jobs.keys import segment_keys
+from engine.render.jobs.keys import keys_and_image_keys
 from engine.render.jobs.ray_render import RayRenderJob
 from engine.render.sources.cards import CardSource
 from engine.render.sources.model import ModelSource, fit_size
@@ -114,7 +114,7 @@ def render(
 def _render_into(plan, song_16k, out_dir: Path, settings, source, progress, stop, job: JobSettings, job_class) -> int:
     """The part of a render that writes: keys, the folder's lock, its cache, the job."""
     starts = getattr(source, "starts", [0])
-    keys = segment_keys(plan, song_16k, settings, source.ids(), source.key_content, starts)
+    keys, image_keys = keys_and_image_keys(plan, song_16k, settings, source.ids(), source.key_content, starts)
     make_dirs(out_dir)
     with FolderLock(out_dir, LOCK_FILE):
         remove_temp_files(out_dir, (SEGMENT_DIR_PREFIX, STATE_DIR))
@@ -124,7 +124,9 @@ def _render_into(plan, song_16k, out_dir: Path, settings, source, progress, stop
         store = RenderStore.open(out_dir, header)
         had = {p: (out_dir / p).exists() for p in (MANIFEST_FILE, JOURNAL_FILE, STATE_DIR)}
         try:
-            runner = job_class(plan, keys, store, source, progress, job.snapshot_every, job.cache_cap_bytes)
+            runner = job_class(
+                plan, keys, store, source, progress, job.snapshot_every, job.cache_cap_bytes, image_keys=image_keys
+            )
             code = runner.render(stop)
         except BaseException:
             store.close()
