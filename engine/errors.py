@@ -25,3 +25,10 @@ class InputError(Exception):
                 where += f", line {line}"
             where += ": "
         super().__init__(where + message)
+
+
+class ExternalError(Exception):
+    """Something outside m2v failed (a Ray cluster, say): exit 1 with this one line, no traceback.
+
+    Not the user's input and not a defect of m2v's own code, so neither exit 2 nor "please report it".
+    """

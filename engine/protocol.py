@@ -112,6 +112,8 @@ LOCK_FILE = ".m2v-lock"
 TEMP_SUFFIX = ".m2v-tmp"
 #: The engine's stderr, kept by the add-on in its output folder.
 LOG_FILE = "engine.log"
+#: Ray's own log lines during a ``render --ray`` (its notices and warnings), kept out of the user's terminal.
+RAY_LOG_FILE = "ray.log"
 #: Segment folders start with this (only these are ever deleted by m2v).
 SEGMENT_DIR_PREFIX = "seg_"
 
@@ -134,6 +136,8 @@ EVENTS: dict[str, tuple[str, ...]] = {
     "chain_end": ("chain", "attempts"),
     # analyze / plan (with --events)
     "planned": ("output", "segments", "steps", "images"),
+    # export --timeline (with --events): the file written, its format, clips and the gaps left for missing images
+    "exported": ("output", "format", "clips", "gaps"),
     "estimate": ("steps", "images", "seconds", "device"),
     # info (with --events): the add-on's Check
     "info": ("engine", "torch", "device", "device_name", "models_dir", "models"),
@@ -202,6 +206,40 @@ def image_slots(start: float, end: float, n_images: int, digits: int | None = 6)
     if digits is None:
         return [[start + i * slot, start + (i + 1) * slot] for i in range(n_images)]
     return [[round(start + i * slot, digits), round(start + (i + 1) * slot, digits)] for i in range(n_images)]
+
+
+# ---------------------------------------------------------------- timeline rates (issue 29)
+
+#: NTSC rates are n x 1000/1001 frames a second; a rate within this of one (23.976, 23.98, 29.97) is that one.
+NTSC_TOLERANCE = 0.005
+
+
+def timeline_rate(fps: float | str) -> tuple[int, int]:
+    """A frame rate as an exact fraction ``(numerator, denominator)``.
+
+    ``"30000/1001"`` is taken as written; a number near an NTSC rate (23.976, 23.98, 29.97, 59.94, or
+    Blender's ``fps / fps_base`` = 30 / 1.001) is ``n * 1000 / 1001``; any other is the nearest fraction
+    with a denominator of at most 1001 (24, 25, 12.5). The exported timeline and the add-on use it, so a
+    29.97 timeline's frames fall where Blender's do, not a 30 fps grid's.
+    """
+    if isinstance(fps, str) and "/" in fps:
+        num, _, den = fps.partition("/")
+        n, d = int(num), int(den)
+        if n <= 0 or d <= 0:
+            raise ValueError(f"not a frame rate: {fps!r}")
+        g = math.gcd(n, d)
+        return n // g, d // g
+    x = float(fps)
+    if not math.isfinite(x) or x <= 0:
+        raise ValueError(f"not a frame rate: {fps!r}")
+    n = round(x * 1.001)
+    if n > 0 and x != round(x) and abs(x - n * 1000 / 1001) <= NTSC_TOLERANCE:
+        g = math.gcd(n * 1000, 1001)
+        return n * 1000 // g, 1001 // g
+    from fractions import Fraction
+
+    f = Fraction(x).limit_denominator(1001)
+    return f.numerator, f.denominator
 
 
 # ---------------------------------------------------------------- loudness -> steps

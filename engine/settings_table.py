@@ -68,7 +68,7 @@ PRESET_INFO = {
 #: in the cache keys); ``job``: render and run, a field of ``JobSettings`` (how the job runs: frames do not depend
 #: on it). ``segment``: set per segment (a segment-settings file, the plan's segments, the add-on's segment list;
 #: in that segment's key); ``addon``: the add-on's alone (the engine never sees it); ``input``: the files and spans
-#: a command reads and writes (a row says its ``commands``).
+#: a command reads and writes, and how ``export`` writes them (a row says its ``commands``).
 SCOPE_COMMANDS = {
     "plan": ("analyze", "plan", "run"),
     "scenes": ("analyze", "run"),
@@ -148,13 +148,15 @@ class UI:
 class Setting:
     """One setting.
 
-    ``type``: ``int``, ``float``, ``str``, ``bool``, ``choice``, ``path`` (a file or folder) or ``times`` (song
-    seconds separated by commas, a tuple of floats). ``nargs`` 2 for a pair (``--size W H``), ``"?"`` for a flag
+    ``type``: ``int``, ``float``, ``str``, ``bool``, ``choice``, ``path`` (a file or folder), ``times`` (song
+    seconds separated by commas, a tuple of floats) or ``rate`` (a frame rate, ``29.97`` or ``30000/1001``, kept
+    as written so that it stays exact). ``nargs`` 2 for a pair (``--size W H``), ``"?"`` for a flag
     whose value may be left out (then ``const``). ``fields``: the settings fields a pair fills when they are not
     one tuple field (``--size``: width, height). ``preset``: where a value left out comes from the preset in use
     (``plan``, ``look``: ``engine.protocol.PRESETS``; ``motion``: ``MOTION_PRESETS``). ``action``:
     ``store_true``/``store_false`` for a switch. ``parts``: how messages name a pair's two values. ``commands``:
     the commands that take the flag (default: the scope's); ``required``: the commands where it must be given.
+    ``exclusive``: rows with the same name are alternatives, at most one given (with ``required``: exactly one).
 
     Checks beyond a value's own range: ``at_least`` (not below that row's value, e.g. ``--max-rate`` and
     ``--min-rate``), ``increasing`` (a pair's second value above its first), ``must_exist`` (a path).
@@ -186,6 +188,7 @@ class Setting:
     scopes: tuple[str, ...] = ("render",)
     commands: tuple[str, ...] = ()
     required: tuple[str, ...] = ()
+    exclusive: str | None = None
     group: str | None = None
     per_segment: bool = False
     key_group: str | None = None
@@ -258,7 +261,12 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "boundaries", "--boundaries", "str", None, metavar="T0,T1,...", scopes=("input",), commands=("plan",),
-        required=("plan",), help="segment boundaries in seconds, increasing",
+        required=("plan",), exclusive="cuts", help="segment boundaries in seconds, increasing",
+    ),
+    Setting(
+        "boundaries_from", "--boundaries-from", "path", None, metavar="EDIT", scopes=("input",), commands=("plan",),
+        required=("plan",), exclusive="cuts",
+        help="the cuts of an edit made elsewhere: .otio, .xml (FCP 7), .fcpxml, .edl (read at --fps) or .kdenlive",
     ),
     Setting(
         "segment_settings", "--segment-settings", "path", None, metavar="FILE.json", scopes=("input",),
@@ -277,9 +285,10 @@ SETTINGS: tuple[Setting, ...] = (
         "constant|linear] keys; each image takes the value at its start",
     ),
     Setting(
-        "output", "--output", "path", None, aliases=("-o",), metavar="FILE.json", scopes=("input",),
-        commands=("analyze", "plan", "signals"),
-        help="write the plan (signals: the signals document) here (default: print it)",
+        "output", "--output", "path", None, aliases=("-o",), metavar="FILE", scopes=("input",),
+        commands=("analyze", "plan", "signals", "export"), required=("export",), exclusive="export_to",
+        help="analyze, plan: write the plan here (default: print it); signals: the signals document; export: write "
+        "the MP4 with the song here",
     ),
     Setting(
         "plot", "--plot", "path", None, metavar="FILE.png", scopes=("input",), commands=("analyze", "plan"),
@@ -321,6 +330,29 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "audio_encoder", "--audio-encoder", "path", None, scopes=("input",), commands=("render", "run"),
         group="models", help="your own Wav2CLIP.pt",
+    ),
+    Setting(
+        "timeline", "--timeline", "path", None, metavar="EDIT.otio", scopes=("input",), commands=("export",),
+        required=("export",), exclusive="export_to",
+        help="write the render as a timeline for another editor: .otio, .xml, .fcpxml, .edl, .kdenlive",
+    ),
+    Setting(
+        "rate", "--fps", "rate", "24", lo=1, hi=240, scopes=("input",), commands=("export",),
+        help="export's frames a second: 24, 25, 29.97 or 30000/1001 (%(default)s)",
+    ),
+    Setting(
+        "song_frame", "--song-frame", "float", 0.0, lo=-1e9, hi=1e9, metavar="F", scopes=("input",),
+        commands=("export",),
+        help="--timeline: the timeline frame at which the song's time 0 plays (default 0)",
+    ),
+    Setting(
+        "start_frame", "--start-frame", "int", 0, lo=-1e9, hi=1e9, metavar="S", scopes=("input",),
+        commands=("export",),
+        help="--timeline: the timeline's first frame (default 0)",
+    ),
+    Setting(
+        "plan_file", "--plan", "path", None, metavar="PLAN.json", scopes=("input",), commands=("export",),
+        help="--timeline: the render's plan (default: plan.json beside it)",
     ),
     # ---------------------------------------------------------- analysis
     Setting(

@@ -9,13 +9,15 @@ themselves are the contract's (:mod:`engine.protocol`), read by the add-on.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
 import signal
 import sys
 import threading
 from collections.abc import Callable
 
-from engine.errors import InputError
+from engine.errors import ExternalError, InputError
 from engine.protocol import EXIT_CANCELLED, EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK
 
 #: Seconds after which a stop signal that arrived during an import is delivered again.
@@ -95,6 +97,20 @@ def forget_library_interrupts() -> None:
         pass
 
 
+#: Set when a library left the process unable to run its exit handlers: what to run before ``os._exit`` instead.
+_hard_exit: list | None = None
+
+
+def exit_without_handlers(*before) -> None:
+    """End the process at :func:`quiet_exit` with ``os._exit``, after running ``before`` (and flushing stdio).
+
+    For a library that left this process unable to run the interpreter's exit handlers: after its node died, Ray's
+    core worker crashes in them (SIGABRT or SIGSEGV instead of m2v's exit code).
+    """
+    global _hard_exit
+    _hard_exit = [*(_hard_exit or []), *before]
+
+
 def quiet_exit(code: int) -> None:
     """End the process with ``code``: no traceback, and no kill by a late signal.
 
@@ -105,6 +121,11 @@ def quiet_exit(code: int) -> None:
     """
     hold_signals()
     forget_library_interrupts()
+    if _hard_exit is not None:
+        for fn in [*_hard_exit, sys.stdout.flush, sys.stderr.flush]:
+            with contextlib.suppress(Exception):  # the exit code matters more than a clean-up step
+                fn()
+        os._exit(code)
     sys.exit(code)
 
 
@@ -135,16 +156,26 @@ def render_code(cancelled: bool) -> int:
     return EXIT_CANCELLED if cancelled else EXIT_OK
 
 
-def failure(error: BaseException) -> tuple[int, str | None]:
+def failure(error: BaseException, folder: str | None = None) -> tuple[int, str | None]:
     """The exit code an error ends a command with, and its message for the user (``None``: a bug, exit 1).
 
     Bad input (an :class:`~engine.errors.InputError`, a path the user gave that cannot be read or written, a
-    command line the parser refused) is exit 2 with one line naming the file or flag.
+    command line the parser refused, a full disk: "no space left on the device for ``folder``", the folder the
+    command writes, since ``ENOSPC`` names no file) is exit 2 with one line naming the file or flag; a failure
+    outside m2v (:class:`~engine.errors.ExternalError`: a Ray cluster) is exit 1 with its one line.
     """
     if isinstance(error, SystemExit):  # argparse: --help and --version end well, a usage error is bad input
         return (EXIT_OK if error.code in (0, None) else EXIT_INPUT), None
     if isinstance(error, InputError):
         return EXIT_INPUT, str(error)
+    # Here, not at the top: this module loads next to nothing (no pathlib), so that importing it cannot by
+    # itself clear the interrupt mark quiet_exit is there to clear (see forget_library_interrupts).
+    from engine.files import is_no_space, no_space_message
+
+    if is_no_space(error):  # a full disk where m2v wrote no named file (an event log, the video's encoder)
+        return EXIT_INPUT, no_space_message(folder or "the output folder")
+    if isinstance(error, ExternalError):
+        return EXIT_INTERNAL, str(error)
     if isinstance(error, OSError) and error.filename is not None:
         return EXIT_INPUT, f"{error.filename}: {error.strerror or error}"
     return EXIT_INTERNAL, None

@@ -38,6 +38,10 @@ CHECK = r"""
 import json, sys
 import numpy, scipy, librosa, soundfile, open_clip, torch, torchvision, kornia
 import taming.modules.diffusionmodules.model, taming.modules.vqvae.quantize
+import opentimelineio
+# The adapters are plugins: OTIO loads them by name (a direct import fails on their relative imports).
+for name in ("fcp_xml", "fcpx_xml", "cmx_3600", "kdenlive"):
+    opentimelineio.adapters.from_name(name).module()
 cuda = torch.cuda.is_available()
 mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
 print(json.dumps({"python": sys.version.split()[0], "torch": torch.__version__,
@@ -60,6 +64,38 @@ def _say(step: int, total: int, text: str) -> None:
 def _run(cmd: list[str]) -> None:
     print("  $ " + " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
+
+
+def install_melt() -> None:
+    """``--dev``: MLT's ``melt`` (Kdenlive's engine) for the hand-off test, best-effort from Debian's packages.
+
+    Only as root where ``apt-get`` exists; anything else is a warning (the test is then skipped), never a failure.
+    """
+    import shutil
+
+    if shutil.which("melt"):
+        return
+    if not shutil.which("apt-get") or not hasattr(os, "geteuid") or os.geteuid() != 0:
+        print(
+            "  warning: melt (MLT) is not installed and cannot be here (needs root and apt-get): "
+            "the Kdenlive hand-off test will be skipped",
+            flush=True,
+        )
+        return
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    install = ["apt-get", "install", "-y", "--no-install-recommends", "melt"]
+    print("  adding melt (MLT) for the Kdenlive hand-off test", flush=True)
+    for attempt in ([install], [["apt-get", "update"], install]):
+        try:
+            ok = all(
+                subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900).returncode == 0
+                for cmd in attempt
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            ok = False
+        if ok and shutil.which("melt"):
+            return
+    print("  warning: apt-get could not install melt: the Kdenlive hand-off test will be skipped", flush=True)
 
 
 def requirements_digest(files: list[Path], device: str) -> str:
@@ -141,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
                 ]
             )
             lts_stamp.write_text(json.dumps({"digest": lts_digest}))
+    if args.dev:
+        install_melt()
     _say(3, total, "checking the engine's imports")
     proc = subprocess.run([str(py), "-c", CHECK], capture_output=True, text=True)
     if proc.returncode != 0:

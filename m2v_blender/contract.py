@@ -47,8 +47,10 @@ def read_document(path: Path, kind: str, version: int) -> dict:
     """A JSON document the engine wrote, checked for its kind and version."""
     import json
 
+    from .outputs import read_text_regular
+
     try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        doc = json.loads(read_text_regular(Path(path)))
         return protocol.check_document(doc, kind, version)
     except (OSError, ValueError) as e:
         raise M2VError(f"{path}: {e}") from None

@@ -12,6 +12,7 @@ import bpy
 from . import adapters, direction, flags, markers, registry, timeline, vse
 from .contract import protocol, read_document, settings_table
 from .errors import M2VError
+from .outputs import write_text_replacing
 
 #: The prompt weight of a text strip (a property registered on text strips, shown on the strip's m2v panel).
 WEIGHT_PROP = "m2v_prompt_weight"
@@ -59,13 +60,19 @@ def scene_prompt_parts(scene, timing: timeline.StripTiming) -> list[dict]:
     return direction.prompt_parts(spans, timing, timing.visible_span())
 
 
+def _remove_own(path: Path) -> None:
+    """Remove m2v's own file (or a link in its place, never what it points to); anything else stays."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+
+
 def write_prompts_file(scene, timing: timeline.StripTiming, path: Path) -> Path | None:
     """The ``--prompts`` file of the scene's text strips (``None``, and no file, when there are none)."""
     parts = scene_prompt_parts(scene, timing)
     if not parts:
-        path.unlink(missing_ok=True)  # an earlier render's file says nothing about this one
+        _remove_own(path)  # an earlier render's file says nothing about this one
         return None
-    path.write_text(json.dumps(direction.prompts_document(parts), indent=1, ensure_ascii=False), encoding="utf-8")
+    write_text_replacing(path, json.dumps(direction.prompts_document(parts), indent=1, ensure_ascii=False))
     return path
 
 
@@ -289,9 +296,9 @@ def curves_before_render(scene_name: str, timing: timeline.StripTiming, out: Pat
         curves = render_curves(scene, plan, timing, names)
         path = out / "curves.json"
         if not curves:
-            path.unlink(missing_ok=True)
+            _remove_own(path)
             return
-        path.write_text(json.dumps(direction.curves_document(curves)), encoding="utf-8")
+        write_text_replacing(path, json.dumps(direction.curves_document(curves)))
         job.commands[step] = job.commands[step] + flags.flag("curves", path)
 
     return before

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from .contract import engine_root, protocol
 from .errors import M2VError
+from .outputs import open_log
 
 _RUNNING: set[EngineJob] = set()
 
@@ -83,7 +84,7 @@ class EngineJob:
                 f"the engine's Python was not found at {self.python}: press Install Engine in the add-on preferences"
             )
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "a", encoding="utf-8")  # noqa: SIM115 - closed when the job ends
+        self._log = open_log(self.log_path)  # closed when the job ends
         self._launch()
         _RUNNING.add(self)
         return self

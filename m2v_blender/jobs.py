@@ -11,10 +11,12 @@ from . import adapters, directing, flags, footage_strip, markers, preferences, r
 from .contract import protocol, read_document
 from .engine_client import EngineJob
 from .errors import M2VError
+from .outputs import write_text_replacing
 
 
 def start_analyze(scene) -> EngineJob:
     st = scene.m2v
+    registry.refuse_if_running(scene)
     strip = vse.song_strip(scene, st.song_strip)
     timing = adapters.strip_timing(scene, strip)
     t0, t1 = timing.visible_span()
@@ -39,9 +41,7 @@ def start_analyze(scene) -> EngineJob:
         if ev["event"] == protocol.CLIENT_EXIT:
             if ev["code"] == protocol.EXIT_OK:
                 plan = read_document(out / "analysis.json", protocol.PLAN_KIND, protocol.PLAN_VERSION)
-                markers.apply_markers(scene, plan, ctx["timing"])
-                markers.remember_analysis(scene, plan)
-                markers.sync_segments(scene)
+                markers.apply_analysis(scene, plan, ctx["timing"])
                 scene.m2v.status = f"analysed: {len(markers.scene_segment_frames(scene)) + 1} segments"
                 registry.undo_push("m2v Analyze")
             else:
@@ -55,6 +55,8 @@ def start_render(scene, preview: bool = False, extra_model_args: list[str] | Non
     layout preview's title cards) with each image's value of every keyframed setting; strips appear segment by
     segment."""
     st = scene.m2v
+    # Refused before anything changes: no cut snapped, no file of the running job rewritten under it.
+    registry.refuse_if_running(scene)
     strip = vse.song_strip(scene, st.song_strip)
     timing = adapters.strip_timing(scene, strip)
     span = timing.visible_span()
@@ -65,9 +67,7 @@ def start_render(scene, preview: bool = False, extra_model_args: list[str] | Non
     lyr = out / "markers_lyrics.csv"
     entries = markers.scene_lyrics(scene, timing)
     settings_path = out / "segment_settings.json"
-    settings_path.write_text(
-        json.dumps(markers.segment_settings_doc(scene, timing, bounds), indent=1), encoding="utf-8"
-    )
+    write_text_replacing(settings_path, json.dumps(markers.segment_settings_doc(scene, timing, bounds), indent=1))
     plan_args = [
         "plan",
         str(adapters.song_path(strip)),
@@ -78,7 +78,7 @@ def start_render(scene, preview: bool = False, extra_model_args: list[str] | Non
         *flags.flag("output", out / "plan.json"),
     ]
     if entries:
-        lyr.write_text(timeline.lyrics_csv(entries), encoding="utf-8")
+        write_text_replacing(lyr, timeline.lyrics_csv(entries))
         plan_args += flags.flag("lyrics", lyr)
     prompts = directing.write_prompts_file(scene, timing, out / "prompts.json")
     if prompts is not None:

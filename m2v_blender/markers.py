@@ -40,16 +40,44 @@ def analysis_summary(scene) -> dict | None:
         return None
 
 
+def apply_analysis(scene, plan: dict, timing: timeline.StripTiming) -> None:
+    """A new analysis on the timeline: its cuts and lyrics as markers, each segment's settings kept with its cut.
+
+    The new cuts are named afresh (``m2v S01``... in order), so a segment's prompt, take and New Chain follow
+    the cut at their time, not a name that now belongs to another cut.
+    """
+    sync_segments(scene)  # each item at its cut's frame as it is now, before the cuts are renamed
+    apply_markers(scene, plan, timing)
+    remember_analysis(scene, plan)
+    sync_segments(scene, by_time=True)
+
+
 def remove_m2v_markers(scene) -> None:
     for m in [m for m in scene.timeline_markers if timeline.is_m2v_marker(m.name)]:
         scene.timeline_markers.remove(m)
 
 
+def place_cuts(scene, plan: dict, timing: timeline.StripTiming) -> None:
+    """A cut marker (``m2v S02``, ...) at each of the plan's segment starts but the first."""
+    for k, seg in enumerate(plan["segments"][1:], start=1):
+        scene.timeline_markers.new(timeline.segment_marker_name(k), frame=timing.frame_at(seg["start"]))
+
+
+def replace_cuts(scene, plan: dict, timing: timeline.StripTiming) -> int:
+    """Make the plan's segment starts the scene's cuts: every cut marker goes (yours named "cut" too), lyric
+    and other markers stay; returns how many cut markers were removed."""
+    old = cut_markers(scene)
+    for m in old:
+        scene.timeline_markers.remove(m)
+    place_cuts(scene, plan, timing)
+    sync_segments(scene)
+    return len(old)
+
+
 def apply_markers(scene, plan: dict, timing: timeline.StripTiming) -> None:
     """Replace m2v's markers (only those) with the plan's segment starts and lyric times."""
     remove_m2v_markers(scene)
-    for k, seg in enumerate(plan["segments"][1:], start=1):
-        scene.timeline_markers.new(timeline.segment_marker_name(k), frame=timing.frame_at(seg["start"]))
+    place_cuts(scene, plan, timing)
     texts = []
     for ly in plan["lyrics"]:
         if ly.get("past_end"):
@@ -95,12 +123,14 @@ def scene_lyrics(scene, timing: timeline.StripTiming) -> list[tuple[float, str]]
     return out
 
 
-def sync_segments(scene) -> None:
+def sync_segments(scene, by_time: bool = False) -> None:
     """Make ``scene.m2v.segments`` one item per segment, each keeping its settings with its cut marker.
 
     An item belongs to the cut marker of its name (the first segment, which no marker starts, has the
     name ""); where several markers share a name, to the one nearest its last known frame. Moving
     markers keeps each segment's prompt and take with its segment; a deleted cut drops its item.
+    ``by_time`` (after a new Analyze, which names its cuts afresh): an item belongs to the cut at its frame
+    (within a frame), whatever that cut is called; an item whose time no cut keeps is dropped.
     """
     items = scene.m2v.segments
     cuts = [("", None)] + [(m.name, m.frame) for m in cut_markers(scene)]
@@ -111,8 +141,12 @@ def sync_segments(scene) -> None:
     taken = set()
     matched = []
     for name, frame in cuts:
-        cands = [j for j, o in enumerate(old) if o[0] == name and j not in taken]
-        j = min(cands, key=lambda j: abs(old[j][1] - (frame or 0)), default=None)
+        if by_time and frame is not None:
+            cands = [j for j, o in enumerate(old) if o[0] and j not in taken and abs(o[1] - frame) <= 1]
+            j = min(cands, key=lambda j: (abs(old[j][1] - frame), old[j][0] != name), default=None)
+        else:
+            cands = [j for j, o in enumerate(old) if o[0] == name and j not in taken]
+            j = min(cands, key=lambda j: abs(old[j][1] - (frame or 0)), default=None)
         if j is not None:
             taken.add(j)
         matched.append((name, frame, old[j] if j is not None else None))

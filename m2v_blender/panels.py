@@ -63,6 +63,10 @@ class SEQUENCER_PT_m2v(bpy.types.Panel):
         row.operator("m2v.analyze", icon="MARKER_HLT")
         row.operator("m2v.render", icon="RENDER_ANIMATION").preview = False
         row.operator("m2v.render", text="Preview Layout", icon="SEQ_PREVIEW").preview = True
+        row = layout.row(align=True)  # hand-off to other editors (issue 29)
+        row.enabled = not running
+        row.operator("m2v.export_timeline", text="Export Timeline", icon="EXPORT")
+        row.operator("m2v.import_edit_cuts", text="Import Cuts", icon="IMPORT")
         if running or st.status:
             col = layout.column()
             if running:

@@ -18,15 +18,19 @@ def _running(self) -> bool:
 
 
 def _preset_changed(self, context) -> None:
-    """Choosing Custom starts from the values of the preset in use, so nothing jumps."""
-    if self.preset == "custom":
-        presets = protocol.PRESETS
-        base = presets.get(self.resolved_preset or "draft", presets["draft"])
-        for row in flags.custom_rows():
-            value = base[row.name]
-            names = row.prop_names
-            for name, v in zip(names, value) if len(names) == 2 else [(names[0], value)]:
-                setattr(self, name, v)
+    """Choosing Custom starts from the values of the preset chosen before it (Auto: what it chose), so nothing
+    jumps, as Blender's presets fill their fields."""
+    if self.preset != "custom":
+        self.preset_before = self.preset
+        return
+    chosen = self.preset_before if self.preset_before not in ("", "auto", "custom") else self.resolved_preset
+    presets = protocol.PRESETS
+    base = presets.get(chosen or "draft", presets["draft"])
+    for row in flags.custom_rows():
+        value = base[row.name]
+        names = row.prop_names
+        for name, v in zip(names, value) if len(names) == 2 else [(names[0], value)]:
+            setattr(self, name, v)
 
 
 class M2VSegmentSettings(bpy.types.PropertyGroup):
@@ -40,6 +44,9 @@ class M2VSegmentSettings(bpy.types.PropertyGroup):
 class M2VSceneSettings(bpy.types.PropertyGroup):
     resolved_preset: StringProperty(
         name="Preset in Use", default="", description="What Auto chose at the last Analyze (paper or draft)"
+    )
+    preset_before: StringProperty(
+        name="Preset Before Custom", default="", description="The preset chosen before Custom (its values fill Custom)"
     )
     lyrics_json: StringProperty(
         name="Lyric Texts", description="Full lyric texts behind the lyric markers (JSON)", default="[]"

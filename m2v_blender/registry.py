@@ -25,10 +25,18 @@ def is_running(scene) -> bool:
     return job is not None and not job.finished
 
 
+BUSY = "m2v is already working on this scene: wait, or press Cancel"
+
+
+def refuse_if_running(scene) -> None:
+    """Raise before a job changes anything (markers, settings files) while another one runs on the scene."""
+    if is_running(scene):
+        raise M2VError(BUSY)
+
+
 def start(scene, kind: str, commands: list[list[str]], handler, before_step=None) -> EngineJob:
     """Start the engine commands as the scene's job (``before_step``: see ``EngineJob``)."""
-    if is_running(scene):
-        raise M2VError("m2v is already working on this scene: wait, or press Cancel")
+    refuse_if_running(scene)
     python = preferences.engine_python()
     if not python.exists():
         raise M2VError(
@@ -42,7 +50,7 @@ def track(scene, kind: str, job: EngineJob, handler) -> EngineJob:
     """Make ``job`` the scene's running job: the pump step feeds its events to ``handler``."""
     if is_running(scene):
         job.kill()
-        raise M2VError("m2v is already working on this scene: wait, or press Cancel")
+        raise M2VError(BUSY)
     job.handler = handler
     JOBS[scene.name] = job
     st = scene.m2v

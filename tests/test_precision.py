@@ -162,7 +162,9 @@ def test_a_calibration_timed_in_other_formats_is_timed_again(tmp_path, monkeypat
 
     monkeypatch.setenv("M2V_CACHE", str(tmp_path))
     timed = []
-    monkeypatch.setattr(E, "calibrate", lambda device: timed.append(device) or {"version": E.CALIBRATION_VERSION})
+    measured = {"version": E.CALIBRATION_VERSION, "device": "cpu", "decode_s_per_mpix": 1.0, "clip_s_per_cutout": 0.1}
+    measured.update(step_overhead_s=0.1, image_s=0.0)  # a whole calibration: an entry that fails its check is re-timed
+    monkeypatch.setattr(E, "calibrate", lambda device: timed.append(device) or dict(measured))
     cpu = torch.device("cpu")
     E.cached_calibration(cpu)
     E.cached_calibration(cpu)

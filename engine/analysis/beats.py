@@ -204,6 +204,8 @@ def dp_beats(local: np.ndarray, period: np.ndarray, tightness: float = TIGHTNESS
     if len(pk) == 0:
         return np.array([], dtype=int)
     good = pk[cum[pk] >= 0.5 * np.median(cum[pk])]
+    if len(good) == 0:  # every peak scores below zero (a steady tone, no onsets): no peak is weaker than another
+        good = pk
     beats = [int(good[-1])]
     while back[beats[-1]] >= 0:
         beats.append(int(back[beats[-1]]))

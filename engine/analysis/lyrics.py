@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import InputError
-from engine.files import MAX_TEXT_BYTES, check_input_file
+from engine.files import MAX_TEXT_BYTES, read_regular
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,10 @@ _MARKUP = re.compile(r"<[^>]*>|\{\\[^}]*\}")
 _CSV_TIME = re.compile(r"^\s*(?:(\d+):)?(\d{1,3}):(\d{1,2}(?:[.,]\d+)?)\s*$")
 
 
+#: Lyric lines closer than this (seconds) are refused: the plan keeps times to 0.1 ms.
+MIN_LINE_GAP = 1e-3
+
+
 def _frac(digits: str | None) -> float:
     return int(digits) / (10 ** len(digits)) if digits else 0.0
 
@@ -64,11 +68,8 @@ def read_text(path: str | Path, what: str = "lyrics file") -> str:
     ``what`` names the file in errors (the prompts reader, ``engine.plan.prompts``, reads these formats too).
     """
 
-    path = check_input_file(path, what, MAX_TEXT_BYTES)
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise InputError(f"cannot read the {what} ({e.strerror})", path) from None
+    path = Path(path).expanduser()
+    raw = read_regular(path, what, MAX_TEXT_BYTES)
     if not raw.strip():
         raise InputError(f"the {what} is empty", path)
     text = _decode(raw)
@@ -276,6 +277,42 @@ def _csv_words(row: list[str], time_col: int, end_col: int | None, text_col: int
     return " ".join(",".join(cells).split())
 
 
+def _csv_rows(text: str, path: str | Path) -> list[tuple[int, list[str]]]:
+    """The CSV's non-empty rows with the line each starts on, read strictly: every row is one line.
+
+    An unbalanced quote would make the csv module swallow every line after it into one cell (a silently
+    wrong lyrics file), so a quote that is never closed, text after a closing quote, or a quoted cell running
+    over several lines is refused, naming the line the row starts on.
+    """
+    reader, rows = csv.reader(io.StringIO(text), strict=True), []
+    start = 1
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:
+            if "field larger than field limit" in str(e):
+                raise InputError(f"not a readable CSV ({e})", path, start) from None
+            raise InputError(
+                f"an unbalanced quote: the row starting here does not read as CSV ({e}); close the quote, or "
+                'double a quote inside quoted words ("")',
+                path,
+                start,
+            ) from None
+        if reader.line_num > start and "".join(row).strip():
+            raise InputError(
+                f"a quoted cell runs from line {start} to line {reader.line_num}: an unbalanced quote? "
+                "Each lyric row is one line",
+                path,
+                start,
+            )
+        if "".join(row).strip():
+            rows.append((start, row))
+        start = reader.line_num + 1
+    return rows
+
+
 def parse_csv(text: str, path: str | Path = "<csv>") -> list[LyricLine]:
     """Parse CSV lyrics: a time column (``MM:SS``, ``H:MM:SS`` or seconds), an optional end, the words.
 
@@ -284,11 +321,7 @@ def parse_csv(text: str, path: str | Path = "<csv>") -> list[LyricLine]:
     start, ...; end: end, end_time, ...; words: text, lyrics, line, ...); columns it does not name go
     by position (time first, the words after it). Quoted words may hold commas.
     """
-    reader, rows = csv.reader(io.StringIO(text)), []
-    try:
-        rows.extend((reader.line_num, row) for row in reader if "".join(row).strip())
-    except csv.Error as e:  # a field over the csv module's size limit, say
-        raise InputError(f"not a readable CSV ({e})", path, reader.line_num) from None
+    rows = _csv_rows(text, path)
     header = None
     if rows and not any(_csv_is_time(c.strip()) for c in rows[0][1]):
         header = rows.pop(0)[1]
@@ -317,13 +350,16 @@ def parse_csv(text: str, path: str | Path = "<csv>") -> list[LyricLine]:
 def text_format(text: str, ext: str) -> str | None:
     """Which reader a timed-text file needs: ``"lrc"``, ``"cues"`` (SRT, WebVTT) or ``"csv"`` (:data:`PARSERS`), from
     its extension (``ext``, lower case with the dot) or else its first characters; None when neither says."""
+    # The extension decides; the content only when the extension names no format (words in a CSV may hold "-->"
+    # or "[00:01]").
+    by_ext = {".lrc": "lrc", ".srt": "cues", ".vtt": "cues", ".csv": "csv"}
+    if ext in by_ext:
+        return by_ext[ext]
     head = text.lstrip()[:200]
-    if ext == ".lrc" or (ext not in (".srt", ".vtt", ".csv") and _LRC_TAG.search(head)):
+    if _LRC_TAG.search(head):
         return "lrc"
-    if ext in (".srt", ".vtt") or "-->" in head:
+    if "-->" in head:
         return "cues"
-    if ext == ".csv":
-        return "csv"
     return None
 
 
@@ -359,4 +395,13 @@ def load_lyrics(path: str | Path) -> list[LyricLine]:
     for ly in out:
         if ly.end is not None and ly.end < ly.time:
             raise InputError(f"the line ends ({ly.end:g} s) before it starts ({ly.time:g} s)", path, ly.line)
+    for a, b in zip(out, out[1:]):
+        # Plans keep times to 0.1 ms: closer lines would get guidance spans of no length (equal times join).
+        if 0 < b.time - a.time < MIN_LINE_GAP - 1e-9:  # (1 ms written as 1.000 and 1.001 s is a whole 1 ms)
+            raise InputError(
+                f"the line starts {(b.time - a.time) * 1e6:.0f} µs after line {a.line} ({a.time:g} s): lyric lines "
+                f"must be at least {MIN_LINE_GAP * 1e3:g} ms apart, or share one time",
+                path,
+                b.line,
+            )
     return out

@@ -9,15 +9,17 @@ stdout (the add-on's mode); ``render`` always does.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 import traceback
+from fractions import Fraction
 from pathlib import Path
 
 from engine.analysis.plot import plot_bytes, plot_format
 from engine.analysis.synth import demo_lrc, demo_song
 from engine.cli.info import engine_info
-from engine.cli.parser import build_parser
+from engine.cli.parser import UsageError, build_parser
 from engine.cli.run_folder import check_run_inputs, claim_run_files, run_names, write_noted
 from engine.cli.signals import cmd_signals
 from engine.errors import InputError
@@ -29,8 +31,10 @@ from engine.files import (
     check_output_file,
     created_file,
     dumps_strict,
+    entry_kind,
     keep_created,
     make_dirs,
+    open_append,
     undo_created,
 )
 from engine.models import weights
@@ -55,10 +59,12 @@ from engine.protocol import (
 )
 from engine.render.jobs.loop import render
 from engine.render.jobs.ray_render import import_ray
+from engine.render.jobs.ray_setup import check_address_flag, probe_address
 from engine.render.step.estimate import cached_calibration, device_label
 from engine.settings import AnalysisSettings, JobSettings, RenderSettings
 from engine.stopping import StopFlag, failure, guarded, hold_signals, interrupts
 from engine.store.export import export_mp4
+from engine.store.manifest import check_render_folder
 
 # ---------------------------------------------------------------- helpers
 
@@ -72,9 +78,12 @@ def model_paths_from_args(args: argparse.Namespace):
 
 def job_from_args(args: argparse.Namespace) -> JobSettings:
     """How the render runs (``--chains``, ``--chain-at``, ``--ray*``, ...), checked before anything is written."""
-    job = JobSettings.from_args(args)
+    # --ray '' is no address (a bare --ray is a local instance): said as such, before the table's checks
+    ray = check_address_flag(args.ray)
+    job = JobSettings.from_args(argparse.Namespace(**{**vars(args), "ray": ray}))
     if job.ray is not None:
         import_ray()  # exit 2 with how to add it, before any model is loaded
+        probe_address(job.ray_address)  # a few seconds at most: nothing answering there is exit 2 before any work
     return job
 
 
@@ -103,6 +112,7 @@ def _load(paths, device_name: str, settings=None):
 def cmd_render(args: argparse.Namespace) -> int:
 
     check_output_dir(args.out, "--out")
+    check_render_folder(args.out)
     plan = load_plan(args.plan)  # checked before any model is loaded
     preset = args.preset
     if preset == "auto" and plan.get("analysis", {}).get("preset") in PRESETS:
@@ -123,13 +133,39 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
 
+    if args.timeline is not None:
+        return _export_timeline(args)
+    if args.plan_file is not None or args.song_frame or args.start_frame:
+        raise InputError("--plan, --song-frame and --start-frame go with --timeline, not with -o")
     check_output_file(args.output, "-o")
-    m = export_mp4(args.render_dir, args.output, fps=args.fps)
+    m = export_mp4(args.render_dir, args.output, fps=float(Fraction(args.rate)))
     for w in m["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
     print(
         f"wrote {args.output}: {m['frames']} frames at {m['fps']:.3f} fps, video {m['video_seconds']:.2f} s, "
         f"audio {m['audio_seconds']:.2f} s"
+    )
+    return EXIT_OK
+
+
+def _export_timeline(args: argparse.Namespace) -> int:
+    """``export --timeline``: the render as a timeline for another editor (:mod:`engine.store.timeline_export`)."""
+    from engine.store.timeline_export import export_timeline, timeline_format
+
+    timeline_format(args.timeline)  # an unknown extension before anything is read
+    check_output_file(args.timeline, "--timeline")
+    m = export_timeline(args.render_dir, args.timeline, args.rate, args.song_frame, args.start_frame, args.plan_file)
+    for w in m["warnings"]:
+        if args.events:
+            _event("warning", message=w)
+        print(f"warning: {w}", file=sys.stderr)
+    if args.events:
+        _event("exported", output=m["output"], format=m["format"], clips=m["clips"], gaps=m["gaps"])
+    movies = f", {m['movies']} segment movies" if m["movies"] else ""
+    # With --events stdout carries JSON only: the line for people goes to stderr then.
+    print(
+        f"wrote {m['output']}: {m['format']}, {m['clips']} clips, {m['gaps']} gaps{movies}",
+        file=sys.stderr if args.events else sys.stdout,
     )
     return EXIT_OK
 
@@ -212,6 +248,7 @@ def _check_plan_outputs(args: argparse.Namespace) -> None:
         "lyrics file": args.lyrics,
         "segment-settings file": getattr(args, "segment_settings", None),
         "prompts file": args.prompts,
+        "edit": getattr(args, "boundaries_from", None),
     }
     check_not_inputs({"-o": args.output, "--plot": args.plot}, inputs)
     if args.output:
@@ -245,7 +282,7 @@ def _estimate(plan: dict, args: argparse.Namespace, asked: str) -> None:
         return
 
     dev = pick_device(args.device)
-    cal = cached_calibration(dev)
+    cal = cached_calibration(dev, warn=lambda message: _warn({"warnings": [message]}, args))
     preset = plan["analysis"]["preset"]
     w, h = PRESETS[preset]["size"]
     t = plan["totals"]
@@ -296,7 +333,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
     parts = prompt_parts(args)
     preset = _preset_for_plan(args)
     settings = analysis_from_args(args, preset)
-    plan = plan_from_boundaries(args.song, parse_boundaries(args.boundaries), settings, lyrics_path=args.lyrics)
+    edit = args.boundaries_from is not None
+    bounds = _edit_boundaries(args, settings) if edit else parse_boundaries(args.boundaries)
+    try:
+        plan = plan_from_boundaries(args.song, bounds, settings, lyrics_path=args.lyrics)
+    except InputError as e:
+        if args.boundaries_from is None:
+            raise
+        raise InputError(f"--boundaries-from {args.boundaries_from}: the edit's cuts do not fit the song: {e}") from None
     if entries:
 
         plan["warnings"] += apply_segment_settings(plan, entries)
@@ -306,6 +350,21 @@ def cmd_plan(args: argparse.Namespace) -> int:
     _estimate(plan, args, args.preset)
     _emit(plan, args)
     return EXIT_OK
+
+
+def _edit_boundaries(args: argparse.Namespace, settings: AnalysisSettings) -> list[float]:
+    """``--boundaries-from``: the edit's cuts as boundaries (:mod:`engine.plan.edit_cuts`, an EDL read at the plan's
+    ``--fps``); its warnings printed."""
+    from engine.plan.edit_cuts import read_edit_cuts
+
+    check_input_file(args.song, "song")
+    bounds, warnings = read_edit_cuts(args.boundaries_from, args.song, settings.fps)
+    for w in warnings:
+        if args.events:
+            _event("warning", message=w)
+        print(f"warning: {w}", file=sys.stderr)
+    print(f"{args.boundaries_from}: {len(bounds) - 1} segments, {bounds[0]:.4f} s to {bounds[-1]:.4f} s", file=sys.stderr)
+    return bounds
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -324,7 +383,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     names = run_names(args)
     check_run_inputs(args, out, names)
     # Missing model files are found (or fetched) before anything is written: a refused run leaves nothing.
-    paths = None if settings.layout else _run_models(args)
+    paths = None if settings.layout else _run_models(args, analysis)
     job = job_from_args(args)  # Ray's presence and --chain-at are checked before anything is written
     make_dirs(out)
     # The folder's lock before anything is written there: a second run into it is refused untouched.
@@ -351,14 +410,42 @@ def _run_in(args: argparse.Namespace, out: Path, analysis: AnalysisSettings, set
     write_noted(out / "plan.json", (dumps_strict(plan) + "\n").encode("utf-8"))
     png = out / "plan.png"
     write_noted(png, picture)
+    print(_summary(song, plan))
+    print(f"plan: {out / 'plan.json'}\nplot: {png}")
+    return _run_render(args, out, settings, paths, job)
+
+
+def _summary(song, plan: dict) -> str:
+    """``run``'s line about the song's plan: tempo, segments, steps and images."""
     segs = plan["segments"]
     n_lyric = sum(any(p["kind"] == "lyric" for p in s["parts"]) for s in segs)
-    print(
+    return (
         f"{Path(str(song)).name}: {plan['analysis'].get('tempo_bpm', 0):.1f} bpm, {len(segs)} segments "
         f"({n_lyric} with lyrics), {plan['totals']['steps']} steps, {plan['totals']['images']} images"
     )
-    print(f"plan: {out / 'plan.json'}\nplot: {png}")
-    return _run_render(args, out, settings, paths, job)
+
+
+def _preview(args: argparse.Namespace, analysis: AnalysisSettings) -> None:
+    """Before saying the models are missing: what the song's plan and render would be (the terminal only).
+
+    Nothing is written where the user looks: the demo song, when it is the song, is analysed from a
+    temporary folder that is removed again.
+    """
+    import tempfile
+
+    import soundfile as sf
+
+    with tempfile.TemporaryDirectory(prefix="m2v-preview-") as tmp:
+        song, lyrics = args.song, args.lyrics
+        if song is None:
+            demo = demo_song()
+            song, lyrics = Path(tmp) / "demo_song.wav", Path(tmp) / "demo_lyrics.lrc"
+            sf.write(song, demo.y, demo.sr)
+            lyrics.write_text(demo_lrc(), encoding="utf-8")
+        plan = analyze(song, analysis, lyrics_path=lyrics)
+        _warn(plan, argparse.Namespace(**{**vars(args), "events": False}))
+        print(_summary(song, plan))
+        _estimate(plan, argparse.Namespace(**{**vars(args), "events": False}), args.preset)
 
 
 def _write_demo(out: Path) -> tuple[Path, Path]:
@@ -378,19 +465,25 @@ def _write_demo(out: Path) -> tuple[Path, Path]:
     return song, lyrics
 
 
-def _run_models(args: argparse.Namespace):
-    """The model files for ``run``, fetching the official ones on first use."""
+def _run_models(args: argparse.Namespace, analysis: AnalysisSettings):
+    """The model files for ``run``, fetching the official ones on first use.
+
+    When they cannot be had, the song's plan summary and cost are shown first (:func:`_preview`), then why.
+    """
 
     try:
         return model_paths_from_args(args)
     except InputError as missing:
         if args.no_fetch:
+            _preview(args, analysis)
             raise
         models_dir = _models_dir(args)
         print(f"downloading the official model files into {models_dir} (first use) ...", file=sys.stderr)
         try:
             weights.fetch(models_dir, progress=_fetch_bar, verify=verify_structure)
         except InputError as e:
+            print(file=sys.stderr)
+            _preview(args, analysis)
             raise InputError(
                 f"{missing}\nThe download failed too: {e}\nPreview the cut without models: python -m engine run --layout"
             ) from None
@@ -408,10 +501,10 @@ def _run_render(args: argparse.Namespace, out: Path, settings, paths, job: JobSe
     frames = out / ("layout" if args.layout else "frames")
     # People read a bar (or a line per segment); the JSON events go to a file for tools.
     events_path = out / "render-events.jsonl"
-    if not events_path.exists():
+    if entry_kind(events_path) is None:
         created_file(events_path)
     try:
-        with open(events_path, "a", encoding="utf-8") as events:
+        with io.TextIOWrapper(open_append(events_path, "event log"), encoding="utf-8") as events:
             progress = Progress(out=events, bar=sys.stderr.isatty(), segment_lines=not sys.stderr.isatty())
             code = render(out / "plan.json", frames, settings, models, progress, stop, job)
     except BaseException:
@@ -461,6 +554,17 @@ def _fail(args: argparse.Namespace | None, message: str, code: int) -> int:
     return code
 
 
+def _output_folder(args: argparse.Namespace) -> str:
+    """Where the command writes, for an error that names none (``ENOSPC`` carries no file name)."""
+    out = getattr(args, "out", None)
+    if out is None and getattr(args, "command", None) in ("analyze", "plan", "export"):
+        target = getattr(args, "output", None) or getattr(args, "plot", None) or getattr(args, "timeline", None)
+        if target is None:
+            return "the standard output"
+        out = Path(target).expanduser().absolute().parent
+    return str(out if out is not None else Path.cwd())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command (exit codes and stop signals: :mod:`engine.stopping`)."""
     return guarded(lambda: _main(argv), cleanup=undo_created)
@@ -468,10 +572,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
 
-    parser = build_parser()
+    parser = build_parser(raise_usage_errors=True)
     try:
         args = parser.parse_args(argv)
-    except SystemExit as e:  # argparse has printed its usage error (or the help) already
+    except UsageError as e:  # a flag argparse refused: bad input, through the one error path
+        sys.stderr.write(e.usage)
+        words = list(sys.argv[1:] if argv is None else argv)
+        events = "--events" in words[: words.index(e.command)] if e.command in words else "--events" in words
+        return _fail(argparse.Namespace(command=e.command, events=events), str(e), EXIT_INPUT)
+    except SystemExit as e:  # --help, --version
         return failure(e)[0]
     if not args.command:
         parser.print_help()
@@ -483,7 +592,7 @@ def _main(argv: list[str] | None) -> int:
     except Exception as e:  # noqa: BLE001 - last line of defence: report, don't crash silently
         hold_signals()  # a second signal must not cut the cleanup short
         undo_created()  # a refused command leaves nothing it created
-        code, message = failure(e)
+        code, message = failure(e, _output_folder(args))
         if message is None:
             traceback.print_exc()
             message = "internal error in the m2v engine (details above); please report it"

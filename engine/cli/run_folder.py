@@ -12,8 +12,17 @@ import argparse
 from pathlib import Path
 
 from engine.errors import InputError
-from engine.files import check_not_inputs, created_file, read_json, write_bytes_atomic, write_json_atomic
+from engine.files import (
+    check_not_inputs,
+    check_own_entry,
+    created_file,
+    entry_kind,
+    read_json,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 from engine.protocol import MANIFEST_FILE, MANIFEST_KIND
+from engine.store.manifest import check_render_folder
 
 RUN_FILES = ".m2v-run.json"
 RUN_FILES_KIND = "m2v-run-files"
@@ -28,8 +37,17 @@ def run_names(args: argparse.Namespace) -> list[str]:
     return names
 
 
+#: The names ``run`` writes that are folders (its render folder); every other name is a file.
+RUN_FOLDERS = ("frames", "layout")
+
+
 def check_run_inputs(args: argparse.Namespace, out: Path, names: list[str]) -> None:
-    """None of the files ``run`` reads (song, lyrics, footage, prompts, curves) may be one it writes."""
+    """None of the files ``run`` reads (song, lyrics, footage, prompts, curves) may be one it writes; every name it
+    writes is free.
+
+    A folder, a link or a pipe in place of one of its files (``video.mp4/``, say), or a file or link in place
+    of its render folder, is refused here, before any work (exit 2).
+    """
     inputs = {
         "song": args.song,
         "lyrics file": args.lyrics,
@@ -38,13 +56,18 @@ def check_run_inputs(args: argparse.Namespace, out: Path, names: list[str]) -> N
         "curves file": args.curves,
     }
     check_not_inputs({f"--out {out}/{n}": out / n for n in names}, inputs)
+    check_own_entry(out / RUN_FILES, "file")
+    for n in names:
+        check_own_entry(out / n, "folder" if n in RUN_FOLDERS else "file")
+        if n in RUN_FOLDERS:
+            check_render_folder(out / n)
 
 
 def _read_run_files(out: Path) -> list[str]:
     path = out / RUN_FILES
-    if not path.exists():
+    if entry_kind(path) is None:
         return []
-    doc = read_json(path, "m2v run record")
+    doc = read_json(path, "m2v run record", follow=False)
     if not isinstance(doc, dict) or doc.get("kind") != RUN_FILES_KIND or not isinstance(doc.get("files"), list):
         raise InputError("is not m2v's record of its files; choose another --out folder", path)
     return [n for n in doc["files"] if isinstance(n, str)]
@@ -52,7 +75,7 @@ def _read_run_files(out: Path) -> list[str]:
 
 def _is_render_folder(folder: Path) -> bool:
     try:
-        doc = read_json(folder / MANIFEST_FILE, "render manifest")
+        doc = read_json(folder / MANIFEST_FILE, "render manifest", follow=False)
     except InputError:
         return False
     return isinstance(doc, dict) and doc.get("kind") == MANIFEST_KIND
@@ -63,9 +86,11 @@ def claim_run_files(out: Path, names: list[str]) -> None:
     own = set(_read_run_files(out))
     for n in names:
         p = out / n
-        if n in own or not (p.exists() or p.is_symlink()):
+        kind = "folder" if n in RUN_FOLDERS else "file"
+        check_own_entry(p, kind)  # again, under the lock: only a file where a file goes, a folder where one goes
+        if n in own or entry_kind(p) is None:
             continue
-        if p.is_dir() and not p.is_symlink() and (not any(p.iterdir()) or _is_render_folder(p)):
+        if kind == "folder" and (not any(p.iterdir()) or _is_render_folder(p)):
             continue
         raise InputError(f"--out holds {n}, which m2v did not write; move it, or choose another --out folder", p)
     existed = (out / RUN_FILES).exists()

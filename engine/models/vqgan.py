@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from engine.errors import InputError
+from engine.files import MAX_TEXT_BYTES, read_regular
 from engine.models.checkpoints import check_keys, load_torch_file
 
 DDCONFIG_KEYS = (
@@ -97,7 +98,7 @@ def load_config(path: str | Path) -> VQGANConfig:
     path = Path(path)
     if not path.is_file():
         raise InputError("VQGAN config not found", path)
-    text = path.read_text(encoding="utf-8", errors="replace")
+    text = read_regular(path, "VQGAN config", MAX_TEXT_BYTES).decode("utf-8", errors="replace")
     if text.lstrip()[:15].lower().startswith(("<!doctype", "<html")):
         raise InputError("is an HTML page, not a model config: the download probably failed", path)
     try:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import InputError
-from engine.files import file_sha256, write_json_atomic
+from engine.files import entry_kind, file_sha256, open_append, read_cache_file, space_for, write_json_atomic
 
 PINS = "pins.json"
 CHUNK = 1 << 20
@@ -108,10 +108,10 @@ def default_models_dir() -> Path:
 
 
 def load_pins(models_dir: Path) -> dict[str, str]:
-    p = models_dir / PINS
+    raw = read_cache_file(models_dir / PINS)  # m2v's own record: a bounded regular file, never a pipe or link
     try:
-        pins = json.loads(p.read_text()) if p.exists() else {}
-    except (json.JSONDecodeError, OSError):
+        pins = json.loads(raw) if raw is not None else {}
+    except (ValueError, RecursionError):
         return {}
     return (
         {k: v for k, v in pins.items() if isinstance(k, str) and isinstance(v, str)} if isinstance(pins, dict) else {}
@@ -159,7 +159,9 @@ def download(
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
-    have = part.stat().st_size if part.exists() else 0
+    if entry_kind(part) not in (None, "file"):  # m2v's partial download is a plain file, never written through a link
+        raise DownloadError(f"{part} is not m2v's partial download (a link, folder or pipe); remove it", url)
+    have = part.stat().st_size if entry_kind(part) == "file" else 0
     req = urllib.request.Request(url, headers={"User-Agent": "m2v-engine"})
     if have:
         req.add_header("Range", f"bytes={have}-")
@@ -182,7 +184,7 @@ def download(
             total = have + int(length) if length is not None else None
             ctype = resp.headers.get("Content-Type", "")
             first = True
-            with open(part, "ab" if have else "wb") as f:
+            with _open_part(part, have) as f, space_for(dest.parent):
                 done = have
                 while block := resp.read(CHUNK):
                     if first and not have and not allow_html and ("text/html" in ctype or _looks_like_html(block)):
@@ -206,6 +208,14 @@ def download(
         raise DownloadError(f"wrong SHA-256 {digest} (expected {sha256}); the file was deleted", url)
     os.replace(part, dest)
     return digest
+
+
+def _open_part(part: Path, have: int):
+    """The partial download, to append to (``have`` bytes kept) or to start afresh; never through a link."""
+    if have:
+        return open_append(part, "partial download")
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    return os.fdopen(fd, "wb")
 
 
 def fetch(

@@ -17,12 +17,16 @@ import numpy as np
 from engine.analysis.audio import quiet_stderr, read_native
 from engine.errors import InputError
 from engine.files import (
+    MAX_FRAME_BYTES,
     check_input_file,
     check_not_inputs,
     check_number,
+    entry_kind,
     file_sha256,
     make_dirs,
+    read_regular,
     remove_temp_files,
+    space_for,
     temp_name,
 )
 from engine.protocol import JOURNAL_FILE, LOCK_FILE, MANIFEST_FILE, image_at
@@ -67,10 +71,10 @@ def _read_frame(render_dir: Path, rec: dict) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     path = render_dir / rec["file"]
-    try:
-        data = path.read_bytes()
-    except OSError:
-        raise InputError("a frame of the render is missing: render again to restore it", path) from None
+    if entry_kind(path) is None:
+        raise InputError("a frame of the render is missing: render again to restore it", path)
+    # A regular file of bounded size, never a link or a pipe (a FIFO in a frame's place would hang the export).
+    data = read_regular(path, "frame of the render", MAX_FRAME_BYTES, follow=False)
     if hashlib.sha256(data).hexdigest() != rec.get("sha256"):
         raise InputError("a frame of the render was changed or damaged: render again to restore it", path)
     import io
@@ -109,26 +113,28 @@ def export_mp4(render_dir: str | Path, video: str | Path, fps: float = 24.0, cod
     if isinstance(header["song"].get("sha256"), str) and file_sha256(song_path) != header["song"]["sha256"]:
         warnings.append(f"{song_path} changed since the render was made: the video gets the file as it is now")
     audio, sr = _song_audio(song_path, span)
-    make_dirs(video.parent)
+    with space_for(video.parent):
+        make_dirs(video.parent)
     remove_temp_files(video.parent, name=video.name)  # what a killed export of this very file left
     tmp = temp_name(video)
     try:
-        _encode(tmp, schedule, by_file, render_dir, first.shape, audio[:, :2], sr, fps, codec)
+        with space_for(video.parent):
+            _encode(tmp, schedule, by_file, render_dir, first.shape, audio[:, :2], sr, fps, codec)
         measured = probe(tmp)
         _check_lengths(measured, span, fps, video)
-        os.replace(tmp, video)
+        os.replace(tmp, video)  # the name is replaced: a link there is replaced, never written through
     finally:
         tmp.unlink(missing_ok=True)
     return {**measured, "warnings": warnings}
 
 
-def check_video_path(video: Path, render_dir: Path, song_path: str) -> None:
-    """Refuse an output that is the song, or one of the render's own by_file or frames."""
-    check_not_inputs({"-o": video}, {"song": song_path, "render manifest": render_dir / MANIFEST_FILE})
+def check_video_path(video: Path, render_dir: Path, song_path: str, flag: str = "-o") -> None:
+    """Refuse an output that is the song, or one of the render's own records or frames."""
+    check_not_inputs({flag: video}, {"song": song_path, "render manifest": render_dir / MANIFEST_FILE})
     inside = Path(os.path.abspath(video))
     root = Path(os.path.abspath(render_dir))
     if root in inside.parents and (inside.parent != root or inside.name in (MANIFEST_FILE, JOURNAL_FILE, LOCK_FILE)):
-        raise InputError("-o names one of the render's own files; write the video elsewhere", video)
+        raise InputError(f"{flag} names one of the render's own files; write it elsewhere", video)
 
 
 def _song_audio(song_path: str, span: tuple[float, float]) -> tuple[np.ndarray, int]:

@@ -18,19 +18,34 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 import shutil
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine import __version__, faults
 from engine.errors import InputError
-from engine.files import MAX_JSON_BYTES, check_input_file, dumps_strict, write_bytes_atomic
+from engine.files import (
+    MAX_JSON_BYTES,
+    check_own_entry,
+    dumps_strict,
+    entry_kind,
+    open_append,
+    read_regular,
+    space_for,
+    write_bytes_atomic,
+)
 from engine.protocol import (
     JOURNAL_FILE,
+    LOCK_FILE,
     MANIFEST_FILE,
     MANIFEST_KIND,
     MANIFEST_VERSION,
+    RAY_LOG_FILE,
     SEGMENT_DIR_PREFIX,
+    STATE_DIR,
     check_document,
 )
 
@@ -45,6 +60,44 @@ def segment_key(payload: dict, prev_key: str | None) -> str:
 
 def segment_folder(k: int, key: str) -> str:
     return f"{SEGMENT_DIR_PREFIX}{k:04d}_{key[:10]}"
+
+
+_KEY = re.compile(r"[0-9a-f]{64}")
+
+
+def own_folder(key: object, segment: object, folder: object) -> bool:
+    """Whether a recorded segment folder is exactly the one m2v makes for that key and segment.
+
+    Records are read back from the render folder, where anyone could have edited them: only a name m2v
+    itself makes (``seg_<k>_<key>``, directly inside the folder: no separator, no ``..``) is ever written
+    into or deleted.
+    """
+    return (
+        isinstance(key, str)
+        and _KEY.fullmatch(key) is not None
+        and isinstance(segment, int)
+        and not isinstance(segment, bool)
+        and 0 <= segment <= 9999
+        and folder == segment_folder(segment, key)
+    )
+
+
+def check_render_folder(out_dir: str | Path, folders: list[str] | tuple = (), flag: str = "--out") -> None:
+    """Before any work: every name a render writes in ``out_dir`` is absent or already what m2v makes there.
+
+    A folder, pipe or link in place of the manifest, the journal or the lock, a file or link in place of
+    the resume points' folder or a segment folder (``folders``): exit 2 at once, nothing touched.
+    """
+    out_dir = Path(out_dir).expanduser()
+    for name in (MANIFEST_FILE, JOURNAL_FILE, LOCK_FILE, RAY_LOG_FILE):
+        check_own_entry(out_dir / name, "file", flag)
+    for name in (STATE_DIR, *folders):
+        check_own_entry(out_dir / name, "folder", flag)
+
+
+def frame_file(folder: str, index: int) -> str:
+    """A frame's file, relative to the render folder (the name the journal and the manifest record)."""
+    return f"{folder}/frame_{index:05d}.png"
 
 
 @dataclass
@@ -74,6 +127,17 @@ class Entry:
         frames = {int(f["index"]): f for f in d.get("frames", [])}
         return cls(key, int(d["segment"]), str(d["folder"]), int(d["images"]), d["status"], frames, int(d["used"]))
 
+    def own_frames(self) -> list[int]:
+        """Drop frame records that do not name this entry's own frame file; returns the indices dropped."""
+        bad = [
+            i
+            for i, f in self.frames.items()
+            if not (isinstance(f, dict) and 0 <= i < self.images and f.get("file") == frame_file(self.folder, i))
+        ]
+        for i in bad:
+            del self.frames[i]
+        return bad
+
     def first_missing(self, out_dir: Path) -> int:
         """Index of the first image that is not on disk as recorded (``images`` when all are)."""
         for i in range(self.images):
@@ -81,9 +145,10 @@ class Entry:
             if f is None:
                 return i
             try:
-                if (out_dir / f["file"]).stat().st_size != f["bytes"]:
+                st = os.lstat(out_dir / f["file"])  # a link in a frame's place is not the frame
+                if not stat.S_ISREG(st.st_mode) or st.st_size != f["bytes"]:
                     return i
-            except OSError:
+            except (OSError, TypeError):
                 return i
         return self.images
 
@@ -103,6 +168,8 @@ class RenderStore:
         self._manifest_bytes = 0
         #: Journal and manifest bytes written by this process (the benchmark reports them).
         self.bytes_written = 0
+        #: What the records held that m2v did not write and ignores (the render says so in warnings).
+        self.warnings: list[str] = []
 
     # ------------------------------------------------------------ loading
 
@@ -114,13 +181,13 @@ class RenderStore:
         """
         entries, generation = {}, 0
         path = out_dir / MANIFEST_FILE
-        if not path.exists() and (out_dir / JOURNAL_FILE).exists():
+        if entry_kind(path) is None and entry_kind(out_dir / JOURNAL_FILE) is not None:
             # m2v writes its manifest before its first journal line: this journal is someone else's file.
             raise InputError(
                 f"holds a {JOURNAL_FILE} that m2v did not write (no {MANIFEST_FILE}); choose another output folder",
                 out_dir,
             )
-        if path.exists():
+        if entry_kind(path) is not None:
             data = _read_manifest(path)
             try:
                 entries = {k: Entry.from_json(k, v) for k, v in data.get("cache", {}).items()}
@@ -129,14 +196,33 @@ class RenderStore:
                 raise InputError("the render manifest is damaged; choose another output folder", path) from None
         store = cls(out_dir, header, entries, generation + 1)
         store._replay_journal(repair)
+        store._drop_foreign()
         return store
+
+    def _drop_foreign(self) -> None:
+        """Ignore records naming folders or files m2v would not make: they are never read, written or deleted."""
+        for key, e in list(self.entries.items()):
+            if not own_folder(key, e.segment, e.folder):
+                del self.entries[key]
+                self.warnings.append(
+                    f"{self.out_dir / MANIFEST_FILE}: ignored a record of segment folder {str(e.folder)[:80]!r}, "
+                    "which is not a folder m2v makes (m2v never touches it)"
+                )
+            elif e.own_frames():
+                self.warnings.append(
+                    f"{self.out_dir / MANIFEST_FILE}: ignored frame records of {e.folder} that name other files; "
+                    "those frames are rendered again"
+                )
 
     def _replay_journal(self, repair: bool) -> None:
         path = self.out_dir / JOURNAL_FILE
-        if not path.exists():
+        if entry_kind(path) is None:
             return
-        check_input_file(path, "render journal", MAX_JSON_BYTES)
-        raw = path.read_bytes()
+        raw = read_regular(path, "render journal", MAX_JSON_BYTES, follow=False)
+        if os.lstat(path).st_nlink > 1:  # cut back or appended to, it would change another file too
+            raise InputError(
+                "is a hard link to another file, not m2v's render journal; m2v leaves it alone: move it", path
+            )
         good = 0
         for line in raw.splitlines(keepends=True):
             if not line.endswith(b"\n"):
@@ -147,8 +233,11 @@ class RenderStore:
                 break
             good += len(line)
         if good < len(raw) and repair:
-            with open(path, "r+b") as f:
-                f.truncate(good)
+            fd = os.open(path, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
+            try:
+                os.ftruncate(fd, good)
+            finally:
+                os.close(fd)
         self._journal_bytes = good
 
     def _apply(self, rec: dict) -> None:
@@ -167,14 +256,15 @@ class RenderStore:
 
     def _append(self, rec: dict) -> None:
         if self._journal is None:
-            self._journal = open(self.out_dir / JOURNAL_FILE, "ab")  # noqa: SIM115 - closed in close()
+            self._journal = open_append(self.out_dir / JOURNAL_FILE, "render journal")
         line = (dumps_strict(rec, indent=None) + "\n").encode("utf-8")
         if faults.hit("journal.torn"):
             self._journal.write(line[: len(line) // 2])
             self._journal.flush()
             faults.kill()
-        self._journal.write(line)
-        self._journal.flush()
+        with space_for(self.out_dir):
+            self._journal.write(line)
+            self._journal.flush()
         faults.point("journal.appended")
         self._journal_bytes += len(line)
         self.bytes_written += len(line)
@@ -252,8 +342,10 @@ class RenderStore:
             if total <= cap_bytes:
                 break
             total -= size[key]
-            folder = self.out_dir / self.entries[key].folder
-            if folder.is_dir() and folder.name.startswith(SEGMENT_DIR_PREFIX):
+            e = self.entries[key]
+            folder = self.out_dir / e.folder
+            # Only m2v's own segment folder, directly inside the render folder, and a real one (not a link).
+            if own_folder(key, e.segment, e.folder) and entry_kind(folder) == "folder":
                 shutil.rmtree(folder, ignore_errors=True)
             del self.entries[key]
 
@@ -264,13 +356,11 @@ class RenderStore:
 
 
 def _read_manifest(path: Path) -> dict:
-    check_input_file(path, "render manifest", MAX_JSON_BYTES)
+    raw = read_regular(path, "render manifest", MAX_JSON_BYTES, follow=False)
     try:
-        data = json.loads(path.read_bytes())
+        data = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise InputError("the render manifest is damaged; choose another output folder", path) from None
-    except OSError as e:
-        raise InputError(f"cannot read the render manifest ({e.strerror})", path) from None
     try:
         check_document(data, MANIFEST_KIND, MANIFEST_VERSION)
     except ValueError as e:
@@ -281,7 +371,7 @@ def _read_manifest(path: Path) -> dict:
 def load_render(out_dir: str | Path) -> RenderStore:
     """A finished or partial render's record, for readers (export): manifest plus journal, read only."""
     out_dir = Path(out_dir)
-    if not (out_dir / MANIFEST_FILE).exists():
+    if entry_kind(out_dir / MANIFEST_FILE) is None:
         raise InputError("no render here (no manifest.json): render first", out_dir)
     data = _read_manifest(out_dir / MANIFEST_FILE)
     store = RenderStore.open(out_dir, {}, repair=False)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import InputError
-from engine.files import write_bytes_atomic
+from engine.files import entry_kind, write_bytes_atomic
 from engine.models.checkpoints import UnsafeCheckpoint, load_torch_file
 
 _NAME = re.compile(r"^([0-9a-f]{64})-(\d{5})\.pt$")
@@ -42,12 +42,14 @@ def snapshot_name(key: str, images: int) -> str:
 
 
 def list_snapshots(state_dir: Path) -> list[Snapshot]:
-    if not state_dir.is_dir():
+    if entry_kind(state_dir) != "folder":
         return []
     out = []
     for p in state_dir.iterdir():
         m = _NAME.match(p.name)
-        if m:
+        # Only regular files: a pipe, folder or link under a resume point's name is not m2v's (and a pipe would
+        # block the read), so it is neither read nor deleted.
+        if m and entry_kind(p) == "file":
             out.append(Snapshot(m.group(1), int(m.group(2)), p))
     return out
 

@@ -23,7 +23,16 @@ from engine.models.factory import pick_device
 from engine.plan.chains import chain_starts
 from engine.plan.schema import load_plan
 from engine.progress import Progress
-from engine.protocol import AUDIO_RATE, JOURNAL_FILE, LOCK_FILE, MANIFEST_FILE, SEGMENT_DIR_PREFIX, STATE_DIR
+from engine.protocol import (
+    AUDIO_RATE,
+    EXIT_CANCELLED,
+    JOURNAL_FILE,
+    LOCK_FILE,
+    MANIFEST_FILE,
+    RAY_LOG_FILE,
+    SEGMENT_DIR_PREFIX,
+    STATE_DIR,
+)
 from engine.render.jobs.job import RenderJob
 from engine.render.jobs.keys import keys_and_image_keys
 from engine.render.jobs.ray_render import RayRenderJob
@@ -31,7 +40,7 @@ from engine.render.sources.cards import CardSource
 from engine.render.sources.model import ModelSource, fit_size
 from engine.settings import JobSettings, RenderSettings
 from engine.stopping import StopFlag
-from engine.store.manifest import RenderStore
+from engine.store.manifest import RenderStore, check_render_folder, segment_folder
 
 
 def load_plan_song(plan: dict, progress) -> np.ndarray:
@@ -94,6 +103,7 @@ def render(
     progress, stop = progress or Progress(), stop or StopFlag()
     job = JobSettings.of(job, **job_values)
     out_dir = check_output_dir(out_dir, "--out")
+    check_render_folder(out_dir)
     plan = load_plan(plan_path)
     starts = chain_starts(plan, job.chains, job.chain_at)
     song_16k = load_plan_song(plan, progress)
@@ -115,6 +125,8 @@ def _render_into(plan, song_16k, out_dir: Path, settings, source, progress, stop
     """The part of a render that writes: keys, the folder's lock, its cache, the job."""
     starts = getattr(source, "starts", [0])
     keys, image_keys = keys_and_image_keys(plan, song_16k, settings, source.ids(), source.key_content, starts)
+    check_render_folder(out_dir, [segment_folder(k, key) for k, key in enumerate(keys)])
+    new_folder = not out_dir.exists()
     make_dirs(out_dir)
     with FolderLock(out_dir, LOCK_FILE):
         remove_temp_files(out_dir, (SEGMENT_DIR_PREFIX, STATE_DIR))
@@ -122,12 +134,17 @@ def _render_into(plan, song_16k, out_dir: Path, settings, source, progress, stop
         if len(starts) > 1:
             header["chains"] = [plan["segments"][k]["start"] for k in starts]
         store = RenderStore.open(out_dir, header)
-        had = {p: (out_dir / p).exists() for p in (MANIFEST_FILE, JOURNAL_FILE, STATE_DIR)}
+        for w in store.warnings:
+            progress.emit("warning", message=w)
+        had = {p: (out_dir / p).exists() for p in (MANIFEST_FILE, JOURNAL_FILE, STATE_DIR, RAY_LOG_FILE)}
         try:
             runner = job_class(
                 plan, keys, store, source, progress, job.snapshot_every, job.cache_cap_bytes, image_keys=image_keys
             )
             code = runner.render(stop)
+            if code == EXIT_CANCELLED and not any(e.frames for e in store.entries.values()):
+                store.close()  # stopped before any frame (a Ray render stopped while Ray started): as it was found
+                _undo_bookkeeping(out_dir, had)
         except BaseException:
             store.close()
             if not any(e.frames for e in store.entries.values()):
@@ -136,6 +153,9 @@ def _render_into(plan, song_16k, out_dir: Path, settings, source, progress, stop
         finally:
             store.close()
             remove_temp_files(out_dir, (SEGMENT_DIR_PREFIX, STATE_DIR))
+    if new_folder and code == EXIT_CANCELLED:
+        with contextlib.suppress(OSError):
+            out_dir.rmdir()  # only when empty: nothing was rendered into the folder this render made
     return code
 
 

@@ -19,18 +19,22 @@ count, come out bit for bit as before.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
+import json
 import queue
 import shutil
-import sys
 import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from engine.errors import InputError
+from engine.errors import ExternalError, InputError
+from engine.files import MAX_CACHE_BYTES, read_regular
 from engine.models.factory import load_models, pick_device
 from engine.plan.chains import chain_spans
+from engine.protocol import EXIT_INTERNAL, LOCK_FILE, RAY_LOG_FILE, make_event
+from engine.render.jobs import ray_setup
 from engine.render.jobs.job import RenderJob
 from engine.render.jobs.produce import (
     ImageReady,
@@ -43,6 +47,7 @@ from engine.render.jobs.produce import (
 )
 from engine.render.sources.model import ModelSource
 from engine.settings import JobSettings, RenderSettings
+from engine.stopping import exit_without_handlers
 from engine.store.snapshots import encode_state, latest_on_chain, list_snapshots, snapshot_name
 from engine.store.writer import encode_image
 
@@ -58,6 +63,8 @@ HOW_TO_ADD = (
 BACKLOG = 8
 #: How often one chain may be retried after its worker died.
 RETRIES = 3
+#: Seconds before a chain's n-th retry: 1, 2, 4... (a failure that repeats at once does not burn every retry).
+RETRY_BACKOFF_S = 1.0
 
 
 def import_ray():
@@ -71,9 +78,14 @@ def import_ray():
 
 def connect(ray, address: str | None) -> bool:
     """Join (or start, for ``address`` None) a Ray instance; True when this call started or joined it (so it shuts it
-    down)."""
+    down).
+
+    The address is probed first (a few seconds at most, :func:`engine.render.jobs.ray_setup.probe_address`), and
+    m2v's stop handlers stay in place while Ray starts (:func:`engine.render.jobs.ray_setup.keep_stop_handlers`).
+    """
     if ray.is_initialized():
         return False
+    ray_setup.probe_address(address)
     engine_dir = str(Path(__file__).resolve().parents[2])  # the engine package, not engine/render/jobs
     kw = {
         "runtime_env": {"py_modules": [engine_dir]},  # workers on other machines get this engine's code
@@ -82,25 +94,27 @@ def connect(ray, address: str | None) -> bool:
         "configure_logging": False,
     }
     try:
-        if address is None:
-            ray.init(**kw)
-        else:
-            ray.init(address=address, **kw)
+        with ray_setup.keep_stop_handlers():
+            if address is None:
+                ray.init(**kw)
+            else:
+                ray.init(address=address, **kw)
     except (ConnectionError, ValueError, RuntimeError) as e:
-        where = address or "a local instance"
-        raise InputError(f"--ray {where}: cannot start or reach the Ray cluster ({e})") from None
+        if address is None:
+            raise InputError(f"--ray: cannot start a local Ray instance ({ray_setup.one_line(e)})") from None
+        raise InputError(f"--ray {address}: cannot reach the Ray cluster ({ray_setup.one_line(e)})") from None
     return True
 
 
 class ChainWorker:
     """A Ray worker's state: the models, loaded once, and the plan's frame source (see the module)."""
 
-    def __init__(self, paths, settings, plan: dict, song_16k, starts: list[int], device: str, threads: int) -> None:
+    def __init__(
+        self, paths, settings, plan: dict, song_16k, starts: list[int], device: str, threads: int, job_id: str = ""
+    ) -> None:
         import os
-        import tempfile
 
         import torch
-
 
         t0 = time.monotonic()
         if device == "cpu" or not torch.cuda.is_available():
@@ -113,9 +127,11 @@ class ChainWorker:
         self.source = ModelSource(plan, settings, models, song_16k, dev)
         self.source.starts = starts
         self.stop_event = threading.Event()
-        self.tmp = tempfile.mkdtemp(prefix="m2v-chain-")
-        atexit.register(shutil.rmtree, self.tmp, True)  # the resume-point copies go with the worker
-        self.info_ = {"pid": os.getpid(), "node": _node_ip(), "load_s": round(time.monotonic() - t0, 3)}
+        self.job_id = job_id
+        self.tmp = ray_setup.worker_dir(job_id)  # the driver removes it at the end, this worker dead or alive
+        atexit.register(shutil.rmtree, self.tmp, True)
+        info = {"pid": os.getpid(), "node": _node_ip(), "load_s": round(time.monotonic() - t0, 3)}
+        self.info_ = {**info, "tmp": self.tmp}
 
     def info(self) -> dict:
         return self.info_
@@ -123,9 +139,19 @@ class ChainWorker:
     def stop(self) -> None:
         self.stop_event.set()
 
-    def render_chain(self, todo: list[Work], keys: list[str], snapshots: dict, snapshot_every: float):
+    def close(self, every: bool = False) -> int:
+        """Remove this worker's folder; ``every``: all of this render's on this node (the end: dead workers' too)."""
+        if every:
+            return ray_setup.remove_worker_dirs(self.job_id, {self.tmp})
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        return 1
+
+    def render_chain(self, todo: list[Work], keys: list[str], snapshots: dict, snapshot_every: float, origin: str = ""):
         """Stream a chain's messages (:func:`engine.render.jobs.produce.produce`), resuming from the given resume
-        points; images and resume points travel encoded."""
+        points; images and resume points travel encoded.
+
+        ``origin``: the driver's resume-point folder, named in errors instead of this worker's copy of it.
+        """
         state_dir = Path(self.tmp) / "state"
         shutil.rmtree(state_dir, ignore_errors=True)
         state_dir.mkdir(parents=True)
@@ -136,6 +162,10 @@ class ChainWorker:
             # A plain loop, not ``yield from``: Ray drives this generator with send().
             for msg in produce(self.source, todo, keys, state_dir, snapshot_every, self.stop_event.is_set):
                 yield _for_transport(msg)
+        except InputError as e:
+            if not origin:
+                raise
+            raise InputError(str(e).replace(str(state_dir), origin)) from None
         finally:
             shutil.rmtree(state_dir, ignore_errors=True)
 
@@ -167,6 +197,7 @@ class Chain:
     work: list[Work]
     attempts: int = 0
     latest: tuple[str, bytes] | None = None  # the newest resume point received: (file name, bytes)
+    not_before: float = 0.0  # monotonic time before which a retry does not start (back-off)
 
 
 class RayRenderJob(RenderJob):
@@ -184,6 +215,9 @@ class RayRenderJob(RenderJob):
         self.begun: set[int] = set()
         self.finished: set[int] = set()
         self.got: dict[int, set[int]] = {}
+        self.job_id = ray_setup.new_job_id()
+        self.worker_dirs: set[str] = set()  # reported by the workers: removed at the end
+        self.ray_lost = False  # Ray died under the render: no more calls into it (they would end the process)
 
     def images(self, todo: list[Work], stop) -> bool:
         """Hand the chains to Ray workers and route what they send; True when stopped before the end."""
@@ -195,28 +229,54 @@ class RayRenderJob(RenderJob):
             return False
         ray = import_ray()
         t0 = time.monotonic()
-        # Ray prints its workers' deaths to stdout, where the events go: to stderr with it, while it runs.
-        stdout, sys.stdout = sys.stdout, sys.stderr
+        guard = self._guardian()
         try:
-            started = connect(ray, self.job_settings.ray_address)
-        except BaseException:
-            sys.stdout = stdout
-            raise
-        if started and hasattr(stop, "install"):
-            stop.install()  # Ray's core worker installs its own SIGTERM handler (a crash report): ours again
-        try:
-            actors = self._actors(ray, len(chains))
-            self.writer.emit(
-                "ray_start",
-                address=self.job_settings.ray_address or "local",
-                workers=len(actors),
-                startup_s=round(time.monotonic() - t0, 3),
-            )
-            return _Driver(self, ray, actors, chains, stop).drive()
+            return self._ray_images(ray, chains, stop, t0)
         finally:
-            if started:
-                ray.shutdown()
-            sys.stdout = stdout
+            if self.ray_lost:  # Ray may still end this process before it is over: the guardian says so then
+                atexit.register(guard.disarm)
+                exit_without_handlers(guard.disarm)  # Ray's own exit handlers would crash the process now
+            else:
+                guard.disarm()
+
+    def _guardian(self) -> ray_setup.Guardian:
+        log = self.store.out_dir / RAY_LOG_FILE
+        message = (
+            "the render's process ended before the render did (Ray ends it when a process of Ray's on this "
+            f"machine dies); finished frames are kept, run again to resume. Ray's log: {log}"
+        )
+        event = json.dumps(make_event("error", message=message, code=EXIT_INTERNAL), ensure_ascii=False)
+        return ray_setup.Guardian(self.store.out_dir / LOCK_FILE, getattr(self.progress, "out", None), message, event)
+
+    def _ray_images(self, ray, chains: list[Chain], stop, t0: float) -> bool:
+        # Ray's own lines (its notices, restarts, advice) go to ray.log in the render folder, not the terminal.
+        with ray_setup.RayLog(self.store.out_dir / RAY_LOG_FILE, self.progress) as log:
+            started = connect(ray, self.job_settings.ray_address)
+            if started and hasattr(stop, "install"):
+                stop.install()  # Ray's core worker installs its own SIGTERM handler (a crash report): ours again
+            driver = None
+            try:
+                if stop.stop:  # stopped while Ray started: no worker to start
+                    return True
+                actors = self._actors(ray, len(chains))
+                self.writer.emit(
+                    "ray_start",
+                    address=self.job_settings.ray_address or "local",
+                    workers=len(actors),
+                    startup_s=round(time.monotonic() - t0, 3),
+                )
+                driver = _Driver(self, ray, actors, chains, stop)
+                return driver.drive()
+            finally:
+                if self.ray_lost:
+                    ray_setup.forget_ray_at_exit()
+                    log.keep = True
+                else:
+                    if driver is not None:
+                        driver.close()
+                    if started:
+                        ray.shutdown()
+                ray_setup.remove_worker_dirs(self.job_id, self.worker_dirs)
 
     def _chains(self, todo: list[Work]) -> list[Chain]:
 
@@ -229,17 +289,16 @@ class RayRenderJob(RenderJob):
 
     def _actors(self, ray, n_chains: int) -> list:
         job = self.job_settings
-        gpus = ray.cluster_resources().get("GPU", 0) if job.device in ("auto", "cuda") else 0
-        if gpus >= 1:
-            res, device, auto = {"num_gpus": 1}, "cuda", int(gpus)
-        else:
-            cpus = ray.cluster_resources().get("CPU", 1)
-            res, device, auto = {"num_cpus": job.ray_cpus}, "cpu", max(1, int(cpus // job.ray_cpus))
-        n = max(1, min(job.ray_workers or auto, n_chains))
+        # As many workers as the cluster holds at once (--ray-cpus above every node's CPUs: exit 2).
+        use_gpus = job.device in ("auto", "cuda")
+        res, device, n, warnings = ray_setup.plan_workers(ray, job.ray_workers, job.ray_cpus, use_gpus, n_chains)
+        for w in warnings:
+            self.writer.emit("warning", message=w)
         remote = ray.remote(max_restarts=RETRIES, max_task_retries=0, max_concurrency=2, **res)(ChainWorker)
         # Held for the job's life: a restarted actor reads its arguments again.
         self.refs = plan, song = ray.put(self.plan), ray.put(self.song)
-        args = (self.models.paths, self.settings, plan, song, list(self.source.starts), device, job.ray_cpus)
+        starts = list(self.source.starts)
+        args = (self.models.paths, self.settings, plan, song, starts, device, job.ray_cpus, self.job_id)
         return [remote.remote(*args) for _ in range(n)]
 
     # ------------------------------------------------------------ the driver's records of a chain
@@ -258,8 +317,8 @@ class RayRenderJob(RenderJob):
         snaps, out = list_snapshots(self.state_dir), {}
         for w in self.remaining(chain):
             found = latest_on_chain(snaps, self.keys, w.k, w.first, first=chain.index)
-            if found is not None:
-                out[found[1].path.name] = found[1].path.read_bytes()
+            if found is not None:  # a regular file (list_snapshots), read without blocking; errors name it
+                out[found[1].path.name] = read_regular(found[1].path, "resume point", 64 * MAX_CACHE_BYTES, False)
         if chain.latest is not None:
             out[chain.latest[0]] = chain.latest[1]
         return out
@@ -300,6 +359,8 @@ class _Driver:
         self.busy: dict[int, object] = {}
         self.inbox: queue.Queue = queue.Queue()
         self.stopping = False
+        self.ready: set = set()  # the workers that came up (a worker still loading is ended without a word)
+        self.checked = time.monotonic()  # when Ray's raylet was last seen alive
 
     def drive(self) -> bool:
         """True when the render was stopped before every chain was done."""
@@ -311,7 +372,12 @@ class _Driver:
                 for actor in self.busy.values():
                     actor.stop.remote()
             while self.todo and self.idle and not self.stopping:
-                self._start(self.todo.pop(0), self.idle.pop(0))
+                ready = [c for c in self.todo if c.not_before <= time.monotonic()]
+                if not ready:
+                    break
+                self.todo.remove(ready[0])
+                self._start(ready[0], self.idle.pop(0))
+            self._check_ray()
             try:
                 chain, msg = self.inbox.get(timeout=0.2)
             except queue.Empty:
@@ -325,10 +391,11 @@ class _Driver:
         return self.stopping
 
     def _start(self, chain: Chain, actor) -> None:
+        self._check_ray(now=True)
         chain.attempts += 1
         self.busy[chain.index] = actor
         job = self.job
-        args = (job.remaining(chain), job.keys, job.resume_points(chain), job.snapshot_every)
+        args = (job.remaining(chain), job.keys, job.resume_points(chain), job.snapshot_every, str(job.state_dir))
         threading.Thread(target=self._stream, args=(chain, actor, args), daemon=True).start()
 
     def _stream(self, chain: Chain, actor, args) -> None:
@@ -336,10 +403,17 @@ class _Driver:
         error = None
         try:
             info = self._ready(actor)
+            self.ready.add(actor)
+            if info.get("tmp"):
+                self.job.worker_dirs.add(info["tmp"])
             segs = [w.k for w in chain.work]
             self.inbox.put((chain, ("event", "chain_start", {"chain": chain.index, "segments": segs, **info})))
             call = actor.render_chain.options(num_returns="streaming", _generator_backpressure_num_objects=BACKLOG)
-            for ref in call.remote(*args):
+            stream = call.remote(*args)
+            while self._ray_up():  # each call into a dead Ray would end the process: look first
+                ref = next(stream, None)
+                if ref is None:
+                    break
                 self.inbox.put((chain, self.ray.get(ref)))
         except BaseException as e:  # noqa: BLE001 - handed to the driver's thread
             error = e
@@ -347,24 +421,68 @@ class _Driver:
 
     def _ready(self, actor) -> dict:
         """The worker's pid, node and model-loading time, once it is up (a restarted one reloads its models)."""
-        while True:
+        while self._ray_up():
             try:
                 return self.ray.get(actor.info.remote())
             except self.ray.exceptions.ActorUnavailableError:
                 time.sleep(0.5)
+        return {}
+
+    def _ray_up(self, deep: bool = False) -> bool:
+        """(any thread) Whether Ray may still be called: this machine's raylet lives (``raylet_alive``) and, ``deep``,
+        its node counts as alive (``own_node_alive``)."""
+        if not self.job.ray_lost and not ray_setup.raylet_alive():
+            self.job.ray_lost = True
+        if deep and not self.job.ray_lost and not ray_setup.own_node_alive(self.ray):
+            self.job.ray_lost = True
+        return not self.job.ray_lost
+
+    def _check_ray(self, now: bool = False) -> None:
+        """Stop the render, cleanly, when this machine's Ray died: before each worker start, retry or release, else
+        each few seconds."""
+        if not now and time.monotonic() - self.checked < 0.5:
+            return
+        self.checked = time.monotonic()
+        if not self._ray_up(deep=True):
+            raise ExternalError(
+                "Ray stopped under the render (a process of Ray's on this machine died); finished frames are kept, "
+                f"run again to resume. Ray's log: {self.job.store.out_dir / RAY_LOG_FILE}"
+            )
+
+    def close(self) -> None:
+        """Release every worker: each removes this render's folders on its node, then it is ended."""
+        for actor in list(self.idle) + list(self.busy.values()):
+            self._release(actor, every=True)
+        self.idle.clear()
+
+    def _release(self, actor, every: bool = False) -> None:
+        """End a worker that has no chain left, so its CPUs (or GPU) are free for the rest of the cluster."""
+        if not self._ray_up(deep=True):
+            return
+        if actor in self.ready:
+            with contextlib.suppress(Exception):  # a worker already gone: its node's folders go at the end
+                self.ray.get(actor.close.remote(every), timeout=10)
+        with contextlib.suppress(Exception):  # a worker already gone: its node's folders go at the end
+            self.ray.kill(actor, no_restart=True)
 
     def _exit(self, chain: Chain, error) -> None:
         actor = self.busy.pop(chain.index)
-        self.idle.append(actor)
         job = self.job
+        self._check_ray(now=True)  # a worker's error may be Ray dying under it: no retry then
         if error is None:
             job.writer.emit("chain_end", chain=chain.index, attempts=chain.attempts)
+            if self.todo or self.stopping:
+                self.idle.append(actor)
+            else:
+                self._release(actor)  # nothing left to hand out: its resources go back to the cluster
             return
+        self.idle.append(actor)
         if isinstance(error, self.ray.exceptions.RayTaskError):
             cause = getattr(error, "cause", None)
             if isinstance(cause, InputError):
-                raise cause from None
-            raise RuntimeError(f"a Ray worker failed on chain {chain.index}: {error}") from None
+                raise InputError(ray_setup.one_line(cause)) from None
+            why = ray_setup.one_line(getattr(cause, "args", [error])[0] if cause is not None else error)
+            raise RuntimeError(f"a Ray worker failed on chain {chain.index}: {why}") from None
         if not isinstance(error, self.ray.exceptions.RayError):
             raise error
         if isinstance(error, self.ray.exceptions.RayActorError) and error.actor_init_failed:
@@ -373,12 +491,16 @@ class _Driver:
             last = lines[-1] if lines else str(error)
             if "InputError" in last:
                 raise InputError("a Ray worker could not start: " + last.split("InputError:", 1)[-1].strip())
-            raise RuntimeError(f"a Ray worker could not start: {error}")
+            raise ExternalError(f"a Ray worker could not start: {ray_setup.one_line(error)}")
         if self.stopping:
             return  # stopped anyway: the next render resumes from what was written
         if chain.attempts > RETRIES:
-            raise RuntimeError(f"chain {chain.index}: its worker died {chain.attempts} times ({error})")
+            raise ExternalError(
+                f"chain {chain.index}: its Ray worker died {chain.attempts} times ({type(error).__name__}); "
+                f"see {job.store.out_dir / RAY_LOG_FILE}"
+            )
         left = job.remaining(chain)
         at = (left[0].k, left[0].first) if left else (chain.index, 0)
         job.writer.emit("chain_retry", chain=chain.index, segment=at[0], index=at[1], reason=type(error).__name__)
+        chain.not_before = time.monotonic() + RETRY_BACKOFF_S * 2 ** (chain.attempts - 1)
         self.todo.insert(0, chain)

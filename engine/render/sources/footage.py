@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import InputError
-from engine.files import cache_dir, check_input_file, file_sha256, write_json_atomic
+from engine.files import cache_dir, check_input_file, file_sha256, read_cache_file, write_json_atomic
 
 # Still images (STILL_SUFFIXES) are read with PIL; anything else that is a file is opened as a movie (PyAV).
 from engine.protocol import STILL_SUFFIXES, image_slots
@@ -283,9 +283,12 @@ def _read_digest_cache(path: Path, width: int, height: int) -> dict[int, str]:
     """The cached digests, or none: a damaged or foreign cache file is ignored and rewritten, never trusted."""
     import json
 
+    raw = read_cache_file(path)  # a bounded regular file, never a pipe (it would hang) or a link
+    if raw is None:
+        return {}
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        doc = json.loads(raw)
+    except (ValueError, RecursionError):
         return {}
     if not (
         isinstance(doc, dict)

@@ -12,10 +12,15 @@ same model (``engine.protocol.estimate_seconds``) when markers or settings chang
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 
-from engine.files import cache_dir, write_json_atomic  # noqa: F401 - cache_dir: part of this module's interface
+from engine.files import (  # noqa: F401 - cache_dir: part of this module's interface
+    cache_dir,
+    read_cache_file,
+    write_json_atomic,
+)
 from engine.models.architectures import OFFICIAL_CLIP, official_models
 from engine.render.step.optimize import Optimizer
 from engine.render.step.precision import step_precision
@@ -92,23 +97,60 @@ def device_label(device) -> str:
     return f"CPU ({os.cpu_count()} cores, {platform.machine()})"
 
 
-def cached_calibration(device) -> dict:
-    """The calibration of this device (and torch version), measured once and kept in the cache folder."""
+#: What each calibration field may be (seconds): a cache entry outside these bounds is measured again.
+_CAL_FIELDS = {"decode_s_per_mpix": 1e4, "clip_s_per_cutout": 1e3, "step_overhead_s": 1e3, "image_s": 1e3}
+
+
+def valid_calibration(cal: object, device_type: str | None = None) -> bool:
+    """Whether a cached calibration holds what :func:`calibrate` measures: finite, non-negative, bounded seconds.
+
+    ``calibration.json`` lives in a cache folder anyone may edit: a NaN, a string, a negative or an absurd
+    number there would make every estimate wrong (or raise), so such an entry is ignored and measured again.
+    """
+    if not isinstance(cal, dict) or cal.get("version") != CALIBRATION_VERSION:
+        return False
+    if device_type is not None and cal.get("device") != device_type:
+        return False
+    for name, hi in _CAL_FIELDS.items():
+        v = cal.get(name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 <= v <= hi:
+            return False
+    return cal["decode_s_per_mpix"] + cal["clip_s_per_cutout"] + cal["step_overhead_s"] > 0
+
+
+def cached_calibration(device, warn=None) -> dict:
+    """The calibration of this device (and torch version), measured once and kept in the cache folder.
+
+    A cache entry that fails its check is measured again; a cache folder that cannot be written (read-only,
+    a file in its place, a full disk) only means no cache: ``warn`` is told once, and the estimate goes on.
+    """
     import torch
 
     # The formats are in the key: a calibration timed before the decoder ran in bf16 would overstate its time.
     formats = "+".join(f"{k}={v}" for k, v in sorted(step_precision(DEFAULT_PRECISION, device).formats().items()))
     key = f"{device.type}|{device_label(device)}|torch {torch.__version__}|{OFFICIAL_CLIP}+f16_16384|{formats}"
     path = cache_dir() / "calibration.json"
-    try:
-        known = json.loads(path.read_text(encoding="utf-8"))
+    known = {}
+    raw = read_cache_file(path)  # a bounded regular file, never a pipe, a device or a link
+    if raw is not None:
+        try:
+            known = json.loads(raw)
+        except (ValueError, RecursionError):
+            known = {}
         if not isinstance(known, dict):
             known = {}
-    except (OSError, ValueError):
-        known = {}
     cal = known.get(key)
-    if not (isinstance(cal, dict) and cal.get("version") == CALIBRATION_VERSION):
+    if not valid_calibration(cal, device.type):
         cal = {**calibrate(device), "label": device_label(device)}
+        known = {k: v for k, v in known.items() if isinstance(k, str) and valid_calibration(v)}
         known[key] = cal
-        write_json_atomic(known, path)
+        try:
+            write_json_atomic(known, path)
+        except OSError as e:  # a full disk too (NoSpaceError is an OSError)
+            if warn is not None:
+                why = e.strerror or str(e)
+                warn(
+                    f"the cache folder {path.parent} cannot be written ({why}): no calibration cache, it is "
+                    "measured again next time"
+                )
     return cal
