@@ -39,6 +39,12 @@ MANIFEST_KIND, MANIFEST_VERSION = "m2v-render", 2
 INFO_KIND, INFO_VERSION = "m2v-info", 1
 SEGMENT_SETTINGS_KIND, SEGMENT_SETTINGS_VERSION = "m2v-segment-settings", 1
 ANALYSIS_SUMMARY_KIND, ANALYSIS_SUMMARY_VERSION = "m2v-analysis-summary", 1
+#: Timed prompts (``--prompts``, ``engine.plan.prompts``) and keyframed settings (``--curves``, ``engine.plan.curves``).
+PROMPTS_KIND, PROMPTS_VERSION = "m2v-prompts", 1
+CURVES_KIND, CURVES_VERSION = "m2v-curves", 1
+#: The music as curves (``engine signals``, ``engine.plan.signals``): what Bake Music to F-Curve writes as keyframes.
+SIGNALS_KIND, SIGNALS_VERSION = "m2v-signals", 1
+#: (The signals themselves are a list of choices: ``engine.settings_table.SIGNALS``.)
 
 # ---------------------------------------------------------------- defaults
 

@@ -48,9 +48,13 @@ class TableSettings:
     SCOPES: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
-        checked = check_values(dataclasses.asdict(self), self.SCOPES)
+        checked = check_values(self.row_values(), self.SCOPES)
         for name, value in checked.items():
             object.__setattr__(self, name, value)
+
+    def row_values(self) -> dict:
+        """The rows' fields and their values (not a class's own fields, such as ``RenderSettings.curves``)."""
+        return {name: getattr(self, name) for name, _ in scope_fields(*self.SCOPES)}
 
     @classmethod
     def rows(cls) -> list[Setting]:
@@ -113,12 +117,39 @@ class AnalysisSettings(TableSettings):
 @made_from_table("render")
 class RenderSettings(TableSettings):
     """Everything a user controls that changes the frames (recorded in the manifest and the cache keys): one
-    field per ``render`` row of :mod:`engine.settings_table`, in its order (the keys depend on it)."""
+    field per ``render`` row of :mod:`engine.settings_table`, in its order (the keys depend on it), and the
+    keyframed ones' curves.
+
+    ``curves``: ``{row name: engine.plan.curves.Curve}`` of the ``animatable`` rows whose value changes over the
+    song (``--curves``; see :meth:`with_curves`), else None. Each image then takes the curve's value at its start
+    (:meth:`image_values`), and that value, not the flag's, enters its segment's key.
+    """
+
+    curves: dict | None = None
+
+    def with_curves(self, curves: dict) -> RenderSettings:
+        """These settings with keyframed rows (``{name: Curve}``, checked by ``engine.plan.curves``). A curve that holds
+        one value everywhere is that value, as its flag would give it (the same keys and frames); the rest animate."""
+        values, animated = {}, {}
+        for name, curve in curves.items():
+            held = curve.constant()
+            if held is None:
+                animated[name] = curve
+            elif name in self.__dataclass_fields__:  # a segment row (prompt_weight) has no field: the curve stays
+                values[name] = held
+            else:
+                animated[name] = curve
+        return dataclasses.replace(self, **values, curves=animated or None)
+
+    def animated(self, name: str) -> bool:
+        """Whether row ``name`` changes from image to image (a curve that is not one value)."""
+        return bool(self.curves) and name in self.curves
 
     @property
     def motion_active(self) -> bool:
-        """Whether the images move (any of zoom, rotation, shift is not zero)."""
-        return self.zoom != 0.0 or self.rotate != 0.0 or tuple(self.shift) != (0.0, 0.0)
+        """Whether the images move (any of zoom, rotation, shift is not zero, or is keyframed)."""
+        moving = self.zoom != 0.0 or self.rotate != 0.0 or tuple(self.shift) != (0.0, 0.0)
+        return moving or any(self.animated(n) for n in ("zoom", "rotate", "shift"))
 
     @property
     def needs_encoder(self) -> bool:
@@ -126,8 +157,9 @@ class RenderSettings(TableSettings):
         return not self.layout and (self.footage is not None or self.motion_active)
 
     def saved(self) -> dict:
-        """Every setting under its saved name, for the manifest (the manifest and the keys are a format)."""
-        return {_SAVED.get(k, k): v for k, v in dataclasses.asdict(self).items()}
+        """Every setting under its saved name, for the manifest (the manifest and the keys are a format); a keyframed
+        row's value is each image's, in the frames' records."""
+        return {_SAVED.get(k, k): v for k, v in self.row_values().items()}
 
     def key_fields(self) -> dict:
         """What every segment's key holds: the render-wide settings (a setting added since the keys' first format
@@ -135,16 +167,23 @@ class RenderSettings(TableSettings):
         key instead (:mod:`engine.render.jobs.keys`): a changed footage strip re-renders from what it covers on, and a
         render without footage or motion keeps the keys it always had."""
         out = {}
+        animated = {_SAVED.get(n, n) for n in self.curves or ()}
         for name, value in self.saved().items():
             if name in _PER_SEGMENT_SAVED or (name not in RENDER_KEY_ALWAYS and value == _DEFAULTS.get(name)):
+                continue
+            if name in animated:  # each image's value is in its segment's key; the flag's says nothing then
                 continue
             out[name] = value
         return out
 
     def image_values(self, name: str, times: list[float]):
-        """Row ``name``'s value for images starting at ``times`` (song seconds): one value for all today (no
-        setting is keyframed yet); a list of each image's own value where the row is animated."""
-        return getattr(self, name)
+        """Row ``name``'s value for images starting at ``times`` (song seconds): its one value (``None`` for a row
+        this class has no field of, a segment row), or where the row is keyframed a list of each image's own value
+        (a pair's as lists)."""
+        curve = (self.curves or {}).get(name)
+        if curve is None:
+            return getattr(self, name, None)
+        return [list(v) if isinstance(v, tuple) else v for v in curve.values_at(times)]
 
 
 @made_from_table("job")

@@ -51,6 +51,13 @@ ALPHA_FRAMES = ("none", "matte")
 #: ``export --alpha``: a QuickTime movie that keeps the frames' alpha (ProRes 4444, or PNG).
 ALPHA_MOVIES = ("prores", "png")
 
+#: The music as curves (``engine signals``, :mod:`engine.plan.signals`), each 0-1 over the song: m2v's intensity (the
+#: level curve scaled as segments' intensities are), the onset strength, a beat pulse (each beat's strength,
+#: decaying), and the loudness of the low, mid and high bands (Bake Music to F-Curve's choices).
+SIGNALS = ("intensity", "onset", "beat", "low", "mid", "high")
+SIGNAL_LABELS = {"intensity": "Intensity", "onset": "Onset Strength", "beat": "Beat Pulse", "low": "Low Band",
+                 "mid": "Mid Band", "high": "High Band"}
+
 #: Each preset's name for people and what it is; its numbers are ``engine.protocol.PRESETS`` (see
 #: :func:`describe_preset`). The add-on's preset menu, ``--preset``'s help and the engine's summary line read these.
 PRESET_INFO = {
@@ -103,7 +110,9 @@ RENDER_KEY_ALWAYS = (
 #: A group is in a segment's key only where the segment uses it (footage covers one of its images; motion is on).
 #: A group named here with ``None`` has no values of its own: its key entry is the content alone.
 #: The matte's content is its own entry (``ModelSource.key_content``): each image's processed matte by its pixels
-#: and the version of the step inside a matte; every matte row enters through it.
+#: (under ``"frames"``, one per image) and the version of the step inside a matte; every matte row enters through it.
+#: A key entry is thus one value per image (a list) or a dict with one value per image under the group's name (or
+#: ``"frames"``): the image keys of a directed render (``engine.render.jobs.keys.image_columns``) read it so.
 KEY_GROUPS = {"footage": "frames", "motion": None, "matte": None}
 
 
@@ -261,11 +270,11 @@ SETTINGS: tuple[Setting, ...] = (
         help="timed lyrics: .lrc, .srt, .vtt or .csv",
     ),
     Setting(
-        "start", "--start", "float", None, lo=0, scopes=("input",), commands=("analyze",),
+        "start", "--start", "float", None, lo=0, scopes=("input",), commands=("analyze", "signals"),
         help="analyse from this song time (seconds)",
     ),
     Setting(
-        "end", "--end", "float", None, lo=0, scopes=("input",), commands=("analyze",),
+        "end", "--end", "float", None, lo=0, scopes=("input",), commands=("analyze", "signals"),
         help="analyse up to this song time (seconds)",
     ),
     Setting(
@@ -283,9 +292,21 @@ SETTINGS: tuple[Setting, ...] = (
         help="per-segment prompt, prompt_weight, take and new_chain, matched by start time (kind m2v-segment-settings)",
     ),
     Setting(
+        "prompts", "--prompts", "path", None, metavar="FILE", scopes=("input",), commands=("analyze", "plan", "run"),
+        help="timed prompts: each guides the images of its span, across cuts (.srt, .vtt, .lrc with end times, "
+        ".csv, or .json of kind m2v-prompts: start, end, text, weight 0-1; where prompts overlap the later-starting "
+        "one guides)",
+    ),
+    Setting(
+        "curves", "--curves", "path", None, metavar="FILE.json", scopes=("input",), commands=("render", "run"),
+        help="keyframed settings (kind m2v-curves): per setting that can change over time, [song seconds, value, "
+        "constant|linear] keys; each image takes the value at its start",
+    ),
+    Setting(
         "output", "--output", "path", None, aliases=("-o",), metavar="FILE", scopes=("input",),
-        commands=("analyze", "plan", "export"), required=("export",), exclusive="export_to",
-        help="analyze, plan: write the plan here (default: print it); export: write the MP4 with the song here",
+        commands=("analyze", "plan", "signals", "export"), required=("export",), exclusive="export_to",
+        help="analyze, plan: write the plan here (default: print it); signals: the signals document; export: write "
+        "the MP4 with the song here",
     ),
     Setting(
         "plot", "--plot", "path", None, metavar="FILE.png", scopes=("input",), commands=("analyze", "plan"),
@@ -466,6 +487,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "style_weight", "--style-weight", "float", 0.5, lo=0, hi=100, animatable=True,
         help="weight of --style (%(default)s)",
+        ui=UI("Style Weight", soft_max=2.0, when=("model",), section="look",
+              description="How strongly the style prompt pulls every image (keyframe it to change it over time)"),
     ),
     Setting(
         "prompt_average", "--no-prompt-average", "bool", True, action="store_false",
@@ -684,6 +707,45 @@ SETTINGS: tuple[Setting, ...] = (
             ui=UI("Ray Address", owner="preferences",
                   description="'auto', 'host:port' or 'ray://host:port' of a running cluster; empty: a local Ray "
                   "instance")),
+)
+
+
+def animatable_targets(rows: tuple[Setting, ...]) -> dict[str, tuple[str, str]]:
+    """``{identifier: (label, description)}`` of every value an editor can keyframe on the scene and bake music onto:
+    the ``animatable`` rows the add-on shows on ``scene.m2v`` (a pair's parts as ``<name>_<part>``)."""
+    out = {}
+    for r in rows:
+        if not r.animatable or r.ui is None or r.ui.owner != "scene":
+            continue
+        parts = [(f"{r.name}_{p}", f"{r.ui.label} {p.upper()}") for p in r.parts] if r.nargs == 2 else [(r.name, r.ui.label)]
+        out.update({ident: (label, f"Keyframe {label} with the music") for ident, label in parts})
+    return out
+
+
+# ---------------------------------------------------------- the add-on's directing from the timeline (issue 27)
+_TARGETS = animatable_targets(SETTINGS)
+SETTINGS += (
+    Setting("use_prompt_strips", None, "bool", False, scopes=("addon",),
+            ui=UI("Prompts from Text Strips",
+                  description="Text strips on the Prompt Channel guide the images in their span, as lyrics do")),
+    Setting("prompt_channel", None, "int", 3, lo=1, hi=128, scopes=("addon",),
+            ui=UI("Prompt Channel", description="Channel whose text strips are prompts (and where Lyrics to Text "
+                  "Strips puts the lyrics)")),
+    Setting("cut_channel", None, "int", 1, lo=1, hi=128, scopes=("addon",),
+            ui=UI("Channel", description="Channel of your footage edit: each of its strips' starts and ends becomes "
+                  "a cut")),
+    Setting("cut_snap", None, "bool", False, scopes=("addon",),
+            ui=UI("Snap to Beats", description="Move each new cut to the nearest beat of the last analysis (else "
+                  "exactly on the strip cut)")),
+    Setting("bake_target", None, "choice", "zoom", choices=tuple(_TARGETS), scopes=("addon",),
+            ui=UI("Setting", items=_TARGETS, description="The setting the keyframes go on")),
+    Setting("bake_signal", None, "choice", "intensity", choices=SIGNALS, scopes=("addon",),
+            ui=UI("Signal", items={s: (SIGNAL_LABELS[s], f"The song's {SIGNAL_LABELS[s].lower()}") for s in SIGNALS},
+                  description="What of the music the keys follow (0-1 over the song)")),
+    Setting("bake_min", None, "float", 0.0, scopes=("addon",),
+            ui=UI("Min", description="The setting's value where the signal is 0")),
+    Setting("bake_max", None, "float", 1.0, scopes=("addon",),
+            ui=UI("Max", description="The setting's value where the signal is 1")),
 )
 
 

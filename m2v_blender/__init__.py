@@ -11,9 +11,9 @@ import contextlib
 
 import bpy
 
-from . import handoff_ops, markers, operators, panels, preferences, properties, registry
+from . import directing_ui, handoff_ops, markers, operators, panels, preferences, properties, registry
 
-_MODULES = (properties, preferences, operators, handoff_ops, panels)
+_MODULES = (properties, preferences, operators, handoff_ops, panels, directing_ui)
 _KEYMAPS: list = []
 #: Add Cut at Playhead. Shift+M is free in Blender's default Sequencer and Markers keymaps (M adds a marker).
 ADD_CUT_KEY = {"type": "M", "value": "PRESS", "shift": True}

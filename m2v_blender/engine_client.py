@@ -45,6 +45,10 @@ class EngineJob:
         Where stderr goes (people read it; the add-on never parses it).
     module : bool
         False: each command is a script and its arguments (the installer), not engine arguments.
+    before_step : callable, optional
+        ``before_step(job, step)`` runs (in :meth:`pump`, on the caller's thread) before command ``step`` (1 on)
+        starts: what the next command needs from the one before (the Render's curves need the plan's images).
+        It may change ``job.commands[step]``; an :class:`M2VError` ends the job with that error (exit code 2).
     """
 
     def __init__(
@@ -54,8 +58,10 @@ class EngineJob:
         log_path: Path,
         env: dict | None = None,
         module: bool = True,
+        before_step=None,
     ):
         self.module = module
+        self.before_step = before_step
         self.python = str(python)
         self.commands = list(commands)
         self.log_path = Path(log_path)
@@ -140,8 +146,15 @@ class EngineJob:
                 code = self.proc.returncode
                 if code == protocol.EXIT_OK and self._step + 1 < len(self.commands) and not self.cancelled:
                     self._step += 1
-                    self._launch()
-                    continue
+                    try:
+                        if self.before_step is not None:
+                            self.before_step(self, self._step)
+                    except M2VError as e:
+                        self.error = str(e)
+                        code = protocol.EXIT_INPUT
+                    else:
+                        self._launch()
+                        continue
                 self._finish(code)
                 new.append({"event": protocol.CLIENT_EXIT, "code": code})
                 break

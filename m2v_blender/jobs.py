@@ -7,7 +7,7 @@ from pathlib import Path
 
 import bpy
 
-from . import adapters, flags, footage_strip, markers, preferences, registry, timeline, vse
+from . import adapters, directing, flags, footage_strip, markers, preferences, registry, timeline, vse
 from .contract import protocol, read_document
 from .engine_client import EngineJob
 from .errors import M2VError
@@ -51,8 +51,9 @@ def start_analyze(scene) -> EngineJob:
 
 
 def start_render(scene, preview: bool = False, extra_model_args: list[str] | None = None) -> EngineJob:
-    """Plan from the markers as they are now, then render (``preview``: the layout preview's title cards); strips
-    appear segment by segment."""
+    """Plan from the markers (and the Prompt Channel's text strips) as they are now, then render (``preview``: the
+    layout preview's title cards) with each image's value of every keyframed setting; strips appear segment by
+    segment."""
     st = scene.m2v
     # Refused before anything changes: no cut snapped, no file of the running job rewritten under it.
     registry.refuse_if_running(scene)
@@ -79,6 +80,9 @@ def start_render(scene, preview: bool = False, extra_model_args: list[str] | Non
     if entries:
         write_text_replacing(lyr, timeline.lyrics_csv(entries))
         plan_args += flags.flag("lyrics", lyr)
+    prompts = directing.write_prompts_file(scene, timing, out / "prompts.json")
+    if prompts is not None:
+        plan_args += flags.flag("prompts", prompts)
     # Footage, matte and motion flags; generated strips go above the footage and matte strips, laid with Alpha Over
     # where a matte gives them alpha (unless the editor chose another blend than Replace).
     more, floor = footage_strip.render_args(scene, timing) if not preview else ([], 0)
@@ -86,7 +90,11 @@ def start_render(scene, preview: bool = False, extra_model_args: list[str] | Non
     render_args = _render_args(st, out / ("layout" if preview else "frames"), preview, extra_model_args, footage, matte)
     blend = "ALPHA_OVER" if matte and st.blend_type == "REPLACE" else st.blend_type
     handle = _render_handler({"keys": set(), "timing": timing, "channel": floor, "chains": {}, "blend": blend})
-    return registry.start(scene, "render", [plan_args, render_args + more], handle)
+    # Keyframed settings: evaluated at each image's first frame once the plan says where the images are (the cards
+    # of a layout preview use none of them).
+    names = directing.animated_names(st, flags.conditions(st, preview, footage, matte))
+    before = None if preview else directing.curves_before_render(scene.name, timing, out, names)
+    return registry.start(scene, "render", [plan_args, render_args + more], handle, before)
 
 
 def _preference_values() -> dict:

@@ -200,6 +200,29 @@ def beat_snapper(scene):
     return lambda frame: timing.frame_at(timeline.snap_to_beat(timing.time_at(frame), beats))
 
 
+def add_cuts(scene, frames, snap: bool) -> list[str]:
+    """Cut markers (``m2v S..``) at these frames, moved to the nearest beat of the last analysis when ``snap``;
+    a frame that already holds a cut gets none. The one way m2v adds cuts (Add Cut at Playhead, Cuts from Strips).
+
+    Returns the new markers' names, in the order of ``frames``.
+    """
+    to_beat = beat_snapper(scene) if snap else (lambda frame: frame)
+    taken = {m.frame for m in cut_markers(scene)}
+    names = []
+    for frame in frames:
+        frame = to_beat(int(frame))
+        if frame in taken:
+            continue
+        taken.add(frame)
+        marker = scene.timeline_markers.new(
+            timeline.next_cut_name([m.name for m in scene.timeline_markers]), frame=frame
+        )
+        names.append(marker.name)
+    if names:
+        sync_segments(scene)
+    return names
+
+
 def snap_cuts(scene) -> int:
     """Move every cut to the nearest beat of the last analysis (within half a beat); returns how many moved."""
     snap = beat_snapper(scene)

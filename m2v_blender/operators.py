@@ -129,14 +129,11 @@ class M2V_OT_add_cut(bpy.types.Operator):
     def execute(self, context):
         scene = context.scene
         frame = markers.beat_snapper(scene)(scene.frame_current) if scene.m2v.snap_cuts else scene.frame_current
-        if any(m.frame == frame for m in markers.cut_markers(scene)):
+        names = markers.add_cuts(scene, [frame], snap=False)
+        if not names:
             self.report({"WARNING"}, f"there is already a cut at frame {frame}")
             return {"CANCELLED"}
-        marker = scene.timeline_markers.new(
-            timeline.next_cut_name([m.name for m in scene.timeline_markers]), frame=frame
-        )
-        markers.sync_segments(scene)
-        self.report({"INFO"}, f"cut {marker.name} at frame {frame}")
+        self.report({"INFO"}, f"cut {names[0]} at frame {frame}")
         return {"FINISHED"}
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import bpy
 from bpy.props import BoolProperty, CollectionProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
-from . import flags, registry
+from . import directing, flags, registry
 from .contract import protocol
 from .setting_props import setting_properties
 
@@ -77,9 +77,24 @@ def register() -> None:
     bpy.utils.register_class(M2VSegmentSettings)
     bpy.utils.register_class(M2VSceneSettings)
     bpy.types.Scene.m2v = PointerProperty(type=M2VSceneSettings)
+    # A text strip's prompt weight: a real property (limits, slider), shown on the strip's m2v panel. It belongs to a
+    # strip, not to the scene's settings: not a row of the settings table.
+    setattr(
+        directing.text_strip_type(),
+        directing.WEIGHT_PROP,
+        FloatProperty(
+            name="Prompt Weight",
+            default=1.0,
+            min=0.0,
+            max=1.0,
+            subtype="FACTOR",
+            description="1: the strip's text replaces the lyric or audio guidance of its images; below 1 it mixes in",
+        ),
+    )
 
 
 def unregister() -> None:
+    delattr(directing.text_strip_type(), directing.WEIGHT_PROP)
     del bpy.types.Scene.m2v
     bpy.utils.unregister_class(M2VSceneSettings)
     bpy.utils.unregister_class(M2VSegmentSettings)

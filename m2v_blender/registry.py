@@ -34,14 +34,16 @@ def refuse_if_running(scene) -> None:
         raise M2VError(BUSY)
 
 
-def start(scene, kind: str, commands: list[list[str]], handler) -> EngineJob:
+def start(scene, kind: str, commands: list[list[str]], handler, before_step=None) -> EngineJob:
+    """Start the engine commands as the scene's job (``before_step``: see ``EngineJob``)."""
     refuse_if_running(scene)
     python = preferences.engine_python()
     if not python.exists():
         raise M2VError(
             f"the m2v engine is not installed ({python} is missing): open Preferences > Add-ons > m2v and press Install Engine"
         )
-    return track(scene, kind, EngineJob(python, commands, adapters.output_dir(scene) / protocol.LOG_FILE).start(), handler)
+    job = EngineJob(python, commands, adapters.output_dir(scene) / protocol.LOG_FILE, before_step=before_step)
+    return track(scene, kind, job.start(), handler)
 
 
 def track(scene, kind: str, job: EngineJob, handler) -> EngineJob:

@@ -62,16 +62,19 @@ def _frac(digits: str | None) -> float:
     return int(digits) / (10 ** len(digits)) if digits else 0.0
 
 
-def read_text(path: str | Path) -> str:
-    """Read a text file as UTF-8 (BOM allowed), falling back to Latin-1 for old LRC files."""
+def read_text(path: str | Path, what: str = "lyrics file") -> str:
+    """Read a text file as UTF-8 (BOM allowed), falling back to Latin-1 for old LRC files.
+
+    ``what`` names the file in errors (the prompts reader, ``engine.plan.prompts``, reads these formats too).
+    """
 
     path = Path(path).expanduser()
-    raw = read_regular(path, "lyrics file", MAX_TEXT_BYTES)
+    raw = read_regular(path, what, MAX_TEXT_BYTES)
     if not raw.strip():
-        raise InputError("the lyrics file is empty", path)
+        raise InputError(f"the {what} is empty", path)
     text = _decode(raw)
     if "\x00" in text:
-        raise InputError("this is not a text file (it holds NUL bytes); save the lyrics as UTF-8 text", path)
+        raise InputError(f"this is not a text file (it holds NUL bytes); save the {what} as UTF-8 text", path)
     return text
 
 
@@ -344,6 +347,25 @@ def parse_csv(text: str, path: str | Path = "<csv>") -> list[LyricLine]:
     return out
 
 
+def text_format(text: str, ext: str) -> str | None:
+    """Which reader a timed-text file needs: ``"lrc"``, ``"cues"`` (SRT, WebVTT) or ``"csv"`` (:data:`PARSERS`), from
+    its extension (``ext``, lower case with the dot) or else its first characters; None when neither says."""
+    # The extension decides; the content only when the extension names no format (words in a CSV may hold "-->"
+    # or "[00:01]").
+    by_ext = {".lrc": "lrc", ".srt": "cues", ".vtt": "cues", ".csv": "csv"}
+    if ext in by_ext:
+        return by_ext[ext]
+    head = text.lstrip()[:200]
+    if _LRC_TAG.search(head):
+        return "lrc"
+    if "-->" in head:
+        return "cues"
+    return None
+
+
+PARSERS = {"lrc": parse_lrc, "cues": parse_cues, "csv": parse_csv}
+
+
 def load_lyrics(path: str | Path) -> list[LyricLine]:
     """Read timed lyrics from a file, choosing the parser from its extension (or content).
 
@@ -364,22 +386,10 @@ def load_lyrics(path: str | Path) -> list[LyricLine]:
     """
     path = Path(path)
     text = read_text(path)
-    ext = path.suffix.lower()
-    head = text.lstrip()[:200]
-    # The extension decides; the content only when the extension names no lyrics format (words in a CSV may
-    # hold "-->" or "[00:01]").
-    if ext == ".lrc":
-        out = parse_lrc(text, path)
-    elif ext in (".srt", ".vtt"):
-        out = parse_cues(text, path)
-    elif ext == ".csv":
-        out = parse_csv(text, path)
-    elif _LRC_TAG.search(head):
-        out = parse_lrc(text, path)
-    elif "-->" in head:
-        out = parse_cues(text, path)
-    else:
+    fmt = text_format(text, path.suffix.lower())
+    if fmt is None:
         raise InputError("unknown lyrics format: use .lrc, .srt, .vtt or .csv", path)
+    out = PARSERS[fmt](text, path)
     if not out:
         raise InputError("no timed lyric lines found", path)
     for ly in out:

@@ -21,6 +21,7 @@ from engine.analysis.synth import demo_lrc, demo_song
 from engine.cli.info import engine_info
 from engine.cli.parser import UsageError, build_parser
 from engine.cli.run_folder import check_run_inputs, claim_run_files, run_names, write_noted
+from engine.cli.signals import cmd_signals
 from engine.errors import InputError
 from engine.files import (
     FolderLock,
@@ -40,7 +41,9 @@ from engine.models import weights
 from engine.models.device import device_kind
 from engine.models.factory import load_models, pick_device, resolve_model_paths, verify_structure
 from engine.plan.build import analyze, parse_boundaries, plan_from_boundaries
+from engine.plan.curves import load_curves
 from engine.plan.presets import describe, resolve_preset
+from engine.plan.prompts import apply_prompts, load_prompts
 from engine.plan.schema import load_plan, validate_plan
 from engine.plan.segment_settings import apply_segment_settings, load_segment_settings
 from engine.progress import Progress
@@ -85,6 +88,20 @@ def job_from_args(args: argparse.Namespace) -> JobSettings:
     return job
 
 
+def with_curves(settings: RenderSettings, args: argparse.Namespace, plan: dict | None) -> RenderSettings:
+    """The settings with the keyframed ones of ``--curves`` (checked against the plan's song; without a plan yet,
+    everything but the keys' times)."""
+    if not args.curves:
+        return settings
+    duration = float(plan["song"]["duration"]) if plan is not None else None
+    return settings.with_curves(load_curves(args.curves, duration=duration))
+
+
+def prompt_parts(args: argparse.Namespace):
+    """The timed prompts of ``--prompts`` (read and checked before any work), or None."""
+    return load_prompts(args.prompts) if args.prompts else None
+
+
 def _load(paths, device_name: str, settings=None):
 
     return load_models(paths, pick_device(device_name), encoder=bool(settings and settings.needs_encoder))
@@ -102,7 +119,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     if preset == "auto" and plan.get("analysis", {}).get("preset") in PRESETS:
         preset = plan["analysis"]["preset"]  # render as the plan was made to be rendered
     preset = resolve_preset(preset, lambda: device_kind(args.device))
-    settings = RenderSettings.from_args(args, preset)
+    settings = with_curves(RenderSettings.from_args(args, preset), args, plan)
     job = job_from_args(args)
     print(f"render settings: {describe(preset)} preset, {settings.width}x{settings.height}", file=sys.stderr)
     # With --ray the workers render; the driver's models only give keys and guidance: on the CPU.
@@ -244,6 +261,7 @@ def _check_plan_outputs(args: argparse.Namespace) -> None:
         "song": args.song,
         "lyrics file": args.lyrics,
         "segment-settings file": getattr(args, "segment_settings", None),
+        "prompts file": args.prompts,
         "edit": getattr(args, "boundaries_from", None),
     }
     check_not_inputs({"-o": args.output, "--plot": args.plot}, inputs)
@@ -307,9 +325,12 @@ def analysis_from_args(args: argparse.Namespace, preset: str) -> AnalysisSetting
 def cmd_analyze(args: argparse.Namespace) -> int:
 
     _check_plan_outputs(args)
+    parts = prompt_parts(args)
     preset = _preset_for_plan(args)
     settings = analysis_from_args(args, preset)
     plan = analyze(args.song, settings, lyrics_path=args.lyrics, start=args.start, end=args.end)
+    if parts:
+        plan["warnings"] += apply_prompts(plan, parts)
     _warn(plan, args)
     _estimate(plan, args, args.preset)
     _emit(plan, args)
@@ -323,6 +344,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.segment_settings:
 
         entries = load_segment_settings(args.segment_settings)
+    parts = prompt_parts(args)
     preset = _preset_for_plan(args)
     settings = analysis_from_args(args, preset)
     edit = args.boundaries_from is not None
@@ -336,6 +358,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if entries:
 
         plan["warnings"] += apply_segment_settings(plan, entries)
+    if parts:
+        plan["warnings"] += apply_prompts(plan, parts)
     _warn(plan, args)
     _estimate(plan, args, args.preset)
     _emit(plan, args)
@@ -366,8 +390,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         check_input_file(args.song, "song")
     if args.lyrics:
         check_input_file(args.lyrics, "lyrics file")
+    parts = prompt_parts(args)
     preset = _preset_for_plan(args)
-    settings = RenderSettings.from_args(args, preset)
+    settings = with_curves(RenderSettings.from_args(args, preset), args, None)  # the keys' times: after the plan
     analysis = analysis_from_args(args, preset)
     names = run_names(args)
     check_run_inputs(args, out, names)
@@ -378,16 +403,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     # The folder's lock before anything is written there: a second run into it is refused untouched.
     with FolderLock(out, LOCK_FILE):
         claim_run_files(out, names)
-        return _run_in(args, out, analysis, settings, paths, job)
+        return _run_in(args, out, analysis, settings, paths, job, parts)
 
 
-def _run_in(args: argparse.Namespace, out: Path, analysis: AnalysisSettings, settings, paths, job) -> int:
+def _run_in(args: argparse.Namespace, out: Path, analysis: AnalysisSettings, settings, paths, job, parts) -> int:
     """``run`` inside its locked folder: the demo (if no song), the plan and its plot, the render, the video."""
 
     song, lyrics = args.song, args.lyrics
     if song is None:
         song, lyrics = _write_demo(out)
     plan = analyze(song, analysis, lyrics_path=lyrics)
+    if parts:
+        plan["warnings"] += apply_prompts(plan, parts)
+    settings = with_curves(settings.replace(curves=None), args, plan)  # now with the song's length
     args.events = False
     _warn(plan, args)
     if not args.layout:
@@ -528,6 +556,7 @@ COMMANDS = {
     "export": cmd_export,
     "models": cmd_models,
     "info": cmd_info,
+    "signals": cmd_signals,
 }
 
 

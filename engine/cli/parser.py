@@ -189,7 +189,7 @@ def _add_job_parsers(sub) -> None:
 
 
 def _add_tool_parsers(sub) -> None:
-    """export, models and info."""
+    """export, models, signals and info."""
     e = sub.add_parser(
         "export",
         help="write an MP4 of a finished render with the song, or its timeline for another editor",
@@ -211,6 +211,18 @@ def _add_tool_parsers(sub) -> None:
     mc = msub.add_parser("check", help="list the official files and whether they verify")
     _add_settings(mc, "models check")
     mc.add_argument("--json", action="store_true", help="machine-readable output")
+
+    s = sub.add_parser(
+        "signals",
+        help="the music as curves: intensity, onsets, beat pulse, band loudness (0-1 over time)",
+        description=(
+            "Compute 0-1 curves of the song over time (m2v's intensity, onset strength, a beat pulse, the "
+            "loudness of the low, mid and high bands) as a JSON document (kind m2v-signals), one value per "
+            "analysis frame: what Bake Music to F-Curve turns into keyframes."
+        ),
+    )
+    s.add_argument("song", help="audio file")
+    _add_settings(s, "signals")
 
     i = sub.add_parser("info", help="versions, the device torch finds, and the model files")
     _add_settings(i, "info")

@@ -42,12 +42,20 @@ RUN_FOLDERS = ("frames", "layout")
 
 
 def check_run_inputs(args: argparse.Namespace, out: Path, names: list[str]) -> None:
-    """None of the files ``run`` reads (song, lyrics, footage, matte) may be one it writes; every name it writes is free.
+    """None of the files ``run`` reads (song, lyrics, footage, matte, prompts, curves) may be one it writes; every
+    name it writes is free.
 
     A folder, a link or a pipe in place of one of its files (``video.mp4/``, say), or a file or link in place
     of its render folder, is refused here, before any work (exit 2).
     """
-    inputs = {"song": args.song, "lyrics file": args.lyrics, "--footage": args.footage, "--matte": args.matte}
+    inputs = {
+        "song": args.song,
+        "lyrics file": args.lyrics,
+        "--footage": args.footage,
+        "--matte": args.matte,
+        "prompts file": args.prompts,
+        "curves file": args.curves,
+    }
     check_not_inputs({f"--out {out}/{n}": out / n for n in names}, inputs)
     check_own_entry(out / RUN_FILES, "file")
     for n in names:

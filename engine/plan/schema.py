@@ -120,6 +120,7 @@ def validate_plan(plan: dict, path: str | Path = "<plan>") -> None:
     for k, s in enumerate(segs):
         prev_end = validate_segment(k, s, prev_end, float(song["duration"]), path)
     validate_beats(plan, path)
+    validate_prompts(plan, float(song["duration"]), path)
     levels = plan.get("analysis", {}).get("levels") if isinstance(plan.get("analysis"), dict) else None
     # Plans from before --intensity have none: they are the paper's.
     if isinstance(levels, dict) and levels.get("intensity", "paper") not in INTENSITIES:
@@ -153,6 +154,28 @@ def validate_beats(plan: dict, path: str | Path) -> None:
         raise InputError("the plan's beat_strength must hold one number per beat", path)
     for j, v in enumerate(strength):
         check_number(v, f"beat {j} strength", 0, 1, path=path)
+
+
+def validate_prompts(plan: dict, duration: float, path: str | Path) -> None:
+    """``prompts`` (``engine.plan.prompts``) is optional: timed prompt parts sorted by start, inside the song."""
+    prompts = plan.get("prompts")
+    if prompts is None:
+        return
+    if not isinstance(prompts, list):
+        raise InputError("the plan's prompts must be a list of {start, end, text, weight}", path)
+    prev = None
+    for j, p in enumerate(prompts):
+        name = f"prompt {j}"
+        if not isinstance(p, dict):
+            raise InputError(f"{name} is not an object", path)
+        a = check_number(p.get("start"), f"{name} start", 0, duration + 0.05, path=path)
+        check_number(p.get("end"), f"{name} end", a, duration + 0.05, lo_open=True, path=path)
+        if not isinstance(p.get("text"), str) or not p["text"].strip():
+            raise InputError(f"{name} has no text", path)
+        check_number(p.get("weight", 1.0), f"{name} weight", 0, 1, path=path)
+        if prev is not None and a < prev:
+            raise InputError(f"{name} starts at {a} s, before prompt {j - 1} ({prev} s): prompts are sorted", path)
+        prev = a
 
 
 def load_plan(path: str | Path) -> dict:

@@ -24,16 +24,21 @@ from engine.render.jobs.produce import (
 )
 from engine.stopping import StopFlag, render_code
 from engine.store.manifest import RenderStore, segment_folder
-from engine.store.snapshots import prune_snapshots
+from engine.store.snapshots import list_snapshots, prune_snapshots, snapshot_name
 from engine.store.writer import ImageWriter
 
 
 class RenderJob:
     """A render of a plan's images into a folder: which segments need work, and where each message goes."""
 
-    def __init__(self, plan, keys, store: RenderStore, source, progress, snapshot_every: float, cache_cap=None):
+    def __init__(
+        self, plan, keys, store: RenderStore, source, progress, snapshot_every: float, cache_cap=None, image_keys=None
+    ):
         self.plan, self.keys, self.store, self.source, self.progress = plan, keys, store, source, progress
         self.cache_cap = cache_cap
+        #: Each image's key (``engine.render.jobs.keys.image_keys``) where timed prompts or keyframes direct the
+        #: render, else None: a segment whose key changed keeps the frames of its leading images whose keys did not.
+        self.image_keys = image_keys
         self.segs = plan["segments"]
         self.state_dir = store.out_dir / STATE_DIR
         self.snapshot_every = snapshot_every
@@ -47,9 +52,40 @@ class RenderJob:
         for k, (seg, key) in enumerate(zip(self.segs, self.keys)):
             e, n = self.store.entries.get(key), int(seg["images"])
             fits = e is not None and e.images == n and e.folder == segment_folder(k, key)
+            if not fits and self.image_keys is not None:
+                e = self._keep_leading(k, key, n)
+                fits = e is not None
             first = e.first_missing(self.store.out_dir) if fits else 0
             out.append(Work(k, key, first, n, reused=fits and e.status == "done" and first == n))
         return out
+
+    def _keep_leading(self, k: int, key: str, n: int):
+        """A segment whose key changed (a text strip or keyframe edited): the frames of its leading images whose image
+        keys are unchanged, taken from the cache entry of this segment that shares the most of them (hard links, else
+        copies), with its resume points up to there; returns the new key's entry, or None when no image is kept."""
+        mine, out_dir = self.image_keys[k], self.store.out_dir
+        best, kept = None, 0
+        for e in self.store.entries.values():
+            if e.segment != k or e.key == key:
+                continue
+            j, top = 0, min(n, e.first_missing(out_dir))
+            while j < top and e.frames[j].get("image_key") == mine[j]:
+                j += 1
+            if j > kept:
+                best, kept = e, j
+        if best is None:
+            return None
+        entry = self.store.begin(k, key, n)
+        (out_dir / entry.folder).mkdir(parents=True, exist_ok=True)
+        for i in range(kept):
+            frame = best.frames[i]
+            name = Path(frame["file"]).name
+            _link_or_copy(out_dir / frame["file"], out_dir / entry.folder / name)
+            self.store.add_image(key, {**frame, "file": f"{entry.folder}/{name}"})
+        for snap in list_snapshots(self.state_dir):
+            if snap.key == best.key and snap.images <= kept:
+                _link_or_copy(snap.path, self.state_dir / snapshot_name(key, snap.images))
+        return entry
 
     def render(self, stop: StopFlag) -> int:
         """Render every image the folder lacks, with its records and events; returns the exit code."""
@@ -144,6 +180,7 @@ class RenderJob:
             "file": f"{segment_folder(k, msg.key)}/frame_{i:05d}.png",
             **({"loss": round(loss, 6)} if loss is not None else {}),
             **msg.info,
+            **({"image_key": self.image_keys[k][i]} if self.image_keys is not None else {}),
         }
         eta = (self.total - self.done) * self.t_images / max(1, self.n_images)
         event = {"segment": k, "index": i, "done": self.done, "total": self.total, "file": frame["file"]}
@@ -178,3 +215,15 @@ class RenderJob:
         prune_snapshots(self.state_dir, self.keys)
         self.store.compact("done")
         self.progress.emit("done", done=self.done, total=self.total, out=str(self.store.out_dir))
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """``dst`` as the same file as ``src`` (a hard link; a copy where the file system has none)."""
+    import os
+    import shutil
+
+    dst.unlink(missing_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)

@@ -34,7 +34,7 @@ from engine.protocol import (
     STATE_DIR,
 )
 from engine.render.jobs.job import RenderJob
-from engine.render.jobs.keys import segment_keys
+from engine.render.jobs.keys import keys_and_image_keys
 from engine.render.jobs.ray_render import RayRenderJob
 from engine.render.sources.cards import CardSource
 from engine.render.sources.model import ModelSource, fit_size
@@ -124,7 +124,7 @@ def render(
 def _render_into(plan, song_16k, out_dir: Path, settings, source, progress, stop, job: JobSettings, job_class) -> int:
     """The part of a render that writes: keys, the folder's lock, its cache, the job."""
     starts = getattr(source, "starts", [0])
-    keys = segment_keys(plan, song_16k, settings, source.ids(), source.key_content, starts)
+    keys, image_keys = keys_and_image_keys(plan, song_16k, settings, source.ids(), source.key_content, starts)
     check_render_folder(out_dir, [segment_folder(k, key) for k, key in enumerate(keys)])
     new_folder = not out_dir.exists()
     make_dirs(out_dir)
@@ -138,7 +138,9 @@ def _render_into(plan, song_16k, out_dir: Path, settings, source, progress, stop
             progress.emit("warning", message=w)
         had = {p: (out_dir / p).exists() for p in (MANIFEST_FILE, JOURNAL_FILE, STATE_DIR, RAY_LOG_FILE)}
         try:
-            runner = job_class(plan, keys, store, source, progress, job.snapshot_every, job.cache_cap_bytes)
+            runner = job_class(
+                plan, keys, store, source, progress, job.snapshot_every, job.cache_cap_bytes, image_keys=image_keys
+            )
             code = runner.render(stop)
             if code == EXIT_CANCELLED and not any(e.frames for e in store.entries.values()):
                 store.close()  # stopped before any frame (a Ray render stopped while Ray started): as it was found

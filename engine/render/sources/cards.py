@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from engine import __version__
+from engine.plan.prompts import image_prompts
 from engine.protocol import image_slots
 
 
@@ -22,8 +23,9 @@ def _clock(t: float) -> str:
     return f"{int(t // 60)}:{t % 60:05.2f}"
 
 
-def title_card(seg: dict, image_index: int, n_segments: int, width: int, height: int) -> np.ndarray:
-    """Draw the card for one image of one segment; ``(height, width, 3)`` uint8."""
+def title_card(seg: dict, image_index: int, n_segments: int, width: int, height: int, prompt=None) -> np.ndarray:
+    """Draw the card for one image of one segment; ``(height, width, 3)`` uint8. ``prompt``: the timed prompt that
+    guides the image (``engine.plan.prompts.PromptPart``), its title where there is one."""
     from PIL import Image, ImageDraw, ImageFont
 
     img = Image.new("RGB", (width, height), _colour(seg["intensity"]))
@@ -38,7 +40,9 @@ def title_card(seg: dict, image_index: int, n_segments: int, width: int, height:
         (f"{_clock(seg['start'])} - {_clock(seg['end'])}", small),
         (f"image {image_index + 1}/{seg['images']}  ({seg['steps']} steps)", small),
     ]
-    if seg.get("prompt"):
+    if prompt is not None:
+        body = f"prompt: {prompt.text}"
+    elif seg.get("prompt"):
         body = f"prompt: {seg['prompt']}"
     else:
         body = f"\u201c{part['text']}\u201d" if part["kind"] == "lyric" else "audio"
@@ -62,6 +66,7 @@ class CardSource:
 
     def __init__(self, plan: dict, settings) -> None:
         self.plan, self.settings = plan, settings
+        self.prompts = image_prompts(plan)
 
     def ids(self) -> dict:
 
@@ -71,7 +76,9 @@ class CardSource:
         return {}
 
     def image_info(self, k: int, i: int) -> dict:
-        return {}
+        """The timed prompt that titles the card (the manifest says which text guided each image)."""
+        p = self.prompts[k][i]
+        return {} if p is None else p.record()
 
     def finish(self, k: int, i: int, rgb: np.ndarray) -> np.ndarray:
         """A card is written as it is (a layout preview has no matte, as it has no footage)."""
@@ -87,4 +94,4 @@ class CardSource:
 
         seg = self.plan["segments"][k]
         s = self.settings
-        return title_card(seg, i, len(self.plan["segments"]), s.width, s.height), None
+        return title_card(seg, i, len(self.plan["segments"]), s.width, s.height, self.prompts[k][i]), None

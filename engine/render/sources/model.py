@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.plan.chains import chain_of
+from engine.plan.prompts import image_prompts
 from engine.plan.schedule import image_steps
 from engine.protocol import image_slots
 from engine.render.sources.footage import Footage, frame_digests, segment_frames
@@ -59,6 +60,8 @@ class ModelSource:
         self.optimizer = Optimizer(models.vqgan, models.clip, settings, device)
         self.guidance = Guidance(plan, models.clip, models.audio, song_16k, device)
         self.images = [int(s["images"]) for s in plan["segments"]]
+        #: The timed prompt guiding each image (engine.plan.prompts), per segment; None where none does.
+        self.prompts = image_prompts(plan)
         #: First segments of the latent chains (engine.plan.chains): each starts from its own initial latent.
         self.starts: list[int] = [0]
         self.pos: tuple[int, int] | None = None
@@ -194,9 +197,15 @@ class ModelSource:
         return v[i] if isinstance(v, list) else v
 
     def image_info(self, k: int, i: int) -> dict:
-        """What the manifest records about image ``i`` beyond its file: the footage and matte frames it followed."""
+        """What the manifest records about image ``i`` beyond its file: the footage and matte frames it followed, the
+        timed prompt that guided it, and its own value of each keyframed setting."""
         j, m = self.footage_frames(k)[i], self.matte_frames(k)[i]
-        return {**({} if j is None else {"footage": j}), **({} if m is None else {"matte": m})}
+        info = {**({} if j is None else {"footage": j}), **({} if m is None else {"matte": m})}
+        if self.prompts[k][i] is not None:
+            info.update(self.prompts[k][i].record())
+        if self.settings.curves:
+            info["animated"] = {name: self.value(name, k, i) for name in self.settings.curves}
+        return info
 
     def _picture(self, kind: str, j: int) -> np.ndarray:
         """Matte frame ``j`` (``(H, W)``) or footage frame ``j`` (``(H, W, 3)``) at the render size; the last few
@@ -334,7 +343,8 @@ class ModelSource:
 
     def targets(self, k: int, i: int, p: int) -> list:
         s = self.settings
-        out = [(self.guidance.target(k, p, s.prompt_average), 1.0)]
+        weight = self.value("prompt_weight", k, i) if s.animated("prompt_weight") else None
+        out = [(self.guidance.target(k, p, s.prompt_average, self.prompts[k][i], weight), 1.0)]
         if s.style:
             out.append((self.guidance.text(s.style), self.value("style_weight", k, i)))
         return out
