@@ -20,6 +20,7 @@ from engine.files import write_json_atomic
 from engine.plan.build import plan_from_boundaries
 from engine.plan.schedule import image_steps
 from engine.progress import Collect
+from engine.protocol import image_slots
 from engine.render.jobs.loop import render
 from engine.render.sources.footage import Footage
 from engine.render.sources.matte import Matte, matte_from_pixels
@@ -364,3 +365,48 @@ def test_export_lays_the_frames_over_their_footage_or_keeps_the_alpha(shot, mode
     assert kept.returncode == 0, kept.stderr
     footage.close()
 
+
+
+# ---------------------------------------------------------------- with the timeline's direction (issues 27 and 28)
+
+
+def test_a_matte_with_timed_prompts_and_keyframes(shot, models, tmp_path):
+    """A matte, a timed prompt and a keyframed footage carry-over in one render: each image's record holds its
+    matte frame, its prompt and its value; the alpha is still the matte; a later keyframe changed re-renders only
+    from the first image whose value changed (the image keys read the matte's per-image frames)."""
+    from engine.plan.curves import parse_curves
+    from engine.plan.prompts import apply_prompts, parse_prompts_doc, plan_prompts, prompt_for_span
+
+    p = json.loads(shot["plan"].read_text())
+    doc = {"kind": "m2v-prompts", "version": 1, "prompts": [{"start": 0.5, "end": 1.6, "text": "a red door"}]}
+    assert apply_prompts(p, parse_prompts_doc(doc)) == []
+    plan = tmp_path / "plan.json"
+    write_json_atomic(p, plan)
+    kw = dict(footage=str(shot["footage"]), matte=str(shot["matte"]), alpha="matte")
+
+    def settings(last: float):
+        keys = [[0.0, 0.2, "linear"], [1.0, 0.2, "linear"], [1.5, last, "linear"]]
+        doc = {"kind": "m2v-curves", "version": 1, "curves": {"footage_blend": keys}}
+        return _settings(**kw).with_curves(parse_curves(doc, ["footage_blend"]))
+
+    out = tmp_path / "out"
+    assert render(plan, out, settings(0.6), models, Collect()) == 0
+    recs = _records(out)
+    slots = [s for seg in p["segments"] for s in image_slots(seg["start"], seg["end"], seg["images"], digits=None)]
+    assert len(recs) == len(slots) == 8
+    matte = Matte(shot["matte"])
+    for rec, (a, b) in zip(recs, slots):
+        guide = prompt_for_span(plan_prompts(p), a, b)
+        assert rec.get("prompt") == (guide.text if guide else None)
+        assert rec["animated"]["footage_blend"] == pytest.approx(0.2 + (0.6 - 0.2) * min(max(a - 1.0, 0), 0.5) / 0.5)
+        assert np.array_equal(_pixels(out, rec)[..., 3], matte.frame(rec["matte"], W, H))
+    matte.close()
+    assert {r.get("prompt") for r in recs} == {None, "a red door"}
+    before = [(out / r["file"]).read_bytes() for r in recs]
+    events = Collect()
+    assert render(plan, out, settings(0.9), models, events) == 0
+    first = next(j for j, (a, _) in enumerate(slots) if a > 1.0)  # the curve changes after 1 s only
+    assert 0 < first - 4 < 4  # inside the second segment: its first image is kept too
+    made = [(e["segment"], e["index"]) for e in events.events if e["event"] == "image"]
+    assert len(made) == len(slots) - first
+    assert [(out / r["file"]).read_bytes() for r in _records(out)][:first] == before[:first]
