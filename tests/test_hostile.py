@@ -732,3 +732,29 @@ def test_run_without_models_shows_the_plan_and_its_cost_first(tmp_path):
     assert "steps," in err and " on CPU" in err and err.index(" on CPU") < err.index("error:")
     assert not out.exists() and not (tmp_path / "no-models").exists()
     assert model_args  # the small models' flags stay the way to render here (tests/small_models.py)
+
+
+def test_after_ray_died_its_threads_print_to_the_log_and_stdout_stays_events(tmp_path, capfd):
+    """Ray's listener threads print ("(raylet) The node ... marked dead") until the process ends: once Ray died
+    under a render those lines go to ray.log, while the main thread's (the error event) still reach stdout."""
+    import threading
+    import types
+
+    from engine.render.jobs.ray_setup import RayLog
+
+    progress = types.SimpleNamespace(out=None, err=sys.stderr)
+    stdout_before, stderr_before = sys.stdout, sys.stderr
+    log = RayLog(tmp_path / "ray.log", progress)
+    try:
+        with log:
+            log.keep = True  # as the Ray render sets it when Ray died
+        t = threading.Thread(target=lambda: print("(raylet) The node with node id: x has been marked dead"))
+        t.start()
+        t.join()
+        print('{"event": "error"}')
+        sys.stdout.flush()
+    finally:
+        sys.stdout, sys.stderr = stdout_before, stderr_before
+    out = capfd.readouterr().out
+    assert out.splitlines() == ['{"event": "error"}']
+    assert "marked dead" in (tmp_path / "ray.log").read_text()

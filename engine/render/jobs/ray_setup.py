@@ -26,6 +26,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from engine.errors import InputError
@@ -314,6 +315,28 @@ def remove_worker_dirs(job_id: str, folders: set[str] | tuple = ()) -> int:
     return n
 
 
+class ThreadRouted(io.TextIOBase):
+    """A text stream that sends the main thread's writes to ``main`` and every other thread's to ``other``."""
+
+    def __init__(self, main, other) -> None:
+        super().__init__()
+        self.main, self.other = main, other
+
+    def _stream(self):
+        return self.main if threading.current_thread() is threading.main_thread() else self.other
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        return self._stream().write(s)
+
+    def flush(self) -> None:
+        for s in (self.main, self.other):
+            with contextlib.suppress(Exception):
+                s.flush()
+
+
 class RayLog:
     """Ray's own output in ``ray.log`` (the render folder) while a Ray render runs; m2v's lines stay on the terminal.
 
@@ -326,8 +349,9 @@ class RayLog:
 
     def __init__(self, path: Path, progress) -> None:
         self.path, self.progress = path, progress
-        #: Set when Ray died under the render: its threads may still write until the process ends, so fd 2
-        #: stays on the log and ``sys.stderr`` becomes the terminal's copy (m2v's error line still shows).
+        #: Set when Ray died under the render: its threads may still write until the process ends, so fd 2 and
+        #: ``sys.stdout`` stay on the log and ``sys.stderr`` becomes the terminal's copy (m2v's error line still
+        #: shows).
         self.keep = False
 
     def __enter__(self) -> RayLog:
@@ -353,10 +377,14 @@ class RayLog:
         for s in (self._text, self._terminal, sys.stderr):
             with contextlib.suppress(Exception):
                 s.flush()
-        sys.stdout = self._stdout
         if self.keep:
+            # Ray's threads print until the process ends ("(raylet) The node ... marked dead" comes from a
+            # listener thread's ``print`` to whatever sys.stdout is then): their lines keep going to the log, as
+            # fd 2 does, while the main thread's (m2v's error event) reach stdout, which stays JSON lines only.
+            sys.stdout = ThreadRouted(self._stdout, self._text)
             sys.stderr = self._terminal
             return
+        sys.stdout = self._stdout
         os.dup2(self._saved_fd, 2)
         for attr in self._swapped:
             setattr(self.progress, attr, sys.stderr)
