@@ -79,20 +79,6 @@ def write_prompts_file(scene, timing: timeline.StripTiming, path: Path) -> Path 
 # ---------------------------------------------------------------- Lyrics -> Text Strips
 
 
-def lyric_marker_frames(scene) -> list[tuple[int, str]]:
-    """Each lyric marker's frame and words (the marker's name is the truth, as for the engine's lyrics)."""
-    texts = markers.stored_lyrics(scene)
-    out = []
-    for m in scene.timeline_markers:
-        i = timeline.lyric_index(m.name)
-        if i is None:
-            continue
-        text = timeline.lyric_text(m.name, texts[i] if 0 <= i < len(texts) else None)
-        if text:
-            out.append((m.frame, text))
-    return out
-
-
 def _new_text_strip(scene, name: str, channel: int, start: int, end: int):
     coll = vse.top_strips(scene)
     try:
@@ -110,7 +96,7 @@ def lyrics_to_strips(scene, timing: timeline.StripTiming, keep_markers: bool = F
     lyric markers are removed unless ``keep_markers``: the strips are the lyrics now.
     """
     st = scene.m2v
-    lyrics = lyric_marker_frames(scene)
+    lyrics = markers.lyric_marker_frames(scene)
     if not lyrics:
         raise M2VError("there are no lyric markers (m2v \u266a...): Analyze with a lyrics file, or Add Lyric first")
     first, last = int(timing.frame_final_start), int(timing.frame_final_end)

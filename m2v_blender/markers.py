@@ -109,8 +109,8 @@ def stored_lyrics(scene) -> list[str]:
     return [t if isinstance(t, str) else "" for t in texts] if isinstance(texts, list) else []
 
 
-def scene_lyrics(scene, timing: timeline.StripTiming) -> list[tuple[float, str]]:
-    """Each lyric marker's time and words: the marker's name is the truth (see ``timeline.lyric_text``)."""
+def lyric_marker_frames(scene) -> list[tuple[int, str]]:
+    """Each lyric marker's frame and words: the marker's name is the truth (see ``timeline.lyric_text``)."""
     texts = stored_lyrics(scene)
     out = []
     for m in scene.timeline_markers:
@@ -119,8 +119,13 @@ def scene_lyrics(scene, timing: timeline.StripTiming) -> list[tuple[float, str]]
             continue
         text = timeline.lyric_text(m.name, texts[i] if 0 <= i < len(texts) else None)
         if text:
-            out.append((round(timing.time_at(m.frame), 4), text))
+            out.append((m.frame, text))
     return out
+
+
+def scene_lyrics(scene, timing: timeline.StripTiming) -> list[tuple[float, str]]:
+    """Each lyric marker's time (song seconds, 0.1 ms) and words."""
+    return [(round(timing.time_at(frame), 4), text) for frame, text in lyric_marker_frames(scene)]
 
 
 def sync_segments(scene, by_time: bool = False) -> None:
