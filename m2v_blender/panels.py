@@ -27,12 +27,7 @@ class SEQUENCER_PT_m2v(bpy.types.Panel):
             col.label(text=str(e), icon="ERROR")
         if song:
             col.label(text=f"Song: {song}", icon="SOUND")
-        sed = context.scene.sequence_editor
-        if sed is not None:
-            # Pick the song from the scene's strips (4.2: sequences_all, 5.x: strips_all).
-            col.prop_search(st, "song_strip", sed, "strips_all" if hasattr(sed, "strips_all") else "sequences_all")
-        else:
-            col.prop(st, "song_strip")
+        strip_field(col, context.scene, "song_strip")
         row = col.row(align=True)
         row.prop(st, "lyrics_file")
         row.operator("m2v.import_lyrics", text="", icon="FILEBROWSER")
@@ -88,17 +83,22 @@ def shown_conditions(st, values: dict) -> set[str]:
     return held
 
 
+def strip_field(layout, scene, prop: str) -> None:
+    """A strip-name setting with a search over the scene's strips (4.2: ``sequences_all``; 5.x: ``strips_all``)."""
+    sed = scene.sequence_editor
+    if sed is None:
+        layout.prop(scene.m2v, prop)
+        return
+    layout.prop_search(scene.m2v, prop, sed, "strips_all" if hasattr(sed, "strips_all") else "sequences_all")
+
+
 def draw_footage_box(box, scene, held: set[str] | None = None) -> None:
     """The panel's "Footage & Motion" box (``held``: what holds for drawing, see :func:`shown_conditions`)."""
     st = scene.m2v
     if held is None:
         held = shown_conditions(st, flags.effective(st))
     box.label(text="Footage & Motion", icon="SEQUENCE")
-    sed = scene.sequence_editor
-    if sed is not None:
-        box.prop_search(st, "footage_strip", sed, "strips_all" if hasattr(sed, "strips_all") else "sequences_all")
-    else:
-        box.prop(st, "footage_strip")
+    strip_field(box, scene, "footage_strip")
     draw_section(box, st, "footage", held)
     box.prop(st, "use_motion")
     if st.use_motion:
@@ -114,11 +114,7 @@ def draw_matte_box(box, scene, held: set[str] | None = None) -> None:
     if held is None:
         held = shown_conditions(st, flags.effective(st))
     box.label(text="Compositing", icon="NODE_COMPOSITING")
-    sed = scene.sequence_editor
-    if sed is not None:
-        box.prop_search(st, "matte_strip", sed, "strips_all" if hasattr(sed, "strips_all") else "sequences_all")
-    else:
-        box.prop(st, "matte_strip")
+    strip_field(box, scene, "matte_strip")
     draw_section(box, st, "matte", held)
 
 
