@@ -22,7 +22,7 @@ from pathlib import Path
 
 from engine import faults
 from engine.errors import InputError
-from engine.protocol import TEMP_SUFFIX
+from engine.protocol import TEMP_SUFFIX, check_document
 
 _UMASK: int | None = None
 
@@ -297,6 +297,14 @@ def read_json(path: str | Path, what: str, max_bytes: int = MAX_JSON_BYTES, foll
     """Parse a JSON file (a bounded regular file; ``follow=False``: never through a link); errors name the file."""
     path = Path(path).expanduser()
     return loads_json(read_regular(path, what, max_bytes, follow), what, path)
+
+
+def check_input_document(doc: object, kind: str, version: int, path: str | Path) -> dict:
+    """A user's document of ``kind`` and ``version`` (``engine.protocol.check_document``); errors name the file."""
+    try:
+        return check_document(doc, kind, version)
+    except ValueError as e:
+        raise InputError(str(e), path) from None
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:

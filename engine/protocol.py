@@ -38,6 +38,9 @@ PLAN_KIND, PLAN_VERSION = "m2v-plan", 2
 MANIFEST_KIND, MANIFEST_VERSION = "m2v-render", 2
 INFO_KIND, INFO_VERSION = "m2v-info", 1
 SEGMENT_SETTINGS_KIND, SEGMENT_SETTINGS_VERSION = "m2v-segment-settings", 1
+#: How far (seconds) a segment-settings entry's start may be from a segment's start and still belong to it (the
+#: engine's matching, and the add-on's for keyframed segment weights).
+SEGMENT_MATCH_S = 0.02
 ANALYSIS_SUMMARY_KIND, ANALYSIS_SUMMARY_VERSION = "m2v-analysis-summary", 1
 #: Timed prompts (``--prompts``, ``engine.plan.prompts``) and keyframed settings (``--curves``, ``engine.plan.curves``).
 PROMPTS_KIND, PROMPTS_VERSION = "m2v-prompts", 1

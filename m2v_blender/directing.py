@@ -212,10 +212,6 @@ def animated_curves(scene, segments, timing: timeline.StripTiming, names=ANIMATA
     return out
 
 
-#: How far (seconds) a segment item's start may be from a plan segment's (the engine matches segment settings so).
-SEGMENT_MATCH = 0.02
-
-
 def segment_weight_values(scene, plan: dict, timing: timeline.StripTiming) -> list | None:
     """Each image's segment-prompt weight where an editor keyframed it on a segment item (``scene.m2v.segments[i]
     .prompt_weight``, the item of the segment the plan starts there): Blender's value at the image's first frame;
@@ -231,7 +227,7 @@ def segment_weight_values(scene, plan: dict, timing: timeline.StripTiming) -> li
     out = []
     for seg in segs:
         own = float(seg.get("prompt_weight", 1.0))
-        near = [i for i, t in starts.items() if abs(t - seg["start"]) <= SEGMENT_MATCH and i in curves]
+        near = [i for i, t in starts.items() if abs(t - seg["start"]) <= protocol.SEGMENT_MATCH_S and i in curves]
         n = int(seg["images"])
         if not near or not seg.get("prompt"):
             out += [own] * n

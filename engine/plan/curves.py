@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import InputError
-from engine.files import check_number, read_json
-from engine.protocol import CURVES_KIND, CURVES_VERSION, check_document, image_slots
+from engine.files import check_input_document, check_number, read_json
+from engine.protocol import CURVES_KIND, CURVES_VERSION, image_slots
 from engine.settings_table import SETTINGS
 
 #: How a key goes on to the next one.
@@ -161,10 +161,7 @@ def parse_curves(
     InputError
         A wrong kind or version, no ``curves`` object, a setting that cannot change over time, a bad key.
     """
-    try:
-        check_document(doc, CURVES_KIND, CURVES_VERSION)
-    except ValueError as e:
-        raise InputError(str(e), path) from None
+    check_input_document(doc, CURVES_KIND, CURVES_VERSION, path)
     curves = doc.get("curves")
     if not isinstance(curves, dict):
         raise InputError('no curves object ("curves": {"zoom": [[time, value, interpolation], ...], ...})', path)

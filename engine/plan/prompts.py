@@ -30,8 +30,8 @@ from pathlib import Path
 
 from engine.analysis.lyrics import PARSERS, LyricLine, read_text, text_format
 from engine.errors import InputError
-from engine.files import MAX_TEXT_BYTES, check_input_file, check_number, read_json
-from engine.protocol import PROMPTS_KIND, PROMPTS_VERSION, check_document, image_slots
+from engine.files import MAX_TEXT_BYTES, check_input_document, check_input_file, check_number, read_json
+from engine.protocol import PROMPTS_KIND, PROMPTS_VERSION, image_slots
 
 #: Prompt and image times are compared within this many seconds (the plan rounds times to 0.1 ms).
 TIME_TOLERANCE = 1e-4
@@ -107,10 +107,7 @@ def parse_prompts_doc(doc: object, path: str | Path = "<prompts>") -> list[Promp
         Naming the file and the prompt (0-based) and field: a wrong kind or version, a missing list, a NaN or
         negative time, an end not after its start, an empty text, a weight outside [0, 1], an unknown field.
     """
-    try:
-        check_document(doc, PROMPTS_KIND, PROMPTS_VERSION)
-    except ValueError as e:
-        raise InputError(str(e), path) from None
+    check_input_document(doc, PROMPTS_KIND, PROMPTS_VERSION, path)
     entries = doc.get("prompts")
     if not isinstance(entries, list):
         raise InputError('no prompts list ("prompts": [{start, end, text, weight}, ...])', path)

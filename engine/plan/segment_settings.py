@@ -16,23 +16,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from engine.errors import InputError
-from engine.files import check_number, read_json
-from engine.protocol import SEGMENT_SETTINGS_KIND, SEGMENT_SETTINGS_VERSION, check_document
+from engine.files import check_input_document, check_number, read_json
+from engine.protocol import SEGMENT_MATCH_S, SEGMENT_SETTINGS_KIND, SEGMENT_SETTINGS_VERSION
 from engine.settings_check import check_entry
 from engine.settings_table import in_scope, segment_defaults
 
-#: How far (seconds) an entry's start may be from a segment's start and still belong to it.
-MATCH_TOLERANCE = 0.02
 _DEFAULTS = {s.name: s.default for s in in_scope("segment")}
 
 
 def load_segment_settings(path: str | Path) -> list[dict]:
     """Read and check a segment-settings file; every value is validated and named in errors."""
     doc = read_json(path, "segment-settings file")
-    try:
-        check_document(doc, SEGMENT_SETTINGS_KIND, SEGMENT_SETTINGS_VERSION)
-    except ValueError as e:
-        raise InputError(str(e), path) from None
+    check_input_document(doc, SEGMENT_SETTINGS_KIND, SEGMENT_SETTINGS_VERSION, path)
     entries = doc.get("segments")
     if not isinstance(entries, list):
         raise InputError("no segments list", path)
@@ -52,7 +47,7 @@ def apply_segment_settings(plan: dict, entries: list[dict]) -> list[str]:
     warnings = []
     for e in entries:
         k = min(range(len(segs)), key=lambda i: abs(segs[i]["start"] - e["start"]))
-        if abs(segs[k]["start"] - e["start"]) > MATCH_TOLERANCE:
+        if abs(segs[k]["start"] - e["start"]) > SEGMENT_MATCH_S:
             warnings.append(f"segment settings for {e['start']:.3f} s match no segment start; ignored")
             continue
         for name, value in e.items():

@@ -146,7 +146,7 @@ def keys_and_image_keys(
     """Every segment's key (:func:`segment_keys`) and, for a render timed prompts or keyframes direct
     (:func:`directed`), every image's key (:func:`image_keys`); else ``None``."""
     keys, images, prev = [], [], None
-    prompts = image_prompts(plan)
+    prompts, with_images = image_prompts(plan), directed(plan, settings)
     for k, seg in enumerate(plan["segments"]):
         parts = [
             [round(float(p["start"]), 4), round(float(p["end"]), 4), p["kind"], p.get("text")]
@@ -172,11 +172,11 @@ def keys_and_image_keys(
         payload.update(prompt_entries(prompts[k]))
         if k > 0 and k in starts:
             payload["chain_start"], prev = k, None
-        if directed(plan, settings):
+        if with_images:
             images.append(image_keys(payload, prev, settings))
         prev = segment_key(payload, prev)
         keys.append(prev)
-    return keys, (images if directed(plan, settings) else None)
+    return keys, (images if with_images else None)
 
 
 def image_columns(payload: dict, settings: RenderSettings) -> tuple[dict, list[list]]:

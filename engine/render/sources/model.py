@@ -66,7 +66,8 @@ class ModelSource:
         self.starts: list[int] = [0]
         self.pos: tuple[int, int] | None = None
         self._schedules: dict[int, list[list[int]]] = {}
-        self._times: dict[int, list[float]] = {}
+        #: Each (setting, segment)'s value: one value, or a list of each image's where the setting is keyframed.
+        self._values: dict[tuple[str, int], object] = {}
         self.footage = None
         if settings.footage is not None:
             self.footage = Footage(settings.footage, settings.footage_fps)
@@ -189,11 +190,11 @@ class ModelSource:
 
     def value(self, name: str, k: int, i: int):
         """Setting ``name``'s value at image ``i`` of segment ``k`` (an animated setting's own value there)."""
-        if k not in self._times:
+        if (name, k) not in self._values:  # asked per image and per use: the segment's values are worked out once
             seg = self.plan["segments"][k]
             slots = image_slots(float(seg["start"]), float(seg["end"]), int(seg["images"]), digits=None)
-            self._times[k] = [a for a, _ in slots]
-        v = self.settings.image_values(name, self._times[k])
+            self._values[name, k] = self.settings.image_values(name, [a for a, _ in slots])
+        v = self._values[name, k]
         return v[i] if isinstance(v, list) else v
 
     def image_info(self, k: int, i: int) -> dict:
